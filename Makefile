@@ -1,0 +1,40 @@
+# Every target creates .venv and installs what it needs; nothing by hand.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: demo test stress bench loadtest lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PIP) install -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml | $(PY)
+	$(PIP) install -e '.[test,bench]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) examples/echo_server.py --demo
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+stress: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m slow tests/reliability $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-bench
+	$(PY) benchmarks/dispatch.py
+
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check greenpool tests benchmarks examples loadtests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info loadtests/reports

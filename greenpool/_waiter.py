@@ -1,0 +1,157 @@
+"""One-shot wake-ups that block the right way for whoever waits.
+
+A greenpool object (a Future, a pool being joined, a full queue) can be waited
+on from three kinds of context, and each needs a different way to block:
+
+* a greenlet on a **pool hub**: park the greenlet and let the hub run others;
+  the wake-up comes through that hub's mailbox (or its callback queue when the
+  waker is on the same thread, which costs no syscall);
+* a greenlet on a **foreign gevent hub** (the main thread after
+  ``patch_all()``, a locust runner...): park it on a temporary ``async_``
+  watcher, the one libev object that is safe to signal from another thread
+  (gevent issue #1489); this also keeps that hub's loop from raising LoopExit;
+* a **plain thread**: block on a native lock, never a patched one.
+
+:func:`make_waiter` picks the implementation from the calling context; every
+waiter has the same two methods, ``wait(timeout) -> bool`` (called once, by the
+waiter's owner) and ``wake()`` (thread-safe, idempotent, callable from
+anywhere).
+"""
+
+from __future__ import annotations
+
+from gevent import Timeout
+from gevent._hub_local import get_hub_if_exists
+from gevent.hub import Waiter as _GeventWaiter
+from greenlet import getcurrent
+
+from greenpool._native import allocate_lock
+
+
+class NativeWaiter:
+    """Blocks a plain OS thread on a native lock."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = allocate_lock()
+        self._lock.acquire()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(True, max(timeout, 0.0))
+
+    def wake(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:  # already woken
+            pass
+
+
+class PoolHubWaiter:
+    """Parks a greenlet on its greenpool hub; woken through the hub's mailbox."""
+
+    __slots__ = ("_hub", "_waiter", "_woken")
+
+    def __init__(self, hub) -> None:
+        self._hub = hub
+        self._waiter = _GeventWaiter(hub.gevent_hub)
+        self._woken = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._woken:
+            return True
+        with Timeout(timeout, False):
+            self._waiter.get()
+        return self._woken
+
+    def wake(self) -> None:
+        if not self._woken:
+            self._woken = True
+            self._hub.call_soon_threadsafe(self._waiter.switch, None)
+
+
+class ForeignHubWaiter:
+    """Parks a greenlet on a gevent hub greenpool does not own, via an async watcher.
+
+    The watcher is started at creation, before the waiter is registered
+    anywhere, so a wake-up that arrives before :meth:`wait` is never lost. A
+    native lock orders ``wake()`` against closing the watcher: ``send()`` on a
+    closed libev watcher would touch freed memory.
+    """
+
+    __slots__ = ("_watcher", "_waiter", "_woken", "_lock")
+
+    def __init__(self, gevent_hub) -> None:
+        self._waiter = _GeventWaiter(gevent_hub)
+        self._watcher = gevent_hub.loop.async_()
+        self._watcher.start(self._waiter.switch, None)
+        self._woken = False
+        self._lock = allocate_lock()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        try:
+            if not self._woken:
+                with Timeout(timeout, False):
+                    self._waiter.get()
+            return self._woken
+        finally:
+            with self._lock:
+                watcher, self._watcher = self._watcher, None
+                watcher.stop()
+                watcher.close()
+
+    def wake(self) -> None:
+        with self._lock:
+            if not self._woken:
+                self._woken = True
+                if self._watcher is not None:
+                    self._watcher.send()
+
+
+def make_waiter():
+    """Return a waiter suited to the calling greenlet or thread."""
+    gevent_hub = get_hub_if_exists()
+    if gevent_hub is not None and getcurrent() is not gevent_hub:
+        pool_hub = getattr(gevent_hub, "greenpool_hub", None)
+        if pool_hub is not None:
+            return PoolHubWaiter(pool_hub)
+        if gevent_hub.loop is not None:
+            return ForeignHubWaiter(gevent_hub)
+    return NativeWaiter()
+
+
+class Signal:
+    """A latch set once from any thread and waited on from any context."""
+
+    __slots__ = ("_lock", "_is_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._lock = allocate_lock()
+        self._is_set = False
+        self._waiters: list = []
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        with self._lock:
+            if self._is_set:
+                return
+            self._is_set = True
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.wake()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._is_set:
+                return True
+            waiter = make_waiter()
+            self._waiters.append(waiter)
+        if not waiter.wait(timeout):
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return self._is_set

@@ -1,0 +1,164 @@
+"""The module-level API: spawn where you are, run a server, call blocking code.
+
+The pinning rule in one place: :func:`spawn` inside a pool greenlet spawns on
+the *current* hub (no cross-thread hop), except in the top-level greenlet of
+:func:`run`, whose spawns go through the pool's dispatcher so that an accept
+loop spreads its connections over every hub (tokio-io-pool's ``run`` rule).
+Outside any pool it uses a default pool created on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any, Callable
+
+from greenlet import getcurrent
+
+from greenpool._native import allocate_lock
+from greenpool.future import Future
+from greenpool.hub import Hub, current_hub
+from greenpool.pool import Pool
+
+log = logging.getLogger("greenpool")
+
+_default_pool: Pool | None = None
+_default_lock = allocate_lock()
+
+
+def default_pool() -> Pool:
+    """The pool :func:`spawn` uses outside any pool; created (CPU-count hubs) on first use."""
+    global _default_pool
+    with _default_lock:
+        pool = _default_pool
+        if pool is None or pool._state != "running":
+            pool = _default_pool = Pool(name="greenpool-default")
+        return pool
+
+
+def current_pool() -> Pool | None:
+    """The :class:`Pool` whose hub runs the calling greenlet, or None."""
+    hub = current_hub()
+    return None if hub is None else hub.pool
+
+
+def spawn(fn: Callable, /, *args, **kwargs) -> Future:
+    """Run ``fn(*args, **kwargs)`` as a new task and return its :class:`Future`.
+
+    Inside a pool greenlet the task stays on the calling hub; in the top-level
+    greenlet of :func:`run` it is dispatched over the pool; elsewhere it goes
+    to :func:`default_pool`, round-robin.
+    """
+    hub = current_hub()
+    if hub is None:
+        return default_pool().spawn(fn, *args, **kwargs)
+    pool = hub.pool
+    if getcurrent() in pool._toplevel:
+        return pool.spawn(fn, *args, **kwargs)
+    if not callable(fn):
+        raise TypeError(f"spawn() needs a callable, got {type(fn).__name__} {fn!r}")
+    return pool._spawn_on(hub, fn, args, kwargs)
+
+
+def blocking(fn: Callable, /, *args, **kwargs) -> Any:
+    """Call a blocking, unpatched ``fn`` without stalling the hub.
+
+    Inside a pool greenlet ``fn`` runs on the hub's own helper threadpool
+    (native threads, gevent's ``hub.threadpool``) while the calling greenlet
+    waits cooperatively and the hub keeps serving. Anywhere else this is just
+    ``fn(*args, **kwargs)``.
+    """
+    hub = current_hub()
+    if hub is None:
+        return fn(*args, **kwargs)
+    return hub.gevent_hub.threadpool.apply(fn, args, kwargs)
+
+
+def _toplevel(pool: Pool, main: Callable, args: tuple, kwargs: dict):
+    me = getcurrent()
+    pool._toplevel.add(me)
+    try:
+        return main(*args, **kwargs)
+    finally:
+        pool._toplevel.discard(me)
+
+
+def run(
+    main: Callable,
+    *args,
+    size: int | None = None,
+    each_hub: bool = False,
+    **pool_options,
+) -> Any:
+    """Run blocking-style ``main(*args)`` on a new pool until everything is done.
+
+    Returns ``main``'s result once ``main`` and every greenlet it spawned have
+    finished (the pool is shut down with ``wait=True``, so each hub's loop runs
+    until idle), or re-raises ``main``'s exception. With ``each_hub=True`` main
+    runs once on every hub (per-hub servers on SO_REUSEPORT sockets) and the
+    list of results is returned. On SIGINT/SIGTERM (main thread only) running
+    tasks are cancelled, the hubs stop, and ``run`` returns None.
+    Keyword options other than ``size``/``each_hub`` go to :class:`Pool`;
+    a gevent server object (``StreamServer``, ``WSGIServer``) is served on
+    every hub.
+    """
+    from greenpool import servers
+
+    if servers.is_gevent_server(main):
+        if args:
+            raise TypeError("run(server) takes no positional arguments for a server object")
+        return servers.run_gevent_server(main, size=size, **pool_options)
+    if not callable(main):
+        raise TypeError(f"run() needs a callable or a gevent server, got {type(main).__name__}")
+    kwargs = pool_options.pop("kwargs", None) or {}
+    pool = Pool(size, **pool_options)
+    stop = _StopOnSignals(pool)
+    try:
+        if each_hub:
+            futures = pool.broadcast(main, *args, **kwargs)
+        else:
+            futures = [pool.spawn(_toplevel, pool, main, args, kwargs)]
+        for future in futures:
+            try:
+                future.exception()
+            except Exception:  # noqa: BLE001 - cancelled by a signal
+                pass
+        pool.shutdown(wait=True)
+        if stop.signalled:
+            log.info("greenpool.run: stopped by signal %s", stop.signalled)
+            return None
+        results = [f.result() for f in futures]
+        return results if each_hub else results[0]
+    finally:
+        stop.restore()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _StopOnSignals:
+    """SIGINT/SIGTERM handlers for :func:`run`: cancel everything, let run return."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.signalled = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                try:
+                    self._previous[signum] = signal.signal(signum, self._handle)
+                except (ValueError, OSError):  # not the main interpreter thread
+                    pass
+
+    def _handle(self, signum, frame) -> None:
+        self.signalled = signal.Signals(signum).name
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+__all__ = ["Hub", "blocking", "current_hub", "current_pool", "default_pool", "run", "spawn"]

@@ -1,0 +1,19 @@
+"""Exceptions greenpool raises, each named for what went wrong."""
+
+from __future__ import annotations
+
+from concurrent.futures import BrokenExecutor, CancelledError, TimeoutError
+
+__all__ = ["BrokenPool", "CancelledError", "PoolFull", "TimeoutError", "WrongHubError"]
+
+
+class BrokenPool(BrokenExecutor):
+    """The pool can no longer run tasks (its hub threads are gone, e.g. after fork)."""
+
+
+class PoolFull(RuntimeError):
+    """Every hub already holds ``max_pending`` queued tasks and the pool fails fast."""
+
+
+class WrongHubError(RuntimeError):
+    """A hub-bound object (socket, greenlet, server) was used from another hub's thread."""

@@ -1,0 +1,400 @@
+"""The Pool: N hubs on N native threads, a dispatcher, and an orderly shutdown.
+
+A Pool is a ``concurrent.futures.Executor``. Tasks go to a hub chosen by the
+dispatch strategy (see :mod:`greenpool.dispatch`) and stay on it for life.
+
+Shutdown is pool-wide, never per hub: while any task runs anywhere it may still
+spawn onto any hub, so hubs stop only once the whole pool is idle. The states:
+
+``running`` -> (``shutdown()``) ``draining``: spawns from outside the pool
+raise, spawns from pool greenlets (children) are still accepted -> (every hub
+idle) ``terminating``: every spawn raises, hubs close their mailboxes and run
+their loops until idle -> ``terminated``: all hub threads have ended.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import time
+import weakref
+from concurrent.futures import Executor
+from contextvars import copy_context
+from typing import Any, Callable
+
+from greenpool import rebind
+from greenpool._native import allocate_lock, get_ident
+from greenpool._waiter import make_waiter
+from greenpool.dispatch import STRATEGIES
+from greenpool.errors import BrokenPool, PoolFull
+from greenpool.future import FINISHED, Future
+from greenpool.hub import Hub, current_hub
+
+RUNNING, DRAINING, TERMINATING, TERMINATED, BROKEN = (
+    "running", "draining", "terminating", "terminated", "broken",
+)
+FULL_POLICIES = ("block", "raise")
+
+_live_pools: weakref.WeakSet = weakref.WeakSet()
+
+
+def _check_size(size) -> int:
+    if size is None:
+        return os.cpu_count() or 1
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"Pool size must be an int (number of hubs), got {type(size).__name__}")
+    if size < 1:
+        raise ValueError(f"Pool size must be at least 1, got {size}")
+    return size
+
+
+class Pool(Executor):
+    """A pool of gevent hubs, one per native thread.
+
+    :param size: number of hubs (threads); defaults to the CPU count.
+    :param name: prefix of hub names (``name-0``, ``name-1``...).
+    :param dispatch: ``"round_robin"`` (default), ``"least_loaded"`` or
+        ``"two_choices"``: which hub gets each :meth:`spawn`.
+    :param on_start: ``on_start(hub)`` runs in each hub's thread as it starts;
+        if it raises, the pool is not created and ``Pool()`` raises that error.
+    :param on_stop: ``on_stop(hub)`` runs in each hub's thread as it ends.
+    :param max_pending: bound on *queued* (not yet started) tasks per hub;
+        ``None`` (default) means unbounded. See :meth:`full`.
+    :param full_policy: when every hub is at ``max_pending``, ``"block"``
+        (default) makes :meth:`spawn` wait for room (cooperatively inside a
+        pool greenlet) and ``"raise"`` makes it raise :class:`PoolFull`.
+    """
+
+    def __init__(
+        self,
+        size: int | None = None,
+        *,
+        name: str = "greenpool",
+        dispatch: str = "round_robin",
+        on_start: Callable[[Hub], Any] | None = None,
+        on_stop: Callable[[Hub], Any] | None = None,
+        max_pending: int | None = None,
+        full_policy: str = "block",
+    ) -> None:
+        size = _check_size(size)
+        if dispatch not in STRATEGIES:
+            raise ValueError(
+                f"unknown dispatch strategy {dispatch!r}; choose one of {sorted(STRATEGIES)}"
+            )
+        for hook_name, hook in (("on_start", on_start), ("on_stop", on_stop)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{hook_name} must be callable(hub) or None")
+        if max_pending is not None:
+            if isinstance(max_pending, bool) or not isinstance(max_pending, int):
+                raise TypeError("max_pending must be an int or None")
+            if max_pending < 1:
+                raise ValueError(f"max_pending must be at least 1, got {max_pending}")
+        if full_policy not in FULL_POLICIES:
+            raise ValueError(f"full_policy must be one of {FULL_POLICIES}, got {full_policy!r}")
+        if not isinstance(name, str):
+            raise TypeError("name must be a str")
+        self.name = name
+        self.dispatch = dispatch
+        self.max_pending = max_pending
+        self.full_policy = full_policy
+        self._lock = allocate_lock()
+        self._state = RUNNING
+        self._draining = False
+        self._cancelling = False
+        self._idle_waiters: list = []
+        self._space_waiters: list = []
+        self._toplevel: set = set()
+        _prepare_for_patched_threads()
+        hubs = []
+        try:
+            for index in range(size):
+                hub = Hub(self, index, f"{name}-{index}")
+                hubs.append(hub)
+                # One at a time: concurrent first-hub creation can deadlock
+                # on patched import locks (see gevent-threads-notes).
+                hub.start(on_start, on_stop)
+        except BaseException:
+            self._hubs = tuple(h for h in hubs if h.is_alive())
+            self.shutdown(wait=True)
+            raise
+        self._hubs = tuple(hubs)
+        self._choose = STRATEGIES[dispatch](self._hubs)
+        _live_pools.add(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<greenpool.Pool {self.name!r} size={len(self._hubs)} "
+            f"state={self._state} live={sum(h.live for h in self._hubs)}>"
+        )
+
+    # -- introspection ---------------------------------------------------
+
+    @property
+    def hubs(self) -> tuple[Hub, ...]:
+        """The pool's :class:`Hub` objects, index order."""
+        return self._hubs
+
+    @property
+    def size(self) -> int:
+        return len(self._hubs)
+
+    def __len__(self) -> int:
+        """Live tasks (queued or running) across all hubs, as ``gevent.pool.Pool`` counts."""
+        return sum(h.live for h in self._hubs)
+
+    def full(self) -> bool:
+        """True when every hub holds ``max_pending`` queued tasks (never without a bound)."""
+        bound = self.max_pending
+        return bound is not None and all(len(h._mailbox) >= bound for h in self._hubs)
+
+    def _inside(self) -> bool:
+        hub = current_hub()
+        return hub is not None and hub.pool is self
+
+    # -- spawning ----------------------------------------------------------
+
+    def spawn(self, fn: Callable, /, *args, **kwargs) -> Future:
+        """Run ``fn(*args, **kwargs)`` as a greenlet on the hub the dispatcher picks."""
+        if not callable(fn):
+            raise TypeError(f"spawn() needs a callable, got {type(fn).__name__} {fn!r}")
+        return self._spawn_on(self._pick_hub(), fn, args, kwargs)
+
+    submit = spawn
+
+    def spawn_on(self, index: int, fn: Callable, /, *args, **kwargs) -> Future:
+        """Run ``fn`` on hub number ``index`` (0 <= index < size)."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"hub index must be an int, got {type(index).__name__}")
+        if not -len(self._hubs) <= index < len(self._hubs):
+            raise IndexError(
+                f"hub index {index} out of range for a pool of {len(self._hubs)} hubs "
+                f"(0..{len(self._hubs) - 1})"
+            )
+        if not callable(fn):
+            raise TypeError(f"spawn_on() needs a callable, got {type(fn).__name__} {fn!r}")
+        return self._spawn_on(self._hubs[index], fn, args, kwargs)
+
+    def broadcast(self, fn: Callable, /, *args, **kwargs) -> list[Future]:
+        """Run ``fn`` once on every hub (per-hub servers, warm-up); one future per hub."""
+        if not callable(fn):
+            raise TypeError(f"broadcast() needs a callable, got {type(fn).__name__} {fn!r}")
+        return [self._spawn_on(hub, fn, args, kwargs) for hub in self._hubs]
+
+    def _spawn_on(self, hub: Hub, fn, args, kwargs) -> Future:
+        task = Future()
+        task._fn = fn
+        task._args = args
+        task._kwargs = kwargs
+        task._context = copy_context()
+        task._hub = hub
+        if (args or kwargs) and rebind.needs_rebind(args, kwargs, hub):
+            task._fn = rebind.Rebound(fn)
+        if hub.thread_ident == get_ident():
+            # Same thread: nothing can race us; children of running tasks are
+            # accepted until the whole pool is idle.
+            if not hub._accepting or self._state in (TERMINATING, TERMINATED, BROKEN):
+                raise RuntimeError(f"cannot spawn on {self!r}: it has shut down")
+            if self._cancelling:
+                task.cancel()
+                return task
+            hub._submit(task)
+            return task
+        inside = self._inside()
+        with self._lock:
+            state = self._state
+            if state is not RUNNING and not (state is DRAINING and inside):
+                if state is BROKEN:
+                    raise BrokenPool(_FORK_MESSAGE)
+                raise RuntimeError(f"cannot spawn on {self!r}: it has been shut down")
+            if self._cancelling:
+                task.cancel()
+                return task
+            hub._submit(task)
+        return task
+
+    def _pick_hub(self) -> Hub:
+        hub = self._choose()
+        bound = self.max_pending
+        if bound is None or len(hub._mailbox) < bound:
+            return hub
+        while True:
+            for hub in self._hubs:
+                if len(hub._mailbox) < bound:
+                    return hub
+            if self.full_policy == "raise":
+                raise PoolFull(
+                    f"all {len(self._hubs)} hubs hold max_pending={bound} queued tasks; "
+                    "retry later, raise max_pending, or use full_policy='block'"
+                )
+            if self._state is not RUNNING:
+                raise RuntimeError(f"cannot spawn on {self!r}: it has been shut down")
+            waiter = make_waiter()
+            with self._lock:
+                self._space_waiters.append(waiter)
+            if not self.full():
+                self._forget(self._space_waiters, waiter)
+                continue
+            waiter.wait()
+            self._forget(self._space_waiters, waiter)
+
+    def _room_made(self) -> None:
+        """Called by a hub that popped a task while spawners wait for room."""
+        with self._lock:
+            waiters, self._space_waiters = self._space_waiters, []
+        for waiter in waiters:
+            waiter.wake()
+
+    def _forget(self, waiters: list, waiter) -> None:
+        with self._lock:
+            if waiter in waiters:
+                waiters.remove(waiter)
+
+    # -- waiting -----------------------------------------------------------
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until no task the pool runs is queued or alive; False on timeout.
+
+        Children spawned by tasks count; ``gevent.spawn``'d greenlets do not
+        (``shutdown`` waits for those too, as it runs each loop until idle).
+        """
+        if self._inside():
+            raise RuntimeError("Pool.join() from inside the pool would wait for itself")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            waiter = make_waiter()
+            with self._lock:
+                self._idle_waiters.append(waiter)
+            if self._idle():
+                self._forget(self._idle_waiters, waiter)
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self._forget(self._idle_waiters, waiter)
+                return False
+            waiter.wait(remaining)
+            self._forget(self._idle_waiters, waiter)
+
+    def _idle(self) -> bool:
+        return all(h.live == 0 for h in self._hubs)
+
+    def _hub_idle(self, hub: Hub) -> None:
+        """Called by a hub thread when its last task ends."""
+        if self._idle_waiters:
+            with self._lock:
+                waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.wake()
+        if self._draining:
+            self._terminate_if_idle()
+
+    def _terminate_if_idle(self) -> None:
+        with self._lock:
+            if self._state is not DRAINING or not self._idle():
+                return
+            self._state = TERMINATING
+        for hub in self._hubs:
+            hub.call_soon_threadsafe(hub._finish)
+
+    # -- shutting down -----------------------------------------------------
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting tasks from outside the pool and stop the hubs once idle.
+
+        With ``wait`` every task already spawned (and every child it spawns)
+        runs to the end and each hub's loop runs until idle, then the threads
+        end. With ``cancel_futures`` queued and running tasks are cancelled
+        (running greenlets get ``GreenletExit``). Every future ends done.
+        Calling it again is harmless; ``wait=True`` from inside the pool raises.
+        """
+        if wait and self._inside():
+            raise RuntimeError(
+                "shutdown(wait=True) from inside the pool would wait for itself; "
+                "use shutdown(wait=False)"
+            )
+        with self._lock:
+            if self._state is RUNNING:
+                self._state = DRAINING
+                self._draining = True
+            if cancel_futures and not self._cancelling:
+                self._cancelling = True
+                cancel = True
+            else:
+                cancel = False
+        for hub in getattr(self, "_hubs", ()):
+            if cancel:
+                hub.call_soon_threadsafe(hub._cancel_all)
+        self._room_made()  # blocked spawners: they now raise instead of waiting
+        self._terminate_if_idle()
+        if wait:
+            for hub in self._hubs:
+                hub.wait_stopped()
+            with self._lock:
+                if self._state is TERMINATING:
+                    self._state = TERMINATED
+            _live_pools.discard(self)
+
+    def kill(self, block: bool = True, timeout: float | None = None) -> None:
+        """Cancel every queued and running task (``gevent.pool.Pool.kill``'s contract).
+
+        The pool keeps running and accepts new tasks; with ``block`` wait up to
+        ``timeout`` for the killed greenlets to finish their cleanup.
+        """
+        for hub in self._hubs:
+            hub.call_soon_threadsafe(hub._cancel_all)
+        if block and not self._inside():
+            self.join(timeout)
+
+    def _break_after_fork(self) -> None:
+        """In a forked child: the hub threads are gone; fail what they held."""
+        self._state = BROKEN
+        self._lock = allocate_lock()
+        error = BrokenPool(_FORK_MESSAGE)
+        for hub in self._hubs:
+            hub._wakeup_lock = allocate_lock()
+            hub._wakeup = None
+            pending = list(hub._mailbox) + list(hub._running)
+            hub._mailbox.clear()
+            hub._running.clear()
+            hub._nrunning = 0
+            for task in pending:
+                task._complete(FINISHED, None, error)
+            hub._stopped.set()
+
+
+_FORK_MESSAGE = (
+    "this pool's hub threads did not survive os.fork(); create a new Pool in the child "
+    "(greenpool.spawn() makes a new default pool there by itself)"
+)
+
+
+def _prepare_for_patched_threads() -> None:
+    """Under monkey patching, create this thread's hub before any hub thread starts.
+
+    Several threads creating their first hub at once deadlocked on patched
+    import locks in 3 of 3 tries; a main hub made first avoided it.
+    """
+    from gevent import monkey
+
+    if monkey.is_module_patched("threading"):
+        import gevent
+
+        gevent.get_hub()
+
+
+def _shutdown_all_at_exit() -> None:
+    for pool in list(_live_pools):
+        if pool._state is RUNNING or pool._state is DRAINING:
+            pool.shutdown(wait=False, cancel_futures=True)
+    for pool in list(_live_pools):
+        for hub in pool._hubs:
+            hub.wait_stopped(5.0)
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        pool._break_after_fork()
+    _live_pools.clear()
+
+
+atexit.register(_shutdown_all_at_exit)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,165 @@
+"""Moving a connection from one hub to another.
+
+A gevent socket is bound to the hub that made it: its ``hub`` and its two libev
+I/O watchers belong to that hub's loop, and using it from another hub's thread
+fails with "Cannot switch to a different thread". :func:`rebind`, called on the
+target hub's thread, returns a new socket object for the *same* connection
+(same descriptor, same OpenSSL state for TLS) whose hub and watchers are the
+caller's. The old object is left detached: closing it is a no-op (it must not
+close a descriptor it no longer owns) and any other use raises
+:class:`~greenpool.errors.WrongHubError` naming the fix.
+
+What is rebound: gevent sockets (``gevent.socket.socket`` and everything made
+by a patched ``socket`` module) and gevent TLS sockets (``gevent.ssl.SSLSocket``),
+passed as positional or keyword arguments to a task that crosses hubs. Socket
+*files* (``sock.makefile()``) are not: their buffers may hold bytes already
+read, so spawning one onto another hub raises ``TypeError``; pass the socket
+and call ``makefile()`` inside the task.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import socket as _stdlib_socket
+import weakref
+
+import gevent
+from gevent.socket import socket as GeventSocket
+
+from greenpool.errors import WrongHubError
+
+__all__ = ["rebind"]
+
+
+class _DetachedSocket:
+    """Stands in for the real socket inside a gevent socket that was rebound."""
+
+    __slots__ = ()
+
+    def fileno(self) -> int:
+        return -1
+
+    def close(self) -> None:
+        pass
+
+    def detach(self) -> int:
+        return -1
+
+    def __getattr__(self, name):
+        raise WrongHubError(
+            errno.EBADF,
+            "this socket object was rebound to another hub; use the socket that "
+            "greenpool.rebind() (or the task's argument) returned on that hub",
+        )
+
+
+_DETACHED = _DetachedSocket()
+
+
+def _slot_names(cls) -> list[str]:
+    names = []
+    for klass in cls.__mro__:
+        for name in getattr(klass, "__slots__", ()):
+            if name not in ("__weakref__", "__dict__"):
+                names.append(name)
+    return names
+
+
+def rebind(sock: GeventSocket) -> GeventSocket:
+    """Return ``sock``'s connection as a socket bound to the calling thread's hub.
+
+    Call it on the hub that will use the connection. If ``sock`` already
+    belongs to this hub it is returned unchanged. A socket a greenlet on its
+    old hub is still waiting on cannot be moved (``WrongHubError``).
+    """
+    if not isinstance(sock, GeventSocket):
+        raise TypeError(
+            f"rebind() takes a gevent socket, got {type(sock).__name__}; "
+            "stdlib sockets are not bound to a hub and need no rebinding"
+        )
+    hub = gevent.get_hub()
+    if sock.hub is hub:
+        return sock
+    old_read, old_write = sock._read_event, sock._write_event
+    if old_read is None or sock._sock is _DETACHED:
+        raise WrongHubError("cannot rebind a closed or already rebound socket")
+    if old_read.active or old_write.active:
+        raise WrongHubError(
+            "cannot rebind a socket that a greenlet on its old hub is still waiting on; "
+            "hand it over only when nothing on the old hub uses it"
+        )
+    cls = type(sock)
+    new = cls.__new__(cls)
+    for name in _slot_names(cls):
+        try:
+            setattr(new, name, getattr(sock, name))
+        except AttributeError:
+            pass
+    if hasattr(sock, "__dict__"):
+        new.__dict__.update(sock.__dict__)
+    fileno = sock._sock.fileno()
+    new.hub = hub
+    new._read_event = hub.loop.io(fileno, 1)
+    new._write_event = hub.loop.io(fileno, 2)
+    if hasattr(new._sock, "_sslsock"):  # TLS: callbacks find the wrapper through it
+        new._sock._sslsock = weakref.ref(new)
+    # Detach the old object without touching its hub's loop from this thread.
+    sock._sock = _DETACHED
+    sock._read_event = sock._write_event = None
+    sock._closed = True
+    return new
+
+
+def _file_socket(obj):
+    raw = obj
+    for attr in ("buffer", "raw"):
+        raw = getattr(raw, attr, raw)
+    if isinstance(raw, _stdlib_socket.SocketIO):
+        return getattr(raw, "_sock", None)
+    return None
+
+
+def _needs(value, gevent_hub) -> bool:
+    if isinstance(value, GeventSocket):
+        return value.hub is not gevent_hub
+    if isinstance(value, io.IOBase):
+        inner = _file_socket(value)
+        if isinstance(inner, GeventSocket) and inner.hub is not gevent_hub:
+            raise TypeError(
+                "socket files are not moved between hubs (their buffers may hold "
+                "data already read): pass the socket and call makefile() in the task"
+            )
+    return False
+
+
+def needs_rebind(args: tuple, kwargs: dict, hub) -> bool:
+    """True if any argument is a gevent socket bound to a hub other than ``hub``'s."""
+    gevent_hub = hub.gevent_hub
+    for value in args:
+        if _needs(value, gevent_hub):
+            return True
+    if kwargs:
+        for value in kwargs.values():
+            if _needs(value, gevent_hub):
+                return True
+    return False
+
+
+def _rebound(value):
+    return rebind(value) if isinstance(value, GeventSocket) else value
+
+
+class Rebound:
+    """A task callable that rebinds its socket arguments on its hub, then runs."""
+
+    __slots__ = ("fn", "__qualname__")
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+        self.__qualname__ = getattr(fn, "__qualname__", repr(fn))
+
+    def __call__(self, *args, **kwargs):
+        args = tuple(_rebound(a) for a in args)
+        kwargs = {k: _rebound(v) for k, v in kwargs.items()}
+        return self.fn(*args, **kwargs)
