@@ -40,10 +40,10 @@ class _UnretrievedException:
     Attached to a future only when it fails, so successful tasks pay nothing.
     """
 
-    __slots__ = ("future", "exc")
+    __slots__ = ("description", "exc")
 
-    def __init__(self, future: Future, exc: BaseException) -> None:
-        self.future = future
+    def __init__(self, description: str, exc: BaseException) -> None:
+        self.description = description
         self.exc = exc
 
     def __del__(self) -> None:
@@ -51,7 +51,7 @@ class _UnretrievedException:
         if exc is not None:
             log.error(
                 "exception in task %s was never retrieved",
-                self.future._describe(),
+                self.description,
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
 
@@ -88,8 +88,9 @@ class Future(_base.Future):
 
     def _describe(self) -> str:
         fn = self._fn
-        name = getattr(fn, "__qualname__", None) or repr(fn)
-        return f"{name} ({self!r})" if fn is not None else repr(self)
+        if fn is None:
+            return f"<Future at {id(self):#x}>"
+        return getattr(fn, "__qualname__", None) or repr(fn)
 
     def cancelled(self) -> bool:
         return self._state in _CANCELLED_STATES
@@ -142,7 +143,7 @@ class Future(_base.Future):
         exc = self._exception
         if exc is None:
             return self._result
-        self._unretrieved = None
+        self._mark_retrieved()
         try:
             raise exc
         finally:
@@ -154,8 +155,13 @@ class Future(_base.Future):
             self._wait(timeout)
             if self._state in _CANCELLED_STATES:
                 raise CancelledError()
-        self._unretrieved = None
+        self._mark_retrieved()
         return self._exception
+
+    def _mark_retrieved(self) -> None:
+        unretrieved, self._unretrieved = self._unretrieved, None
+        if unretrieved is not None:
+            unretrieved.exc = None
 
     # -- completion ----------------------------------------------------
 
@@ -170,6 +176,9 @@ class Future(_base.Future):
                 return None
             self._result = result
             self._exception = exception
+            if exception is not None and not isinstance(exception, GreenletExit):
+                # Before anyone can see the state change and retrieve it.
+                self._unretrieved = _UnretrievedException(self._describe(), exception)
             self._state = state
             wakers, self._wakers = self._wakers, None
             for waiter in self._waiters:
@@ -196,11 +205,6 @@ class Future(_base.Future):
         """Finish with ``exception``; logged once if nobody ever retrieves it."""
         if not self._complete(FINISHED, None, exception):
             raise _base.InvalidStateError(f"{self!r} is already done")
-        self._note_unretrieved(exception)
-
-    def _note_unretrieved(self, exception: BaseException) -> None:
-        if not isinstance(exception, GreenletExit):
-            self._unretrieved = _UnretrievedException(self, exception)
 
     def set_running_or_notify_cancel(self) -> bool:
         """PENDING -> RUNNING; False if the future was cancelled first."""

@@ -250,13 +250,13 @@ class Hub:
                         else:
                             result = task._context.run(task._fn, *task._args)
                     except BaseException as exc:  # noqa: BLE001 - it belongs to the future
-                        if task._complete(FINISHED, None, exc):
-                            task._note_unretrieved(exc)
+                        task._complete(FINISHED, None, exc)
                     else:
                         task._complete(FINISHED, result, None)
                     running.discard(task)
                     task._greenlet = None
                     task._args = task._kwargs = task._context = None
+                task = None  # drop it now, or its result lives until the next task
                 self._nrunning -= 1
                 self.tasks_done += 1
                 if not mailbox and not self._nrunning:

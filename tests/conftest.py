@@ -1,0 +1,50 @@
+"""Shared fixtures: pools that are always shut down, and a subprocess runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import greenpool
+
+
+@pytest.fixture
+def pool():
+    """A 4-hub pool, shut down (cancelling leftovers) after the test."""
+    p = greenpool.Pool(4, name="test")
+    try:
+        yield p
+    finally:
+        p.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def make_pool():
+    """Factory for pools with custom options; all shut down after the test."""
+    pools = []
+
+    def make(*args, **kwargs):
+        p = greenpool.Pool(*args, **kwargs)
+        pools.append(p)
+        return p
+
+    yield make
+    for p in pools:
+        p.shutdown(wait=True, cancel_futures=True)
+
+
+def run_python(code: str, timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (for monkey patching, fork, signals)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kwargs,
+    )
