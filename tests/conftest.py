@@ -1,11 +1,6 @@
-"""Shared fixtures: pools that are always shut down, and a subprocess runner."""
+"""Shared fixtures: pools that are always shut down."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -35,16 +30,3 @@ def make_pool():
     yield make
     for p in pools:
         p.shutdown(wait=True, cancel_futures=True)
-
-
-def run_python(code: str, timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter (for monkey patching, fork, signals)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        **kwargs,
-    )
