@@ -1,0 +1,164 @@
+"""greenpool.gunicorn.Worker started by a real gunicorn master, answering real HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import textwrap
+import threading
+import time
+
+import pytest
+
+from tests.procs import ServerProcess, get, python_cmd
+
+pytestmark = pytest.mark.timeout(45)
+
+APP = textwrap.dedent(
+    '''
+    import os
+    import time
+
+    from gevent.monkey import get_original
+
+    import greenpool
+
+    native_sleep = get_original("time", "sleep")
+
+
+    def stream():
+        yield b"first\\n"
+        time.sleep(0.5)  # patched by the worker: cooperative
+        yield b"second\\n"
+
+
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        if path == "/stream":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return stream()
+        if path == "/hog":
+            native_sleep(float(environ["QUERY_STRING"]))  # blocks the whole hub
+        hub = greenpool.current_hub()
+        body = f"{os.getpid()} {hub.index} {len(hub.pool)}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    '''
+)
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    (tmp_path / "hello_app.py").write_text(APP)
+    return tmp_path
+
+
+def start_gunicorn(app_dir, *options: str) -> tuple[ServerProcess, tuple[str, int]]:
+    cmd = python_cmd(
+        "-m", "gunicorn", "-k", "greenpool.gunicorn.Worker", "-b", "127.0.0.1:0",
+        "--no-control-socket", *options, "hello_app:app",
+    )
+    server = ServerProcess(cmd, cwd=app_dir)
+    try:
+        port = int(server.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
+        server.wait_for(r"Booting worker with pid")
+    except BaseException:
+        server.__exit__(None, None, None)
+        raise
+    return server, ("127.0.0.1", port)
+
+
+def get_ok(address, path="/"):
+    """GET that retries a refused connect while the worker boots (bounded)."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            status, body = get(address, path)
+        except (ConnectionError, http.client.RemoteDisconnected):
+            if time.monotonic() > deadline:
+                raise
+            continue
+        assert status == 200, body
+        return body.decode()
+
+
+def test_worker_serves_requests_on_every_hub(app_dir):
+    server, address = start_gunicorn(app_dir, "-w", "1", "--threads", "2")
+    with server:
+        seen: set[int] = set()
+        pids: set[str] = set()
+        lock = threading.Lock()
+        deadline = time.monotonic() + 15
+
+        def client():
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(seen) == 2:
+                        return
+                pid, index, size = get_ok(address).split()
+                assert size == "2"
+                with lock:
+                    seen.add(int(index))
+                    pids.add(pid)
+
+        clients = [threading.Thread(target=client) for _ in range(8)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        assert seen == {0, 1}
+        assert len(pids) == 1
+        assert server.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in server.output
+
+
+def test_sigterm_finishes_in_flight_request_and_closes_idle_keepalive(app_dir):
+    server, address = start_gunicorn(
+        app_dir, "-w", "1", "--threads", "2", "--graceful-timeout", "30"
+    )
+    with server:
+        get_ok(address)
+        idle = http.client.HTTPConnection(*address, timeout=10)
+        idle.request("GET", "/")
+        assert idle.getresponse().read()
+        busy = http.client.HTTPConnection(*address, timeout=10)
+        busy.request("GET", "/stream")
+        response = busy.getresponse()  # headers sent: the request is in flight
+        server.proc.send_signal(signal.SIGTERM)
+        assert response.read() == b"first\nsecond\n"
+        # the idle keep-alive connection does not hold the worker for 30 s
+        assert server.wait_exit(timeout=10) == 0
+        idle.close()
+        busy.close()
+    assert "Traceback" not in server.output
+
+
+def test_max_requests_restarts_the_worker(app_dir):
+    server, address = start_gunicorn(
+        app_dir, "-w", "1", "--threads", "2", "--max-requests", "3"
+    )
+    with server:
+        pids = {get_ok(address).split()[0] for _ in range(3)}
+        assert len(pids) == 1
+        server.wait_for(r"Autorestarting worker")
+        deadline = time.monotonic() + 15
+        while get_ok(address).split()[0] in pids:
+            assert time.monotonic() < deadline, server.output
+        assert server.stop(signal.SIGINT) == 0  # quick stop: the worker gets SIGQUIT
+
+
+def test_heartbeat_keeps_idle_worker_and_a_stuck_hub_gets_it_restarted(app_dir):
+    server, address = start_gunicorn(app_dir, "-w", "1", "--threads", "2", "--timeout", "1")
+    with server:
+        first = get_ok(address).split()[0]
+        # idle for well past --timeout: the heartbeat keeps the worker
+        with pytest.raises(AssertionError):
+            server.wait_for(r"WORKER TIMEOUT", timeout=2.5)
+        assert get_ok(address).split()[0] == first
+        # a hub blocked natively for longer than --timeout stops the heartbeat
+        threading.Thread(target=get, args=(address, "/hog?3"), daemon=True).start()
+        server.wait_for(r"WORKER TIMEOUT", timeout=15)
+        deadline = time.monotonic() + 15
+        while get_ok(address).split()[0] == first:  # the replacement worker answers
+            assert time.monotonic() < deadline, server.output
+        assert server.stop(signal.SIGTERM) == 0
