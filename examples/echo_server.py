@@ -100,7 +100,8 @@ def demo(hubs=None, connections=64, messages=200, payload_size=64):
     total = len(latencies)
     print(f"echo server on {address[0]}:{address[1]} with {hubs or 'cpu-count'} hubs")
     print(f"  connections accepted: {result.get('accepted')}")
-    print("  connections per hub : " + ", ".join(f"hub {i}: {n}" for i, n in sorted(per_hub.items())))
+    spread = ", ".join(f"hub {i}: {n}" for i, n in sorted(per_hub.items()))
+    print(f"  connections per hub : {spread}")
     print(f"  round trips         : {total} in {elapsed:.2f}s = {total / elapsed:,.0f}/s")
     print(f"  latency p50 / p99   : {latencies[total // 2] * 1e3:.2f} ms / "
           f"{latencies[int(total * 0.99)] * 1e3:.2f} ms")

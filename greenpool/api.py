@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from greenlet import getcurrent
 
@@ -75,13 +76,23 @@ def blocking(fn: Callable, /, *args, **kwargs) -> Any:
     return hub.gevent_hub.threadpool.apply(fn, args, kwargs)
 
 
-def _toplevel(pool: Pool, main: Callable, args: tuple, kwargs: dict):
-    me = getcurrent()
-    pool._toplevel.add(me)
-    try:
-        return main(*args, **kwargs)
-    finally:
-        pool._toplevel.discard(me)
+class _TopLevel:
+    """Runs ``main`` as the pool's top-level greenlet, whose spawns are dispatched."""
+
+    __slots__ = ("main", "pool", "__qualname__")
+
+    def __init__(self, pool: Pool, main: Callable) -> None:
+        self.pool = pool
+        self.main = main
+        self.__qualname__ = getattr(main, "__qualname__", repr(main))
+
+    def __call__(self, *args, **kwargs):
+        me = getcurrent()
+        self.pool._toplevel.add(me)
+        try:
+            return self.main(*args, **kwargs)
+        finally:
+            self.pool._toplevel.discard(me)
 
 
 def run(
@@ -118,7 +129,7 @@ def run(
         if each_hub:
             futures = pool.broadcast(main, *args, **kwargs)
         else:
-            futures = [pool.spawn(_toplevel, pool, main, args, kwargs)]
+            futures = [pool.spawn(_TopLevel(pool, main), *args, **kwargs)]
         for future in futures:
             try:
                 future.exception()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 
 def round_robin(hubs: Sequence) -> Callable:

@@ -18,13 +18,15 @@ import atexit
 import os
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Executor
 from contextvars import copy_context
-from typing import Any, Callable
+from typing import Any
 
 from greenpool import rebind
 from greenpool._native import allocate_lock, get_ident
 from greenpool._waiter import make_waiter
+from greenpool.compat import RoomNotifier
 from greenpool.dispatch import STRATEGIES
 from greenpool.errors import BrokenPool, PoolFull
 from greenpool.future import FINISHED, Future
@@ -104,6 +106,8 @@ class Pool(Executor):
         self._idle_waiters: list = []
         self._space_waiters: list = []
         self._toplevel: set = set()
+        #: gevent servers given ``spawn=pool`` rawlink here to resume accepting.
+        self._semaphore = RoomNotifier(self)
         _prepare_for_patched_threads()
         hubs = []
         try:
@@ -243,6 +247,16 @@ class Pool(Executor):
             waiters, self._space_waiters = self._space_waiters, []
         for waiter in waiters:
             waiter.wake()
+
+    def _add_space_waiter(self, waiter) -> None:
+        with self._lock:
+            self._space_waiters.append(waiter)
+
+    def _remove_space_waiters(self, predicate) -> list:
+        with self._lock:
+            removed = [w for w in self._space_waiters if predicate(w)]
+            self._space_waiters = [w for w in self._space_waiters if not predicate(w)]
+        return removed
 
     def _forget(self, waiters: list, waiter) -> None:
         with self._lock:

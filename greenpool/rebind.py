@@ -11,7 +11,10 @@ close a descriptor it no longer owns) and any other use raises
 
 What is rebound: gevent sockets (``gevent.socket.socket`` and everything made
 by a patched ``socket`` module) and gevent TLS sockets (``gevent.ssl.SSLSocket``),
-passed as positional or keyword arguments to a task that crosses hubs. Socket
+passed to a task that crosses hubs as positional or keyword arguments, or as
+items of a tuple argument (how gevent's servers pass ``(socket, address)`` to
+their spawner). Sockets hidden deeper, or in closures, are not found: call
+:func:`rebind` on them yourself. Socket
 *files* (``sock.makefile()``) are not: their buffers may hold bytes already
 read, so spawning one onto another hub raises ``TypeError``; pass the socket
 and call ``makefile()`` inside the task.
@@ -36,6 +39,9 @@ class _DetachedSocket:
     """Stands in for the real socket inside a gevent socket that was rebound."""
 
     __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False  # gevent's close() then leaves the descriptor alone
 
     def fileno(self) -> int:
         return -1
@@ -120,9 +126,11 @@ def _file_socket(obj):
     return None
 
 
-def _needs(value, gevent_hub) -> bool:
+def _needs(value, gevent_hub, depth=0) -> bool:
     if isinstance(value, GeventSocket):
         return value.hub is not gevent_hub
+    if depth == 0 and type(value) is tuple:
+        return any(_needs(item, gevent_hub, 1) for item in value)
     if isinstance(value, io.IOBase):
         inner = _file_socket(value)
         if isinstance(inner, GeventSocket) and inner.hub is not gevent_hub:
@@ -146,8 +154,12 @@ def needs_rebind(args: tuple, kwargs: dict, hub) -> bool:
     return False
 
 
-def _rebound(value):
-    return rebind(value) if isinstance(value, GeventSocket) else value
+def _rebound(value, depth=0):
+    if isinstance(value, GeventSocket):
+        return rebind(value)
+    if depth == 0 and type(value) is tuple:
+        return tuple(_rebound(item, 1) for item in value)
+    return value
 
 
 class Rebound:

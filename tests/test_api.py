@@ -20,7 +20,8 @@ from .helpers import run_python
 
 def test_current_hub_and_pool_are_none_outside_and_set_inside(pool):
     assert greenpool.current_hub() is None and greenpool.current_pool() is None
-    hub, owner = pool.spawn_on(2, lambda: (greenpool.current_hub(), greenpool.current_pool())).result(5)
+    where = pool.spawn_on(2, lambda: (greenpool.current_hub(), greenpool.current_pool()))
+    hub, owner = where.result(5)
     assert hub is pool.hubs[2] and owner is pool
 
 
