@@ -31,6 +31,7 @@ from greenpool.dispatch import STRATEGIES
 from greenpool.errors import BrokenPool, PoolFull
 from greenpool.future import FINISHED, Future
 from greenpool.hub import Hub, current_hub
+from greenpool.monitor import BlockedHubMonitor, HubStats, measure
 
 RUNNING, DRAINING, TERMINATING, TERMINATED, BROKEN = (
     "running", "draining", "terminating", "terminated", "broken",
@@ -65,6 +66,9 @@ class Pool(Executor):
     :param full_policy: when every hub is at ``max_pending``, ``"block"``
         (default) makes :meth:`spawn` wait for room (cooperatively inside a
         pool greenlet) and ``"raise"`` makes it raise :class:`PoolFull`.
+    :param blocked_hub_threshold: seconds; when set, a monitor thread logs one
+        warning (logger ``greenpool.monitor``) with the offending stack whenever
+        a hub stays out of its event loop longer than this. Off by default.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class Pool(Executor):
         on_stop: Callable[[Hub], Any] | None = None,
         max_pending: int | None = None,
         full_policy: str = "block",
+        blocked_hub_threshold: float | None = None,
     ) -> None:
         size = _check_size(size)
         if dispatch not in STRATEGIES:
@@ -95,6 +100,13 @@ class Pool(Executor):
             raise ValueError(f"full_policy must be one of {FULL_POLICIES}, got {full_policy!r}")
         if not isinstance(name, str):
             raise TypeError("name must be a str")
+        if blocked_hub_threshold is not None:
+            if isinstance(blocked_hub_threshold, bool) or not isinstance(
+                blocked_hub_threshold, (int, float)
+            ):
+                raise TypeError("blocked_hub_threshold must be a number of seconds or None")
+            if blocked_hub_threshold <= 0:
+                raise ValueError("blocked_hub_threshold must be > 0 seconds")
         self.name = name
         self.dispatch = dispatch
         self.max_pending = max_pending
@@ -109,7 +121,11 @@ class Pool(Executor):
         #: gevent servers given ``spawn=pool`` rawlink here to resume accepting.
         self._semaphore = RoomNotifier(self)
         _prepare_for_patched_threads()
-        hubs = []
+        hubs: list[Hub] = []
+        self._monitor = None
+        if blocked_hub_threshold is not None:
+            self._monitor = BlockedHubMonitor(hubs, blocked_hub_threshold)
+            on_start = _chain(self._monitor.install, on_start)
         try:
             for index in range(size):
                 hub = Hub(self, index, f"{name}-{index}")
@@ -123,6 +139,8 @@ class Pool(Executor):
             raise
         self._hubs = tuple(hubs)
         self._choose = STRATEGIES[dispatch](self._hubs)
+        if self._monitor is not None:
+            self._monitor.start()
         _live_pools.add(self)
 
     def __repr__(self) -> str:
@@ -150,6 +168,14 @@ class Pool(Executor):
         """True when every hub holds ``max_pending`` queued tasks (never without a bound)."""
         bound = self.max_pending
         return bound is not None and all(len(h._mailbox) >= bound for h in self._hubs)
+
+    def stats(self, timeout: float = 1.0) -> list[HubStats]:
+        """Per hub: live/queued/running tasks, tasks done and loop lag (see :class:`HubStats`).
+
+        The lag is measured by a callback posted to every hub at once; a hub
+        that does not run it within ``timeout`` seconds reports ``None``.
+        """
+        return measure(self._hubs, timeout)
 
     def _inside(self) -> bool:
         hub = current_hub()
@@ -342,6 +368,8 @@ class Pool(Executor):
         if wait:
             for hub in self._hubs:
                 hub.wait_stopped()
+            if self._monitor is not None:
+                self._monitor.stop()
             with self._lock:
                 if self._state is TERMINATING:
                     self._state = TERMINATED
@@ -379,6 +407,17 @@ _FORK_MESSAGE = (
     "this pool's hub threads did not survive os.fork(); create a new Pool in the child "
     "(greenpool.spawn() makes a new default pool there by itself)"
 )
+
+
+def _chain(first: Callable, then: Callable | None) -> Callable:
+    """``on_start`` hooks: greenpool's own first, then the user's."""
+
+    def both(hub: Hub) -> None:
+        first(hub)
+        if then is not None:
+            then(hub)
+
+    return both
 
 
 def _prepare_for_patched_threads() -> None:
