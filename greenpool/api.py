@@ -18,6 +18,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from greenpool._native import allocate_lock
+from greenpool.errors import CancelledError
 from greenpool.future import Future
 from greenpool.hub import Hub, current_hub
 from greenpool.pool import Pool
@@ -106,7 +107,8 @@ def run(
 
     Returns ``main``'s result once ``main`` and every greenlet it spawned have
     finished (the pool is shut down with ``wait=True``, so each hub's loop runs
-    until idle), or re-raises ``main``'s exception. With ``each_hub=True`` main
+    until idle). If ``main`` raises, what it spawned is cancelled and the
+    exception re-raised. With ``each_hub=True`` main
     runs once on every hub (per-hub servers on SO_REUSEPORT sockets) and the
     list of results is returned. On SIGINT/SIGTERM (main thread only) running
     tasks are cancelled, the hubs stop, and ``run`` returns None.
@@ -130,12 +132,16 @@ def run(
             futures = pool.broadcast(main, *args, **kwargs)
         else:
             futures = [pool.spawn(_TopLevel(pool, main), *args, **kwargs)]
+        failed = None
         for future in futures:
             try:
-                future.exception()
-            except Exception:  # noqa: BLE001 - cancelled by a signal
+                if future.exception() is not None and failed is None:
+                    failed = future
+            except CancelledError:  # a signal cancelled it
                 pass
-        pool.shutdown(wait=True)
+        # main failed: its children are cancelled rather than awaited, so a
+        # failed start-up (say, a busy port) cannot hang behind a server loop
+        pool.shutdown(wait=True, cancel_futures=failed is not None)
         if stop.signalled:
             log.info("greenpool.run: stopped by signal %s", stop.signalled)
             return None

@@ -106,6 +106,26 @@ def test_run_reraises_mains_exception():
         greenpool.run(main, size=1)
 
 
+def test_run_cancels_the_children_of_a_failed_main_and_reraises():
+    cleaned = []
+
+    def server_loop():
+        try:
+            gevent.sleep(60)
+        finally:
+            cleaned.append(1)
+
+    def main():
+        for _ in range(3):
+            greenpool.spawn(server_loop)
+        gevent.sleep(0.01)
+        raise OSError("address already in use")
+
+    with pytest.raises(OSError, match="already in use"):
+        greenpool.run(main, size=2)
+    assert cleaned == [1, 1, 1]
+
+
 def test_run_toplevel_spawns_go_round_robin_and_their_children_stay_pinned():
     def child():
         return greenpool.current_hub().index
