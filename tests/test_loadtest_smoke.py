@@ -1,0 +1,166 @@
+"""CI smoke for the load-test harness (loadtests/): short, bounded runs of the real runner.
+
+Each run is ``python -m loadtests.run`` in a subprocess, exactly as ``make
+loadtest`` calls it; locust itself only ever runs in the runner's child
+processes (it monkey-patches at import), never in this test process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("locust") is None,
+    reason="locust is not installed (it needs Python >= 3.11; pip install -e '.[test]')",
+)
+
+
+def run_loadtest(*args: str, reports: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the harness's runner with ``args``, its reports going to ``reports``."""
+    env = dict(os.environ)
+    for name in ("TARGET", "HUBS", "USERS", "SPAWN_RATE", "LOADTEST_TIME", "WORKERS"):
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "loadtests.run", "--reports", str(reports), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def summary_of(reports: Path, name: str) -> dict:
+    return json.loads((reports / f"{name}_summary.json").read_text())
+
+
+def failure_line(result: subprocess.CompletedProcess) -> str:
+    """The runner's one-line reason; fails the test unless stderr is exactly that line."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("loadtest FAILED: "), result.stderr
+    return lines[0]
+
+
+def exiting_app(environ, start_response):
+    """A WSGI app whose server process dies on its first request (a crashing target)."""
+    os._exit(3)
+
+
+@contextlib.contextmanager
+def resetting_server():
+    """A loopback listener (plain threads) that resets every connection it accepts."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    stop = threading.Event()
+
+    def serve() -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ)
+            while not stop.is_set():
+                if not selector.select(timeout=0.1):
+                    continue
+                with contextlib.suppress(BlockingIOError):
+                    conn, _ = listener.accept()
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    conn.close()
+
+    thread = threading.Thread(target=serve, name="resetting-server")
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()
+
+
+@pytest.mark.timeout(60)
+def test_echo_target_under_stepped_load_passes_with_reports(tmp_path):
+    result = run_loadtest(
+        "--target", "echo", "--hubs", "2", "--users", "4", "--time", "3s",
+        "--shape", "--steps", "2", "--name", "echo", reports=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = summary_of(tmp_path, "echo")
+    assert summary["total"]["requests"] > 0
+    assert summary["total"]["failures"] == 0
+    assert summary["histogram_requests"] == summary["total"]["requests"]
+    assert [step["users"] for step in summary["steps"]] == [2, 4]
+    for suffix in ("_stats.csv", "_stats_history.csv", ".html", "-locust.log", "-target.log"):
+        assert (tmp_path / f"echo{suffix}").stat().st_size > 0, suffix
+    assert "loadtest OK" in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_wsgi_target_with_two_locust_workers_passes_on_every_hub(tmp_path):
+    result = run_loadtest(
+        "--target", "wsgi", "--hubs", "2", "--users", "4", "--time", "2s",
+        "--workers", "2", "--name", "wsgi", reports=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = summary_of(tmp_path, "wsgi")
+    assert summary["total"]["requests"] > 0
+    assert summary["total"]["failures"] == 0
+    assert [entry["name"] for entry in summary["entries"]] == ["/"]
+    assert (tmp_path / "wsgi_stats.csv").stat().st_size > 0
+    assert (tmp_path / "wsgi.html").stat().st_size > 0
+    assert "requests per hub: hub 0:" in result.stdout
+
+
+@pytest.mark.timeout(30)
+def test_refused_connections_fail_the_run_with_one_line_reason(tmp_path):
+    with socket.socket() as reserved:  # bound, never listening: connections are refused
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        result = run_loadtest(
+            "--target", "echo", "--host", f"127.0.0.1:{port}", "--users", "2", "--time", "1s",
+            "--name", "refused", reports=tmp_path,
+        )
+    assert result.returncode == 1
+    line = failure_line(result)
+    assert "requests failed" in line and "ConnectionRefusedError" in line
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_reset_connections_fail_the_run_with_one_line_reason(tmp_path):
+    with resetting_server() as port:
+        result = run_loadtest(
+            "--target", "echo", "--host", f"tcp://127.0.0.1:{port}", "--users", "2",
+            "--time", "1s", "--name", "reset", reports=tmp_path,
+        )
+    assert result.returncode == 1
+    line = failure_line(result)
+    assert "requests failed" in line
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_target_dying_mid_run_fails_the_run_and_says_so(tmp_path):
+    result = run_loadtest(
+        "--target", "wsgi", "--hubs", "1", "--users", "2", "--time", "1s",
+        "--app", "tests.test_loadtest_smoke:exiting_app", "--name", "dies", reports=tmp_path,
+    )
+    assert result.returncode == 1
+    line = failure_line(result)
+    assert "the target died during the run (exit status 3" in line
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("host", ["http://192.0.2.1:8000", "example.com:80", "tcp://10.1.2.3:9"])
+def test_non_loopback_host_is_refused_before_anything_starts(tmp_path, host):
+    result = run_loadtest("--host", host, "--time", "1s", reports=tmp_path)
+    assert result.returncode == 2
+    assert "only drives loopback servers" in result.stderr
+    assert not any(tmp_path.iterdir())
