@@ -10,16 +10,24 @@ from greenpool.future import Future
 from greenpool.hub import Hub
 from greenpool.pool import Pool
 from greenpool.rebind import rebind
+from greenpool.sync import BoundedSemaphore, Condition, Event, Lock, Queue, RLock, Semaphore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoundedSemaphore",
     "BrokenPool",
     "CancelledError",
+    "Condition",
+    "Event",
     "Future",
     "Hub",
+    "Lock",
     "Pool",
     "PoolFull",
+    "Queue",
+    "RLock",
+    "Semaphore",
     "TimeoutError",
     "WrongHubError",
     "blocking",

@@ -1,0 +1,649 @@
+"""Locks, events and queues that greenlets on different hubs, and plain threads, can share.
+
+Each primitive keeps its state under one native (never patched) lock and parks
+a caller through :func:`greenpool._waiter.make_waiter`: a greenlet on a pool
+hub waits cooperatively while its hub keeps serving, a greenlet on another
+gevent hub (the main thread after ``patch_all()``) parks on an async watcher,
+and a plain thread blocks natively, as its stdlib twin would. A waker takes
+the lock, updates the state, pops the waiter(s) it satisfies, releases the
+lock and only then wakes them, from any thread. Nothing polls.
+
+Wake-ups are hand-offs: ``Lock.release()`` gives the lock to the longest
+waiting acquirer, ``Queue.put()`` gives the item to the longest waiting
+getter. A woken waiter therefore never finds that somebody else took what it
+was woken for, so it never has to wait again, and a waiter that times out or
+is killed (``GreenletExit``) while being handed something passes it on: the
+lock is released to the next waiter, the item goes back to the head of the
+queue. Nothing is lost and nobody waits twice.
+
+**Fairness.** Locks and semaphores are FIFO (trio's choice): a releaser that
+tries to re-acquire at once queues behind the waiters, so no greenlet can be
+starved, unlike gevent's cross-thread semaphore (gevent issue #1744). The
+price is one wake-up per contended hand-off, so a lock held for very short
+sections by many hubs passes fewer sections per second than a barging lock
+would; shard hot state per hub (``greenpool.current_hub().index``) where that
+matters.
+
+**Which gevent primitives are safe across hubs** (gevent 26.9, greenlet 3.5,
+CPython 3.11, Linux/libev; pinned by ``tests/test_sync.py``):
+
+==============================================  =============================================
+primitive                                       shared by greenlets on several hubs
+==============================================  =============================================
+``gevent.queue.Queue`` (and Simple/Lifo/        **unsafe**: a ``put`` from another hub wakes
+Priority/JoinableQueue, ``Channel``); patched   nobody (it schedules the wake-up on the
+``queue.Queue``, ``queue.SimpleQueue``...       creating hub's loop with the non-threadsafe
+                                                ``run_callback``); the getter times out while
+                                                the item sits in the queue. Use :class:`Queue`.
+``gevent.event.Event``, patched                 **one waiting hub only**: the first hub to
+``threading.Event``                             wait owns it; ``wait()`` on any other hub
+                                                raises ``InvalidThreadUseError``. ``set()``
+                                                from another thread works. Use :class:`Event`.
+``gevent.event.AsyncResult``                    same as ``Event``. Use :class:`greenpool.Future`
+                                                (``set_result``/``result``).
+``gevent.lock.Semaphore``/``BoundedSemaphore``, works, with caveats: cross-thread support
+``gevent.lock.RLock``, patched                  since 20.12 wakes a waiter on another hub
+``threading.Lock``                              through ``run_callback_threadsafe`` (gevent
+                                                #2124, #2212); barging and unfair across
+                                                threads (#1744); under cross-hub contention a
+                                                woken waiter can find the counter taken and
+                                                ``acquire()`` fails with ``AssertionError``
+                                                (seen in stress runs, not deterministic).
+                                                Use :class:`Lock`, :class:`RLock`,
+                                                :class:`Semaphore`.
+patched ``threading.RLock``, ``Condition``,     stdlib code on top of the patched ``Lock``:
+``Semaphore``, ``BoundedSemaphore``,            inherit its caveats; a stress run of
+``Barrier``                                     ``threading.Semaphore`` on 4 hubs hit the
+                                                ``AssertionError`` (and then every other
+                                                waiter timed out) in 2 of 10 runs.
+                                                Use :class:`Condition`, :class:`Semaphore`.
+Greenlet, ``gevent.pool.Pool``, sockets,        **owner hub only**; move a socket with
+servers, ``hub.threadpool``                     :func:`greenpool.rebind`.
+==============================================  =============================================
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from queue import Empty, Full
+from typing import Any
+
+from gevent.hub import Hub as _GeventHub
+from greenlet import getcurrent
+
+from greenpool._native import allocate_lock
+from greenpool._waiter import make_waiter
+
+__all__ = [
+    "BoundedSemaphore",
+    "Condition",
+    "Empty",
+    "Event",
+    "Full",
+    "Lock",
+    "Queue",
+    "RLock",
+    "Semaphore",
+]
+
+
+class _Entry:
+    """One parked caller: its waiter and what a waker handed it."""
+
+    __slots__ = ("waiter", "value")
+
+    def __init__(self, value: Any = None) -> None:
+        if isinstance(getcurrent(), _GeventHub):
+            raise RuntimeError(
+                "cannot block in a gevent hub greenlet (a loop callback); "
+                "spawn a greenlet to wait, or use the non-blocking call"
+            )
+        self.waiter = make_waiter()
+        self.value = value
+
+
+def _remove(waiters: deque, entry: _Entry) -> bool:
+    """Remove ``entry`` if still queued; False means a waker already popped it."""
+    try:
+        waiters.remove(entry)
+    except ValueError:
+        return False
+    return True
+
+
+def _wait_registered(mutex, waiters, entry: _Entry, timeout: float | None) -> bool:
+    """Wait for a broadcast wake-up (Event.set, Queue.join): True unless timed out.
+
+    Nothing is handed over, so a waiter that is killed just leaves the list.
+    """
+    woken = False
+    try:
+        woken = entry.waiter.wait(timeout)
+    finally:
+        if not woken:
+            with mutex:
+                woken = not _remove(waiters, entry)  # popped: woken as it timed out
+    return woken
+
+
+def _lock_timeout(blocking: bool, timeout: float) -> float | None:
+    """Check ``threading.Lock.acquire`` arguments; None means wait forever."""
+    if not blocking:
+        if timeout != -1:
+            raise ValueError("can't specify a timeout for a non-blocking call")
+        return None
+    if timeout == -1:
+        return None
+    if timeout < 0:
+        raise ValueError("timeout value must be positive")
+    return timeout
+
+
+def _queue_timeout(timeout: float | None) -> None:
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+
+
+class _HandOffCounter:
+    """A counter of permits handed FIFO to waiters; the core of Lock and Semaphore."""
+
+    __slots__ = ("_mutex", "_value", "_waiters", "__weakref__")
+
+    def __init__(self, value: int) -> None:
+        self._mutex = allocate_lock()
+        self._value = value
+        self._waiters: deque[_Entry] = deque()
+
+    def _acquire(self, blocking: bool, timeout: float | None) -> bool:
+        with self._mutex:
+            if self._value > 0:  # never > 0 while anyone waits (hand-off)
+                self._value -= 1
+                return True
+            if not blocking:
+                return False
+            entry = _Entry()
+            self._waiters.append(entry)
+        try:
+            if entry.waiter.wait(timeout):
+                return True
+        except BaseException:
+            with self._mutex:
+                if _remove(self._waiters, entry):
+                    raise
+            self._release()  # handed a permit while being killed: pass it on
+            raise
+        with self._mutex:
+            if _remove(self._waiters, entry):
+                return False
+        return True  # handed a permit just as the timeout expired
+
+    def _release(self) -> None:
+        with self._mutex:
+            if not self._waiters:
+                self._value += 1
+                return
+            entry = self._waiters.popleft()
+        entry.waiter.wake()
+
+
+class Lock(_HandOffCounter):
+    """A mutex like ``threading.Lock`` that any hub or thread can wait on cooperatively.
+
+    FIFO: ``release()`` hands the lock to the longest waiter. As with
+    ``threading.Lock`` (and unlike ``RLock``) anyone may release it.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def __repr__(self) -> str:
+        state = "locked" if self.locked() else "unlocked"
+        return f"<greenpool.Lock {state} waiters={len(self._waiters)}>"
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock; False if ``blocking`` is false or ``timeout`` expires first."""
+        return self._acquire(blocking, _lock_timeout(blocking, timeout))
+
+    def release(self) -> None:
+        """Release the lock, handing it to the longest waiter if there is one."""
+        with self._mutex:
+            if self._value:
+                raise RuntimeError("release unlocked lock")
+            if not self._waiters:
+                self._value = 1
+                return
+            entry = self._waiters.popleft()
+        entry.waiter.wake()
+
+    def locked(self) -> bool:
+        return not self._value
+
+    def __enter__(self) -> bool:
+        return self._acquire(True, None)
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    def _is_owned(self) -> bool:
+        # Condition's check for a lock without an owner (the stdlib's trick).
+        if self.acquire(False):
+            self.release()
+            return False
+        return True
+
+
+class Semaphore(_HandOffCounter):
+    """A counting semaphore like ``threading.Semaphore``, FIFO, usable across hubs."""
+
+    __slots__ = ()
+
+    def __init__(self, value: int = 1) -> None:
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        super().__init__(value)
+
+    def __repr__(self) -> str:
+        return (
+            f"<greenpool.{type(self).__name__} value={self._value} "
+            f"waiters={len(self._waiters)}>"
+        )
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take one permit; False if ``blocking`` is false or ``timeout`` expires first."""
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        _queue_timeout(timeout)
+        return self._acquire(blocking, timeout)
+
+    def release(self, n: int = 1) -> None:
+        """Return ``n`` permits, each handed to a waiter if one is queued."""
+        if n < 1:
+            raise ValueError("n must be one or more")
+        for _ in range(n):
+            self._release()
+
+    @property
+    def value(self) -> int:
+        """Permits available now (0 while anyone waits)."""
+        return self._value
+
+    def __enter__(self) -> bool:
+        return self._acquire(True, None)
+
+    def __exit__(self, *exc_info) -> None:
+        self._release()
+
+
+class BoundedSemaphore(Semaphore):
+    """A :class:`Semaphore` whose ``release()`` raises ValueError past its initial value."""
+
+    __slots__ = ("_initial",)
+
+    def __init__(self, value: int = 1) -> None:
+        super().__init__(value)
+        self._initial = value
+
+    def release(self, n: int = 1) -> None:
+        if n < 1:
+            raise ValueError("n must be one or more")
+        for _ in range(n):
+            with self._mutex:
+                if self._value >= self._initial:
+                    raise ValueError("Semaphore released too many times")
+                if not self._waiters:
+                    self._value += 1
+                    continue
+                entry = self._waiters.popleft()
+            entry.waiter.wake()
+
+    def _release(self) -> None:
+        self.release()
+
+
+class RLock:
+    """A reentrant lock owned by a greenlet (a plain thread's main greenlet outside hubs).
+
+    Like the patched ``threading.RLock``, ownership is per greenlet: two
+    greenlets on one hub exclude each other. Built on :class:`Lock`, so FIFO.
+    """
+
+    __slots__ = ("_lock", "_owner", "_count", "__weakref__")
+
+    def __init__(self) -> None:
+        self._lock = Lock()
+        self._owner = None
+        self._count = 0
+
+    def __repr__(self) -> str:
+        return f"<greenpool.RLock owner={self._owner!r} count={self._count}>"
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = getcurrent()
+        if self._owner is me:
+            self._count += 1
+            return True
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._owner = me
+        self._count = 1
+        return True
+
+    def release(self) -> None:
+        if self._owner is not getcurrent():
+            raise RuntimeError("cannot release un-acquired lock")
+        self._count -= 1
+        if not self._count:
+            self._owner = None
+            self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    # The protocol threading.Condition uses; Condition below uses it too.
+    def _is_owned(self) -> bool:
+        return self._owner is getcurrent()
+
+    def _release_save(self) -> tuple:
+        state = (self._count, self._owner)
+        self._count = 0
+        self._owner = None
+        self._lock.release()
+        return state
+
+    def _acquire_restore(self, state: tuple) -> None:
+        self._lock.acquire()
+        self._count, self._owner = state
+
+
+class Condition:
+    """``threading.Condition`` for greenpool locks: wait on one hub, notify from any.
+
+    ``lock`` defaults to a new :class:`RLock`; a :class:`Lock` works too.
+    A waiter that times out or is killed just as it was notified passes the
+    notification on to the next waiter, so ``notify()`` is never lost.
+    """
+
+    def __init__(self, lock: Lock | RLock | None = None) -> None:
+        if lock is None:
+            lock = RLock()
+        self._lock = lock
+        self.acquire = lock.acquire
+        self.release = lock.release
+        self._waiters: deque[_Entry] = deque()
+
+    def __repr__(self) -> str:
+        return f"<greenpool.Condition {self._lock!r} waiters={len(self._waiters)}>"
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info) -> None:
+        self._lock.__exit__(*exc_info)
+
+    def _release_save(self):
+        release_save = getattr(self._lock, "_release_save", None)
+        if release_save is not None:
+            return release_save()
+        self._lock.release()
+        return None
+
+    def _acquire_restore(self, state) -> None:
+        acquire_restore = getattr(self._lock, "_acquire_restore", None)
+        if acquire_restore is not None:
+            acquire_restore(state)
+        else:
+            self._lock.acquire()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, wait for a notify (or ``timeout``), re-acquire; False on timeout."""
+        if not self._lock._is_owned():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        _queue_timeout(timeout)
+        entry = _Entry()
+        self._waiters.append(entry)
+        saved = self._release_save()
+        try:
+            notified = entry.waiter.wait(timeout)
+        except BaseException:
+            self._acquire_restore(saved)
+            if not _remove(self._waiters, entry):
+                self._notify(1)  # it had been notified: hand that on
+            raise
+        self._acquire_restore(saved)
+        if not notified and not _remove(self._waiters, entry):
+            notified = True  # notified just as the timeout expired
+        return notified
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Wait until ``predicate()`` is true (or ``timeout``); return its last value."""
+        endtime = None
+        waittime = timeout
+        result = predicate()
+        while not result:
+            if waittime is not None:
+                if endtime is None:
+                    endtime = time.monotonic() + waittime
+                else:
+                    waittime = endtime - time.monotonic()
+                    if waittime <= 0:
+                        break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` waiters; the caller must hold the lock."""
+        if not self._lock._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        self._notify(n)
+
+    def _notify(self, n: int) -> None:
+        waiters = self._waiters
+        while waiters and n > 0:
+            waiters.popleft().waiter.wake()
+            n -= 1
+
+    def notify_all(self) -> None:
+        """Wake every waiter; the caller must hold the lock."""
+        self.notify(len(self._waiters))
+
+
+
+class Event:
+    """``threading.Event`` whose waiters may sit on any hubs and threads at once.
+
+    ``set()`` wakes every waiter wherever it is; ``wait()`` returns True if the
+    flag was set before it returned, even if it has been cleared since.
+    """
+
+    __slots__ = ("_mutex", "_flag", "_waiters", "__weakref__")
+
+    def __init__(self) -> None:
+        self._mutex = allocate_lock()
+        self._flag = False
+        self._waiters: list[_Entry] = []
+
+    def __repr__(self) -> str:
+        state = "set" if self._flag else "unset"
+        return f"<greenpool.Event {state} waiters={len(self._waiters)}>"
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter."""
+        with self._mutex:
+            self._flag = True
+            waiters, self._waiters = self._waiters, []
+        for entry in waiters:
+            entry.waiter.wake()
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the flag is set; False if ``timeout`` expired first."""
+        with self._mutex:
+            if self._flag:
+                return True
+            entry = _Entry()
+            self._waiters.append(entry)
+        return _wait_registered(self._mutex, self._waiters, entry, timeout)
+
+
+class Queue:
+    """A FIFO queue with ``queue.Queue``'s API, shared safely by any hubs and threads.
+
+    ``put``/``get`` block cooperatively on a pool hub and natively in a plain
+    thread, and raise ``queue.Full``/``queue.Empty`` like the stdlib.
+    ``maxsize <= 0`` means unbounded. ``join(timeout)`` also takes a timeout
+    (returning False when it expires), a gevent extension.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self.maxsize = maxsize
+        self.queue: deque = deque()
+        self.unfinished_tasks = 0
+        self._mutex = allocate_lock()
+        self._getters: deque[_Entry] = deque()
+        self._putters: deque[_Entry] = deque()
+        self._joiners: list[_Entry] = []
+
+    def __repr__(self) -> str:
+        return (
+            f"<greenpool.Queue maxsize={self.maxsize} qsize={len(self.queue)} "
+            f"getters={len(self._getters)} putters={len(self._putters)}>"
+        )
+
+    def qsize(self) -> int:
+        return len(self.queue)
+
+    def empty(self) -> bool:
+        return not self.queue
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self.queue)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Add ``item``; if full, wait for room (up to ``timeout``) or raise ``queue.Full``."""
+        if block:
+            _queue_timeout(timeout)
+        with self._mutex:
+            if self._getters:
+                getter = self._getters.popleft()
+                getter.value = item
+                self.unfinished_tasks += 1
+            elif not (0 < self.maxsize <= len(self.queue)):
+                self.queue.append(item)
+                self.unfinished_tasks += 1
+                return
+            elif not block:
+                raise Full
+            else:
+                getter = None
+                entry = _Entry(item)
+                self._putters.append(entry)
+        if getter is not None:
+            getter.waiter.wake()
+            return
+        try:
+            if entry.waiter.wait(timeout):
+                return
+        except BaseException:
+            with self._mutex:
+                _remove(self._putters, entry)
+            raise  # if it was already taken, the item is queued: nothing to undo
+        with self._mutex:
+            if _remove(self._putters, entry):
+                raise Full
+        # taken just as the timeout expired
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, False)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return the oldest item; wait up to ``timeout``, else raise ``queue.Empty``."""
+        if block:
+            _queue_timeout(timeout)
+        putter = entry = None
+        with self._mutex:
+            if self.queue:
+                item = self.queue.popleft()
+                if self._putters:
+                    putter = self._putters.popleft()
+                    self.queue.append(putter.value)
+                    putter.value = None
+                    self.unfinished_tasks += 1
+            elif not block:
+                raise Empty
+            else:
+                entry = _Entry()
+                self._getters.append(entry)
+        if entry is not None:
+            return self._wait_for_item(entry, timeout)
+        if putter is not None:
+            putter.waiter.wake()
+        return item
+
+    def _wait_for_item(self, entry: _Entry, timeout: float | None) -> Any:
+        try:
+            got = entry.waiter.wait(timeout)
+        except BaseException:
+            with self._mutex:
+                if _remove(self._getters, entry):
+                    raise
+            self._give_back(entry.value)  # handed an item while being killed
+            raise
+        if not got:
+            with self._mutex:
+                if _remove(self._getters, entry):
+                    raise Empty
+        item, entry.value = entry.value, None
+        return item
+
+    def _give_back(self, item: Any) -> None:
+        """Return an item a dying getter was handed: to the next getter, or the head."""
+        with self._mutex:
+            self.unfinished_tasks -= 1
+            if self._getters:
+                getter = self._getters.popleft()
+                getter.value = item
+                self.unfinished_tasks += 1
+            else:
+                self.queue.appendleft(item)
+                self.unfinished_tasks += 1
+                return
+        getter.waiter.wake()
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def task_done(self) -> None:
+        """Mark one item got earlier as processed; ValueError if called too often."""
+        with self._mutex:
+            if self.unfinished_tasks <= 0:
+                raise ValueError("task_done() called too many times")
+            self.unfinished_tasks -= 1
+            if self.unfinished_tasks or not self._joiners:
+                return
+            joiners, self._joiners = self._joiners, []
+        for entry in joiners:
+            entry.waiter.wake()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every item put has been marked done; False if ``timeout`` expires."""
+        with self._mutex:
+            if not self.unfinished_tasks:
+                return True
+            entry = _Entry()
+            self._joiners.append(entry)
+        return _wait_registered(self._mutex, self._joiners, entry, timeout)

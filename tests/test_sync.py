@@ -1,0 +1,617 @@
+"""greenpool.sync: cross-hub Lock/RLock/Semaphore/Condition/Event/Queue, and gevent's verdicts.
+
+Every wait in these tests has a timeout, so a lost wake-up fails a test
+instead of hanging it. Tests learn that a greenlet is parked by watching the
+primitive's own waiter list (``wait_until``), or, for gevent's primitives, from
+a sibling spawned on the same hub just before the blocking call: it runs only
+once the caller has switched to its hub (``park_then``).
+"""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+import time
+from collections import Counter
+
+import gevent
+import pytest
+
+import greenpool
+from greenpool import sync
+
+from .helpers import run_python
+
+WAIT = 10  # seconds any single wait in a test may take before it counts as lost
+
+
+def wait_until(predicate, timeout: float = WAIT) -> None:
+    """Poll a condition that other threads make true (bounded; not a timing guess)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.001)
+
+
+def hub_index() -> int:
+    return greenpool.current_hub().index
+
+
+# -- Lock -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_lock_keeps_a_counter_exact_across_hubs_with_switches_inside(pool):
+    lock = sync.Lock()
+    state = {"n": 0, "inside": 0, "max_inside": 0}
+
+    def worker():
+        for _ in range(20):
+            assert lock.acquire(timeout=WAIT)
+            try:
+                state["inside"] += 1
+                state["max_inside"] = max(state["max_inside"], state["inside"])
+                value = state["n"]
+                gevent.sleep(0)  # siblings on this hub run...
+                time.sleep(0)  # ...and so do the other hubs' threads
+                state["n"] = value + 1
+                state["inside"] -= 1
+            finally:
+                lock.release()
+        return hub_index()
+
+    futures = [pool.spawn(worker) for _ in range(200)]
+    hubs = Counter(f.result(WAIT * 2) for f in futures)
+    assert state["n"] == 200 * 20
+    assert state["max_inside"] == 1
+    assert sorted(hubs) == [0, 1, 2, 3]
+    assert not lock.locked()
+
+
+def test_lock_is_fifo_across_hubs(pool):
+    lock = sync.Lock()
+    order = []
+    lock.acquire()
+
+    def waiter(i):
+        with lock:
+            order.append(i)
+
+    futures = []
+    for i in range(8):
+        futures.append(pool.spawn_on(i % 4, waiter, i))
+        wait_until(lambda n=i + 1: len(lock._waiters) == n)
+    lock.release()
+    for f in futures:
+        f.result(WAIT)
+    assert order == list(range(8))
+
+
+def test_lock_release_hands_the_lock_to_a_waiter_no_barging(pool):
+    lock = sync.Lock()
+    let_go = sync.Event()
+
+    def waiter():
+        assert lock.acquire(timeout=WAIT)
+        assert let_go.wait(WAIT)
+        lock.release()
+
+    lock.acquire()
+    waiting = pool.spawn_on(1, waiter)
+    wait_until(lambda: len(lock._waiters) == 1)
+    lock.release()
+    # The lock now belongs to the waiter, even before its hub has woken it.
+    assert lock.acquire(blocking=False) is False
+    let_go.set()
+    waiting.result(WAIT)
+    assert not lock.locked()
+
+
+def test_lock_timeout_returns_false_and_leaves_no_waiter(pool):
+    lock = sync.Lock()
+    lock.acquire()
+    t0 = time.monotonic()
+    assert pool.spawn_on(2, lock.acquire, True, 0.05).result(WAIT) is False
+    assert lock.acquire(timeout=0.05) is False  # a plain thread times out too
+    assert time.monotonic() - t0 >= 0.1
+    assert len(lock._waiters) == 0
+    lock.release()
+    assert not lock.locked()
+
+
+def test_lock_arguments_and_errors_match_threading_lock():
+    lock = sync.Lock()
+    with pytest.raises(ValueError, match="non-blocking"):
+        lock.acquire(False, 1)
+    with pytest.raises(ValueError, match="positive"):
+        lock.acquire(True, -2)
+    with pytest.raises(RuntimeError, match="release unlocked lock"):
+        lock.release()
+    with lock:
+        assert lock.locked()
+        assert lock.acquire(False) is False
+    assert not lock.locked()
+
+
+def test_lock_waiter_killed_after_being_handed_the_lock_passes_it_on(pool):
+    lock = sync.Lock()
+
+    def scenario():
+        lock.acquire()
+        victim = pool.spawn_on(hub_index(), lock.acquire)
+        next_in_line = pool.spawn_on(hub_index(), lambda: lock.acquire(timeout=WAIT))
+        gevent.sleep(0)  # both run and park (they are queued behind us)
+        assert len(lock._waiters) == 2
+        # Same hub, same greenlet: the kill is scheduled before the wake-up,
+        # so the victim dies holding the lock it was just handed.
+        victim.cancel()
+        lock.release()
+        return victim, next_in_line
+
+    victim, next_in_line = pool.spawn_on(0, scenario).result(WAIT)
+    assert next_in_line.result(WAIT) is True
+    assert victim.cancelled()
+    assert lock.locked() and len(lock._waiters) == 0
+    lock.release()
+
+
+def test_lock_waiter_cancelled_while_queued_leaves_the_queue(pool):
+    lock = sync.Lock()
+    lock.acquire()
+    victim = pool.spawn_on(1, lock.acquire)
+    wait_until(lambda: len(lock._waiters) == 1)
+    victim.cancel()
+    wait_until(lambda: len(lock._waiters) == 0)
+    lock.release()
+    assert lock.acquire(blocking=False)
+    lock.release()
+
+
+def test_lock_blocks_plain_threads_and_the_main_thread_natively(pool):
+    lock = sync.Lock()
+    lock.acquire()
+    got = []
+    threads = [
+        threading.Thread(target=lambda: got.append(lock.acquire(timeout=WAIT) and lock.release()))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(lock._waiters) == 3)
+    pool.spawn_on(3, lock.release).result(WAIT)  # released from a hub
+    for t in threads:
+        t.join(WAIT)
+    assert got == [None, None, None] and not lock.locked()
+
+
+def test_blocking_in_a_hub_callback_raises_instead_of_stalling_the_hub(pool):
+    lock = sync.Lock()
+    lock.acquire()
+    outcome = greenpool.Future()
+
+    def in_callback():
+        try:
+            lock.acquire()
+        except RuntimeError as exc:
+            outcome.set_result(str(exc))
+
+    pool.spawn_on(0, lambda: gevent.get_hub().loop.run_callback(in_callback)).result(WAIT)
+    assert "hub greenlet" in outcome.result(WAIT)
+    lock.release()
+
+
+# -- RLock, Semaphore, Condition -----------------------------------------------------
+
+
+def test_rlock_is_reentrant_per_greenlet_and_excludes_siblings(pool):
+    rlock = sync.RLock()
+
+    def nested():
+        with rlock:
+            with rlock:
+                sibling = greenpool.spawn(lambda: rlock.acquire(timeout=0.05))
+                return sibling.result(WAIT)
+
+    assert pool.spawn_on(0, nested).result(WAIT) is False
+    with pytest.raises(RuntimeError, match="un-acquired"):
+        rlock.release()
+    assert not rlock.locked()
+
+
+def test_semaphore_bounds_concurrency_across_hubs(pool):
+    sem = sync.Semaphore(3)
+    state = {"inside": 0, "max": 0}
+
+    def worker():
+        with sem:
+            state["inside"] += 1
+            state["max"] = max(state["max"], state["inside"])
+            gevent.sleep(0.001)
+            state["inside"] -= 1
+
+    for f in [pool.spawn(worker) for _ in range(60)]:
+        f.result(WAIT)
+    assert state["max"] == 3
+    assert sem.value == 3
+
+
+def test_semaphore_arguments_and_bounded_over_release():
+    with pytest.raises(ValueError, match=">= 0"):
+        sync.Semaphore(-1)
+    sem = sync.Semaphore(0)
+    assert sem.acquire(timeout=0.01) is False
+    sem.release(2)
+    assert sem.acquire(False) and sem.acquire(False) and not sem.acquire(False)
+    bounded = sync.BoundedSemaphore(1)
+    with pytest.raises(ValueError, match="too many"):
+        bounded.release()
+
+
+def test_condition_wait_for_and_notify_across_hubs_and_threads(pool):
+    cond = sync.Condition()
+    items = []
+
+    def consumer():
+        with cond:
+            assert cond.wait_for(lambda: items, timeout=WAIT)
+            return items.pop()
+
+    consumers = [pool.spawn(consumer) for _ in range(40)]
+    results = []
+    plain = [threading.Thread(target=lambda: results.append(consumer())) for _ in range(2)]
+    for t in plain:
+        t.start()
+
+    def producer(i):
+        with cond:
+            items.append(i)
+            cond.notify()
+
+    for f in [pool.spawn(producer, i) for i in range(42)]:
+        f.result(WAIT)
+    results += [f.result(WAIT) for f in consumers]
+    for t in plain:
+        t.join(WAIT)
+    assert sorted(results) == list(range(42))
+
+
+def test_condition_notify_all_wakes_every_hub_and_timeout_returns_false(pool):
+    cond = sync.Condition(sync.Lock())
+
+    def wait_once():
+        with cond:
+            return cond.wait(WAIT)
+
+    waiters = [pool.spawn(wait_once) for _ in range(20)]
+    wait_until(lambda: len(cond._waiters) == 20)
+    with cond:
+        cond.notify_all()
+    assert [f.result(WAIT) for f in waiters] == [True] * 20
+    with cond:
+        assert cond.wait(0.01) is False
+    with pytest.raises(RuntimeError, match="un-acquired"):
+        cond.wait(0.01)
+    with pytest.raises(RuntimeError, match="un-acquired"):
+        cond.notify()
+
+
+# -- Event ---------------------------------------------------------------------------
+
+
+def test_event_set_wakes_all_waiters_on_all_hubs_and_plain_threads(pool):
+    event = sync.Event()
+    waiters = [pool.spawn(event.wait, WAIT) for _ in range(200)]
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(event.wait(WAIT))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(event._waiters) == 204)
+    pool.spawn_on(2, event.set).result(WAIT)
+    assert [f.result(WAIT) for f in waiters] == [True] * 200
+    for t in threads:
+        t.join(WAIT)
+    assert results == [True] * 4
+    assert event.is_set() and event.wait(0) is True
+
+
+def test_event_wait_times_out_false_and_clear_resets(pool):
+    event = sync.Event()
+    assert pool.spawn_on(1, event.wait, 0.02).result(WAIT) is False
+    assert event.wait(0.01) is False
+    event.set()
+    event.clear()
+    assert not event.is_set() and event.wait(0.01) is False
+    assert len(event._waiters) == 0
+
+
+def test_a_waiting_greenlet_leaves_its_hub_free_for_siblings(pool):
+    event = sync.Event()
+    waiting = pool.spawn_on(0, event.wait, WAIT)
+    wait_until(lambda: len(event._waiters) == 1)
+    # Hub 0 runs another task to the end while the first one is parked in wait().
+    assert pool.spawn_on(0, lambda: (hub_index(), waiting.done())).result(WAIT) == (0, False)
+    event.set()
+    assert waiting.result(WAIT) is True
+
+
+# -- Queue ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_queue_many_producers_and_consumers_on_every_hub_lose_nothing(pool):
+    q = sync.Queue(maxsize=10)
+    per_producer = 20
+
+    def producer(p):
+        for i in range(per_producer):
+            q.put((p, i), timeout=WAIT)
+
+    def consumer():
+        return [q.get(timeout=WAIT) for _ in range(per_producer)]
+
+    consumers = [pool.spawn(consumer) for _ in range(200)]
+    producers = [pool.spawn(producer, p) for p in range(190)]
+    threads = [threading.Thread(target=producer, args=(p,)) for p in range(190, 200)]
+    for t in threads:
+        t.start()
+    got = [item for f in consumers for item in f.result(WAIT * 2)]
+    for f in producers:
+        f.result(WAIT)
+    for t in threads:
+        t.join(WAIT)
+    assert sorted(got) == [(p, i) for p in range(200) for i in range(per_producer)]
+    assert q.empty() and not q._getters and not q._putters
+
+
+def test_queue_preserves_each_producers_order(pool):
+    q = sync.Queue()
+    pool.spawn_on(1, lambda: [q.put(i) for i in range(500)]).result(WAIT)
+    assert pool.spawn_on(2, lambda: [q.get(timeout=WAIT) for _ in range(500)]).result(WAIT) == list(
+        range(500)
+    )
+
+
+def test_queue_maxsize_applies_backpressure_until_a_get(pool):
+    q = sync.Queue(maxsize=2)
+    q.put("a")
+    q.put("b")
+    assert q.full()
+    putter = pool.spawn_on(3, q.put, "c", True, WAIT)
+    wait_until(lambda: len(q._putters) == 1)
+    assert not putter.done() and q.qsize() == 2
+    assert q.get() == "a"  # makes room: the putter's item moves in
+    assert putter.result(WAIT) is None
+    assert [q.get_nowait(), q.get_nowait()] == ["b", "c"]
+
+
+def test_queue_timeouts_and_nowait_raise_full_and_empty(pool):
+    q = sync.Queue(1)
+    with pytest.raises(sync.Empty):
+        q.get_nowait()
+    with pytest.raises(sync.Empty):
+        pool.spawn_on(0, q.get, True, 0.02).result(WAIT)
+    q.put_nowait(1)
+    with pytest.raises(sync.Full):
+        q.put_nowait(2)
+    with pytest.raises(sync.Full):
+        pool.spawn_on(1, q.put, 2, True, 0.02).result(WAIT)
+    with pytest.raises(ValueError, match="non-negative"):
+        q.get(True, -1)
+    assert q.get() == 1 and not q._getters and not q._putters
+    import queue as stdlib_queue
+
+    assert sync.Empty is stdlib_queue.Empty and sync.Full is stdlib_queue.Full
+
+
+def test_queue_getter_killed_after_being_handed_an_item_passes_it_on(pool):
+    q = sync.Queue()
+
+    def scenario():
+        victim = pool.spawn_on(hub_index(), q.get)
+        next_in_line = pool.spawn_on(hub_index(), q.get, True, WAIT)
+        gevent.sleep(0)
+        assert len(q._getters) == 2
+        victim.cancel()  # scheduled before the wake-up below
+        q.put("item")
+        return victim, next_in_line
+
+    victim, next_in_line = pool.spawn_on(0, scenario).result(WAIT)
+    assert next_in_line.result(WAIT) == "item"
+    assert victim.cancelled() and q.unfinished_tasks == 1
+
+
+def test_queue_item_handed_to_a_killed_last_getter_returns_to_the_head(pool):
+    q = sync.Queue()
+
+    def scenario():
+        victim = pool.spawn_on(hub_index(), q.get)
+        gevent.sleep(0)
+        victim.cancel()
+        q.put("first")
+        q.put("second")
+        gevent.sleep(0)
+        return victim
+
+    assert pool.spawn_on(1, scenario).result(WAIT).cancelled()
+    assert [q.get_nowait(), q.get_nowait()] == ["first", "second"]
+
+
+def test_queue_join_waits_for_task_done_from_other_hubs(pool):
+    q = sync.Queue()
+    for i in range(20):
+        q.put(i)
+
+    def worker():
+        while True:
+            try:
+                q.get(timeout=0.05)
+            except sync.Empty:
+                return
+            q.task_done()
+
+    joiner = pool.spawn_on(0, q.join, WAIT)
+    workers = [pool.spawn_on(i, worker) for i in (1, 2, 3)]
+    assert q.join(WAIT) is True  # the main thread joins too
+    assert joiner.result(WAIT) is True
+    for f in workers:
+        f.result(WAIT)
+    with pytest.raises(ValueError, match="too many"):
+        q.task_done()
+    q.put("x")
+    assert q.join(0.01) is False
+
+
+# -- under gevent.monkey.patch_all() ------------------------------------------------
+
+
+def test_primitives_work_under_patch_all_from_hubs_main_and_patched_threads():
+    proc = run_python(
+        """
+        from gevent import monkey; monkey.patch_all()
+        import threading
+        import greenpool
+        from greenpool import sync
+
+        q, lock, event = sync.Queue(5), sync.Lock(), sync.Event()
+        state = {"n": 0}
+
+        def worker(i):
+            assert event.wait(10)
+            for j in range(20):
+                q.put((i, j), timeout=10)
+                with lock:
+                    v = state["n"]
+                    threading.Event().wait(0)  # a patched yield
+                    state["n"] = v + 1
+
+        got = []
+        with greenpool.Pool(4) as pool:
+            futures = [pool.spawn(worker, i) for i in range(40)]
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(40, 44)]
+            for t in threads:
+                t.start()
+            event.set()
+            for _ in range(44 * 20):
+                got.append(q.get(timeout=10))  # the main thread, on its own hub
+            for f in futures:
+                f.result(10)
+            for t in threads:
+                t.join(10)
+        assert sorted(got) == [(i, j) for i in range(44) for j in range(20)], len(got)
+        assert state["n"] == 44 * 20, state
+        print("OK")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "OK"
+
+
+# -- gevent's own primitives shared across hubs: the verdicts in sync's docstring ---
+
+_VERDICT_PRELUDE = """
+import threading, time
+import gevent, gevent.event, gevent.lock, gevent.queue
+import greenpool
+
+def park_then(fn, *args):
+    # A task running fn(*args) and a future set once that task has parked.
+    parked = greenpool.Future()
+    def task():
+        greenpool.spawn(parked.set_result, None)
+        return fn(*args)
+    return parked, task
+"""
+
+
+def verdict(code: str, patch: bool = False):
+    prefix = "from gevent import monkey; monkey.patch_all()\n" if patch else ""
+    proc = run_python(prefix + _VERDICT_PRELUDE + textwrap.dedent(code))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("patch", [False, True], ids=["gevent.queue", "patched-queue.Queue"])
+def test_gevent_queue_put_from_another_hub_never_wakes_the_getter(patch):
+    out = verdict(
+        """
+        import queue
+        Queue = queue.Queue if PATCHED else gevent.queue.Queue
+        assert not PATCHED or Queue is gevent.queue.Queue
+        with greenpool.Pool(3) as pool:
+            q = pool.spawn_on(0, Queue).result()
+            parked, consumer = park_then(lambda: q.get(timeout=0.3))
+            getter = pool.spawn_on(1, consumer)
+            parked.result(5)
+            pool.spawn_on(2, q.put, "item").result(5)
+            error = getter.exception(5)
+            print(type(error).__name__, q.qsize())
+        """.replace("PATCHED", str(patch)),
+        patch=patch,
+    )
+    assert out == "Empty 1"  # the getter timed out while the item sat in the queue
+
+
+@pytest.mark.parametrize("kind", ["gevent.event.Event", "threading.Event", "AsyncResult"])
+def test_gevent_event_refuses_waiters_on_a_second_hub(kind):
+    out = verdict(
+        f"""
+        Event = {{"gevent.event.Event": gevent.event.Event, "threading.Event": threading.Event,
+                  "AsyncResult": gevent.event.AsyncResult}}["{kind}"]
+        assert "{kind}" != "threading.Event" or Event is gevent.event.Event
+        with greenpool.Pool(3) as pool:
+            event = Event()
+            parked, first = park_then(event.wait, 5)
+            first_hub = pool.spawn_on(0, first)
+            parked.result(5)
+            second_hub = pool.spawn_on(1, event.wait, 5)
+            error = second_hub.exception(5)
+            pool.spawn_on(2, event.set).result(5)  # set from another hub does work
+            print(type(error).__name__, first_hub.result(5) in (True, None))
+        """,
+        patch=kind == "threading.Event",
+    )
+    assert out == "InvalidThreadUseError True"
+
+
+@pytest.mark.parametrize("kind", ["gevent.lock.Semaphore", "threading.Lock", "threading.Condition"])
+def test_gevent_locks_hand_off_between_two_hubs(kind):
+    """The positive half of their verdict: plain hand-offs between two hubs work."""
+    out = verdict(
+        f"""
+        kind = "{kind}"
+        with greenpool.Pool(2) as pool:
+            if kind == "threading.Condition":
+                cond = threading.Condition()
+                turn = [0]
+                def side(me):
+                    for _ in range(300):
+                        with cond:
+                            while turn[0] != me:
+                                assert cond.wait(5), "lost wake-up"
+                            turn[0] = 1 - me
+                            cond.notify()
+            else:
+                make = gevent.lock.Semaphore if kind == "gevent.lock.Semaphore" else threading.Lock
+                def make_pair():
+                    pair = (make(), make())
+                    for lock in pair:
+                        lock.acquire()
+                    return pair
+                a, b = pool.spawn_on(0, make_pair).result(5)
+                def side(me):
+                    for _ in range(300):
+                        if me == 0:
+                            b.release()
+                            assert a.acquire(timeout=5), "lost wake-up"
+                        else:
+                            assert b.acquire(timeout=5), "lost wake-up"
+                            a.release()
+            futures = [pool.spawn_on(0, side, 0), pool.spawn_on(1, side, 1)]
+            for f in futures:
+                f.result(20)
+            print("OK")
+        """,
+        patch=kind.startswith("threading"),
+    )
+    assert out == "OK"
