@@ -46,6 +46,8 @@ SHAPE = LOCUSTFILES / "step_shape.py"
 DEFAULT_REPORTS = Path(__file__).resolve().parent / "reports"
 DEFAULT_APP = "loadtests.apps:app"
 
+REPORT_SUFFIXES = (".html", "_stats.csv", "_stats_history.csv", "_failures.csv",
+                   "_exceptions.csv", "_summary.json", "-locust.log", "-target.log")
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 # Locust gets its run time plus this much for start-up (forking workers) and shutdown.
@@ -54,6 +56,18 @@ LOCUST_GRACE = 60.0
 
 class LoadTestFailed(Exception):
     """The run finished but must not pass; the message is the one-line reason."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; unwinds like KeyboardInterrupt so cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise Interrupted(signum)
 
 
 class UsageError(Exception):
@@ -164,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(http://127.0.0.1:8000, tcp://127.0.0.1:9000)")
     parser.add_argument("--app", default=DEFAULT_APP,
                         help=f"WSGI app the wsgi/mixed target serves (default {DEFAULT_APP})")
+    parser.add_argument("--wsgi-server", choices=("cli", "builtin"), default=None,
+                        help="how wsgi/mixed targets are served: cli = `python -m greenpool "
+                             "wsgi` (the default where it exists), builtin = "
+                             "loadtests/targets.py's WSGIServer per hub")
     parser.add_argument("--locustfile", type=Path, default=None,
                         help="your own locustfile instead of the target's profile")
     parser.add_argument("--name", default=None, help="report file name prefix")
@@ -188,9 +206,23 @@ class Settings:
     steps: int
     host: str | None
     app: str
+    wsgi_server: str
     locustfile: Path
     name: str
     reports: Path
+
+
+def default_wsgi_server() -> str:
+    """``"cli"`` when this greenpool has ``python -m greenpool wsgi``, else ``"builtin"``.
+
+    Looks for the files without importing greenpool (the runner imports no gevent).
+    """
+    spec = importlib.util.find_spec("greenpool")
+    if spec is None or spec.origin is None:
+        return "builtin"
+    package = Path(spec.origin).parent
+    return "cli" if (package / "__main__.py").is_file() and (package / "wsgi.py").is_file() \
+        else "builtin"
 
 
 def settings_from(argv: Sequence[str] | None) -> Settings:
@@ -215,7 +247,8 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         profile=profile, target=opts.target, hubs=opts.hubs, users=opts.users,
         spawn_rate=opts.spawn_rate or float(opts.users), run_time=opts.time.strip(),
         seconds=seconds, workers=opts.workers, shape=opts.shape, steps=opts.steps, host=host,
-        app=opts.app, locustfile=locustfile, name=name, reports=opts.reports.resolve(),
+        app=opts.app, wsgi_server=opts.wsgi_server or default_wsgi_server(),
+        locustfile=locustfile, name=name, reports=opts.reports.resolve(),
     )
 
 
@@ -299,10 +332,13 @@ def wait_ready(proc: subprocess.Popen, host: str, port: int, log: Path, timeout:
 
 def target_command(settings: Settings, host: str, port: int) -> list[str]:
     """The command line that serves the chosen target on ``host:port``."""
+    hubs = ["--hubs", str(settings.hubs)] if settings.hubs else []
+    if settings.profile.server == "wsgi" and settings.wsgi_server == "cli":
+        return [sys.executable, "-m", "greenpool", "wsgi", settings.app, "--bind",
+                f"{host}:{port}", *hubs, "--log-level", "warning",
+                "--graceful-timeout", str(STOP_TIMEOUT / 2)]
     cmd = [sys.executable, "-m", "loadtests.targets", settings.profile.server,
-           "--bind", f"{host}:{port}"]
-    if settings.hubs:
-        cmd += ["--hubs", str(settings.hubs)]
+           "--bind", f"{host}:{port}", *hubs]
     if settings.profile.server == "wsgi":
         cmd += ["--app", settings.app]
     return cmd
@@ -366,9 +402,16 @@ def stopping_all(proc_holder: list[subprocess.Popen]) -> Iterator[None]:
     try:
         yield
     finally:
-        for proc in reversed(proc_holder):
-            if proc.poll() is None:
-                stop(proc)
+        # A second Ctrl-C must not cut the cleanup short (it is bounded by STOP_TIMEOUT each).
+        ignored = {signum: signal.signal(signum, signal.SIG_IGN)
+                   for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for proc in reversed(proc_holder):
+                if proc.poll() is None:
+                    stop(proc)
+        finally:
+            for signum, handler in ignored.items():
+                signal.signal(signum, handler)
 
 
 def run(settings: Settings, out=sys.stdout) -> Outcome:
@@ -378,8 +421,9 @@ def run(settings: Settings, out=sys.stdout) -> Outcome:
     summary_path = Path(f"{prefix}_summary.json")
     locust_log = Path(f"{prefix}-locust.log")
     target_log = Path(f"{prefix}-target.log")
-    with contextlib.suppress(FileNotFoundError):
-        summary_path.unlink()
+    for suffix in REPORT_SUFFIXES:  # a previous run's files must not pass for this run's
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{prefix}{suffix}").unlink()
     outcome = Outcome()
     procs: list[subprocess.Popen] = []
     with stopping_all(procs):
@@ -417,7 +461,8 @@ def run(settings: Settings, out=sys.stdout) -> Outcome:
             outcome.summary = json.loads(summary_path.read_text())
         except ValueError:
             outcome.summary = None
-    outcome.files = sorted(p for p in settings.reports.glob(f"{settings.name}[_.-]*"))
+    outcome.files = [p for p in (Path(f"{prefix}{suffix}") for suffix in REPORT_SUFFIXES)
+                     if p.is_file()]
     return outcome
 
 
@@ -509,19 +554,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         return 2
-    # SIGTERM (CI timeouts) unwinds like Ctrl-C, so the cleanup in run() still happens.
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # Ctrl-C and SIGTERM (a CI timeout) unwind through run(), which stops every process it
+    # started; the children run in their own sessions, so only this process gets the signal.
+    previous = {signum: signal.signal(signum, _interrupt)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         outcome = run(settings)
     except LoadTestFailed as exc:
         print(f"loadtest FAILED: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("loadtest FAILED: interrupted; every process it started was stopped",
-              file=sys.stderr)
-        return 130
+    except Interrupted as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"loadtest FAILED: interrupted by {name}; every process it started was stopped "
+              f"(partial reports: {display_path(settings.reports)})", file=sys.stderr)
+        return 128 + exc.signum
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print_summary(settings, outcome)
     reasons = verdict(settings, outcome)
     if reasons:
