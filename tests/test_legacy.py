@@ -1,0 +1,110 @@
+"""Legacy stdlib servers, unchanged, on every hub: the three examples/legacy_*.py scripts.
+
+Each example patches with ``gevent.monkey.patch_all()`` and runs its stdlib
+server once per hub on one SO_REUSEPORT port, so each runs as a subprocess;
+this (unpatched) process is the client. The handlers report which hub accepted
+the connection and which handled it, and the hub's native thread id.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import xmlrpc.client
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.procs import ServerProcess, python_cmd
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+HUBS = 4
+CONNECTIONS = 40
+
+
+def http_where(port: int, i: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", f"/item/{i}")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        answer = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert answer["path"] == f"/item/{i}"
+    return answer
+
+
+def tcp_where(port: int, i: int) -> dict:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        lines = sock.makefile("rwb")
+        answers = []
+        for n in range(3):  # several lines on one connection: one handler greenlet
+            lines.write(f"hello {i}.{n}\n".encode())
+            lines.flush()
+            answers.append(json.loads(lines.readline()))
+    assert [a["echo"] for a in answers] == [f"hello {i}.{n}" for n in range(3)]
+    assert len({(a["handled_on"], a["native_thread"]) for a in answers}) == 1
+    return answers[0]
+
+
+def xmlrpc_where(port: int, i: int) -> dict:
+    with xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/") as proxy:
+        assert proxy.add(i, 1) == i + 1
+    with xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/") as proxy:
+        return proxy.where()
+
+
+CASES = {
+    "http.server": ("legacy_http_server.py", r"serving http://127\.0\.0\.1:(\d+)/", http_where),
+    "socketserver": ("legacy_socketserver.py", r"serving tcp://127\.0\.0\.1:(\d+)", tcp_where),
+    "xmlrpc.server": (
+        "legacy_xmlrpc.py", r"serving xmlrpc http://127\.0\.0\.1:(\d+)/", xmlrpc_where,
+    ),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_legacy_server_runs_unchanged_on_every_hub_and_stops_on_sigterm(case):
+    script, banner, where = CASES[case]
+    cmd = python_cmd(str(EXAMPLES / script), "--port", "0", "--hubs", str(HUBS))
+    with ServerProcess(cmd) as server:
+        port = int(server.wait_for(banner).group(1))
+        answers = [where(port, i) for i in range(CONNECTIONS)]
+        code = server.stop()
+        output = server.output
+    threads_of_hub = defaultdict(set)
+    for answer in answers:
+        # The patched "thread" handling a connection is a greenlet on the accepting hub.
+        assert answer["handled_on"] == answer["accepted_on"], answer
+        threads_of_hub[answer["handled_on"]].add(answer["native_thread"])
+    assert len(threads_of_hub) >= 2, f"one hub served everything: {answers}"
+    assert all(len(ids) == 1 for ids in threads_of_hub.values())  # a hub is one thread
+    assert len({ids.pop() for ids in threads_of_hub.values()}) == len(threads_of_hub)
+    assert code == 0, output
+    assert "Traceback" not in output, output
+
+
+@pytest.mark.timeout(60)
+def test_legacy_socketserver_serves_many_idle_connections_at_once():
+    """An idle client does not hold its hub: every patched "thread" waits cooperatively."""
+    cmd = python_cmd(str(EXAMPLES / "legacy_socketserver.py"), "--port", "0", "--hubs", "2")
+    with ServerProcess(cmd) as server:
+        port = int(server.wait_for(CASES["socketserver"][1]).group(1))
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(50)]
+        files = [s.makefile("rwb") for s in socks]
+        try:
+            for i, f in enumerate(reversed(files)):  # the newest connection first
+                f.write(f"line {i}\n".encode())
+                f.flush()
+                assert json.loads(f.readline())["echo"] == f"line {i}"
+        finally:
+            for f, s in zip(files, socks, strict=True):
+                f.close()
+                s.close()
+        # Closed first: a client still connected would keep its handler, and so
+        # its hub, alive after SIGTERM (greenpool.run waits for every greenlet).
+        assert server.stop() == 0, server.output
