@@ -55,6 +55,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     allow_reuse_port = True  # every hub binds its own socket to the same port
     daemon_threads = True
+    request_queue_size = 128  # the stdlib's 5 drops connection bursts (SYN retries)
 
 
 class AllListening:

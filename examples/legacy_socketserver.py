@@ -46,6 +46,7 @@ class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     allow_reuse_port = True  # every hub binds its own socket to the same port
     daemon_threads = True
+    request_queue_size = 128  # the stdlib's 5 drops connection bursts (SYN retries)
 
 
 class AllListening:

@@ -35,6 +35,7 @@ class QuietHandler(SimpleXMLRPCRequestHandler):
 class Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
     allow_reuse_port = True  # every hub binds its own socket to the same port
     daemon_threads = True
+    request_queue_size = 128  # the stdlib's 5 drops connection bursts (SYN retries)
 
 
 class AllListening:
