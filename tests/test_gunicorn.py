@@ -40,7 +40,7 @@ APP = textwrap.dedent(
         if path == "/hog":
             native_sleep(float(environ["QUERY_STRING"]))  # blocks the whole hub
         hub = greenpool.current_hub()
-        body = f"{os.getpid()} {hub.index} {len(hub.pool)}".encode()
+        body = f"{os.getpid()} {hub.index} {hub.pool.size}".encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
     '''
@@ -85,29 +85,32 @@ def get_ok(address, path="/"):
 def test_worker_serves_requests_on_every_hub(app_dir):
     server, address = start_gunicorn(app_dir, "-w", "1", "--threads", "2")
     with server:
-        seen: set[int] = set()
-        pids: set[str] = set()
+        answers: list[tuple[str, str, str]] = []
+        failures: list[BaseException] = []
         lock = threading.Lock()
         deadline = time.monotonic() + 15
 
         def client():
-            while time.monotonic() < deadline:
-                with lock:
-                    if len(seen) == 2:
-                        return
-                pid, index, size = get_ok(address).split()
-                assert size == "2"
-                with lock:
-                    seen.add(int(index))
-                    pids.add(pid)
+            try:
+                while time.monotonic() < deadline:
+                    with lock:
+                        if len({index for _, index, _ in answers}) == 2:
+                            return
+                    answer = tuple(get_ok(address).split())
+                    with lock:
+                        answers.append(answer)
+            except BaseException as exc:
+                failures.append(exc)
 
         clients = [threading.Thread(target=client) for _ in range(8)]
         for c in clients:
             c.start()
         for c in clients:
             c.join()
-        assert seen == {0, 1}
-        assert len(pids) == 1
+        assert not failures, failures
+        assert {index for _, index, _ in answers} == {"0", "1"}
+        assert {size for _, _, size in answers} == {"2"}
+        assert len({pid for pid, _, _ in answers}) == 1
         assert server.stop(signal.SIGTERM) == 0
     assert "Traceback" not in server.output
 
