@@ -8,8 +8,10 @@ from greenpool.api import blocking, current_hub, current_pool, default_pool, run
 from greenpool.errors import BrokenPool, CancelledError, PoolFull, TimeoutError, WrongHubError
 from greenpool.future import Future
 from greenpool.hub import Hub
+from greenpool.patching import PatchingError
 from greenpool.pool import Pool
 from greenpool.rebind import rebind
+from greenpool.server import serve
 from greenpool.sync import BoundedSemaphore, Condition, Event, Lock, Queue, RLock, Semaphore
 
 __version__ = "0.1.0"
@@ -23,6 +25,7 @@ __all__ = [
     "Future",
     "Hub",
     "Lock",
+    "PatchingError",
     "Pool",
     "PoolFull",
     "Queue",
@@ -36,5 +39,6 @@ __all__ = [
     "default_pool",
     "rebind",
     "run",
+    "serve",
     "spawn",
 ]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_python
 from tests.procs import ServerProcess, python_cmd
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -108,3 +109,105 @@ def test_legacy_socketserver_serves_many_idle_connections_at_once():
         # Closed first: a client still connected would keep its handler, and so
         # its hub, alive after SIGTERM (greenpool.run waits for every greenlet).
         assert server.stop() == 0, server.output
+
+
+# -- patching order and hub-bound objects: faults with clear errors ------------------
+
+
+def run_child(code: str) -> str:
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip()
+
+
+def test_patching_after_a_pool_started_raises_naming_the_fix_and_patches_nothing():
+    out = run_child(
+        """
+        import greenpool
+        from gevent import monkey
+        pool = greenpool.Pool(2, name="early")
+        try:
+            monkey.patch_all()
+        except greenpool.PatchingError as exc:
+            message = str(exc)
+        assert "patch_all() first" in message and "'early'" in message, message
+        assert not monkey.is_module_patched("socket")
+        assert not monkey.is_module_patched("threading")
+        try:
+            monkey.patch_socket()  # one module alone is refused too
+        except greenpool.PatchingError:
+            pass
+        assert not monkey.is_module_patched("socket")
+        assert pool.spawn(lambda: "still serving").result(5) == "still serving"
+        pool.shutdown()
+        monkey.patch_all()  # with no hub running it patches, refusal forgotten
+        assert monkey.is_module_patched("socket") and monkey.is_module_patched("threading")
+        print("OK")
+        """
+    )
+    assert out == "OK"
+
+
+def test_patching_twice_is_harmless_even_with_a_pool_running():
+    out = run_child(
+        """
+        import warnings
+        warnings.simplefilter("error")  # not even a warning
+        from gevent import monkey
+        monkey.patch_all()
+        monkey.patch_all()
+        import greenpool
+        with greenpool.Pool(2) as pool:
+            monkey.patch_all()  # nothing new to patch: allowed
+            print(pool.spawn(lambda: "OK").result(5))
+        """
+    )
+    assert out == "OK"
+
+
+def test_a_native_lock_made_before_patching_deadlocks_its_hub():
+    """Why late patching is refused: pre-patch objects stay native inside hubs."""
+    out = run_child(
+        """
+        import os, threading
+        lock = threading.Lock()  # native: made before patching
+        from gevent import monkey
+        monkey.patch_all()
+        import time
+        import greenpool
+
+        def worker():
+            with lock:
+                time.sleep(0.01)  # patched: yields to the hub while holding the lock
+
+        pool = greenpool.Pool(1)
+        futures = [pool.spawn(worker) for _ in range(2)]
+        try:
+            futures[1].result(1)
+        except greenpool.TimeoutError:
+            print("hub deadlocked")
+        os._exit(0)  # the hub thread can never finish
+        """
+    )
+    assert out == "hub deadlocked"
+
+
+def test_gevent_socket_used_from_another_hub_fails_and_task_arguments_are_rebound():
+    out = run_child(
+        """
+        import gevent.socket, greenlet
+        import greenpool
+
+        with greenpool.Pool(2) as pool:
+            a, b = pool.spawn_on(0, gevent.socket.socketpair).result(5)
+            try:
+                pool.spawn_on(1, lambda: a.recv(1)).result(5)  # a belongs to hub 0
+            except greenlet.error as exc:
+                print(type(exc).__name__ + ":", str(exc).splitlines()[0])
+            c, d = pool.spawn_on(0, gevent.socket.socketpair).result(5)
+            d.sendall(b"x")
+            # As a task argument the socket is rebound to hub 1 (greenpool.rebind).
+            print(pool.spawn_on(1, lambda sock: sock.recv(1), c).result(5))
+        """
+    )
+    assert out.splitlines() == ["error: Cannot switch to a different thread", "b'x'"]
