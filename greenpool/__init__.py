@@ -11,7 +11,6 @@ from greenpool.hub import Hub
 from greenpool.patching import PatchingError
 from greenpool.pool import Pool
 from greenpool.rebind import rebind
-from greenpool.server import serve
 from greenpool.sync import BoundedSemaphore, Condition, Event, Lock, Queue, RLock, Semaphore
 
 __version__ = "0.1.0"
@@ -39,6 +38,5 @@ __all__ = [
     "default_pool",
     "rebind",
     "run",
-    "serve",
     "spawn",
 ]
