@@ -615,3 +615,61 @@ def test_gevent_locks_hand_off_between_two_hubs(kind):
         patch=kind.startswith("threading"),
     )
     assert out == "OK"
+
+
+# -- property: any mix of hubs, threads and bounds loses and duplicates nothing --------
+
+
+def test_queue_delivers_every_item_once_for_any_mix_of_producers_and_consumers(pool):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        maxsize=st.integers(min_value=0, max_value=4),
+        producers=st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=8),
+        consumers=st.integers(min_value=1, max_value=6),
+        plain_thread_consumer=st.booleans(),
+    )
+    def check(maxsize, producers, consumers, plain_thread_consumer):
+        # producers[i] is the hub of producer i (4 means a plain thread); each puts 15 items
+        q = sync.Queue(maxsize)
+        total = 15 * len(producers)
+        got = []
+        got_lock = sync.Lock()
+
+        def produce(p):
+            for i in range(15):
+                q.put((p, i), timeout=WAIT)
+
+        def consume():
+            while True:
+                item = q.get(timeout=WAIT)
+                if item is None:
+                    return
+                with got_lock:
+                    got.append(item)
+
+        workers = [pool.spawn_on(c % 4, consume) for c in range(consumers)]
+        threads = [threading.Thread(target=consume)] if plain_thread_consumer else []
+        for p, hub in enumerate(producers):
+            if hub == 4:
+                threads.append(threading.Thread(target=produce, args=(p,)))
+            else:
+                workers.append(pool.spawn_on(hub, produce, p))
+        for t in threads:
+            t.start()
+        for f in workers[consumers:]:
+            f.result(WAIT)
+        for t in threads[plain_thread_consumer:]:
+            t.join(WAIT)
+        for _ in range(consumers + plain_thread_consumer):
+            q.put(None, timeout=WAIT)  # one stop marker per consumer
+        for f in workers[:consumers]:
+            f.result(WAIT)
+        for t in threads:
+            t.join(WAIT)
+        assert sorted(got) == sorted((p, i) for p in range(len(producers)) for i in range(15))
+        assert len(got) == total and not q._getters and not q._putters
+
+    check()
