@@ -11,6 +11,7 @@ from greenpool.hub import Hub
 from greenpool.patching import PatchingError
 from greenpool.pool import Pool
 from greenpool.rebind import rebind
+from greenpool.server import serve
 from greenpool.sync import BoundedSemaphore, Condition, Event, Lock, Queue, RLock, Semaphore
 
 __version__ = "0.1.0"
@@ -38,5 +39,6 @@ __all__ = [
     "default_pool",
     "rebind",
     "run",
+    "serve",
     "spawn",
 ]

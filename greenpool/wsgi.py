@@ -1,0 +1,190 @@
+"""Serve a WSGI application on every hub of a pool, with gevent's pywsgi.
+
+:func:`serve` runs :func:`greenpool.serve` with a connection handler that
+hands each connection to gevent's ``WSGIHandler``: HTTP/1.1 keep-alive,
+chunked request and response bodies, ``100-continue``. Each hub gets its own
+``pywsgi.WSGIServer`` object (never started: it only carries the app, the
+logs and the base environ) because gevent servers are bound to the hub that
+made them.
+
+What malformed requests get (pywsgi's limits, unchanged):
+
+* a request line of 8192 bytes or more: ``414 Request URI Too Long``;
+* a bad request line, a header line over 64 KiB, more than 100 headers, a
+  bad ``Content-Length`` or chunk size: ``400 Bad Request``. pywsgi has no
+  ``431``; too many headers gets 400 here (pywsgi alone prints a traceback);
+* headers not complete within ``idle_timeout``: ``408 Request Timeout``
+  (greenpool's addition; pywsgi alone answers 400 with a traceback);
+* there is no request body limit (so no ``413``): the application reads
+  ``wsgi.input`` as far as it wants.
+
+The connection is closed after an error response; other connections are not
+affected. Application exceptions give ``500`` and are logged on the
+``greenpool.wsgi`` logger, as are client errors (at WARNING).
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from gevent import pywsgi
+from greenlet import GreenletExit
+
+from greenpool.hub import current_hub
+from greenpool.pool import Pool
+from greenpool.server import DEFAULT_SPREAD, Server, idle
+from greenpool.server import serve as serve_tcp
+
+__all__ = ["Handler", "serve"]
+
+log = logging.getLogger("greenpool.wsgi")
+
+
+_REQUEST_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class _RequestTimeout(BaseException):
+    """The idle timeout struck while reading a request's headers.
+
+    A BaseException so that it passes pywsgi's ``except Exception`` (which
+    would answer 400 and print a traceback) up to ``handle_one_request``.
+    """
+
+
+class Handler(pywsgi.WSGIHandler):
+    """pywsgi's handler, adapted to greenpool servers.
+
+    Waiting for a request line counts as :func:`~greenpool.server.idle`, so a
+    graceful stop closes idle keep-alive connections at once; bad headers
+    become a 400 without a traceback, headers cut short by the idle timeout
+    a 408; application errors go to ``logging``.
+    """
+
+    def read_requestline(self):
+        with idle():
+            return super().read_requestline()
+
+    def handle_one_request(self):
+        try:
+            return super().handle_one_request()
+        except _RequestTimeout:
+            return ("408", _REQUEST_TIMEOUT_RESPONSE)
+
+    def read_request(self, raw_requestline):
+        try:
+            return super().read_request(raw_requestline)
+        except http.client.HTTPException as exc:  # e.g. more than 100 headers
+            raise ValueError(f"invalid request headers: {exc}") from None
+        except TimeoutError:
+            raise _RequestTimeout from None
+
+    def _log_error(self, t, v, tb):
+        # pywsgi's hook for unexpected application errors (it would print
+        # them through the hub); the 500 response is still sent by pywsgi.
+        if not issubclass(t, GreenletExit):
+            log.error(
+                "WSGI application failed on %s %s from %s",
+                self.command, self.path, self.client_address, exc_info=(t, v, tb),
+            )
+
+
+def _log_target(access_log):
+    if access_log is None or hasattr(access_log, "write"):
+        return access_log
+    if hasattr(access_log, "log"):  # a logging.Logger
+        return pywsgi.LoggingLogAdapter(access_log, logging.INFO)
+    raise TypeError(
+        "access_log must be None, a file-like object with write(), or a logging.Logger; "
+        f"got {type(access_log).__name__}"
+    )
+
+
+class WSGIConnectionHandler:
+    """``handler(sock, addr)`` for :func:`greenpool.serve` that speaks WSGI.
+
+    Holds one ``pywsgi.WSGIServer`` per hub, made on that hub the first time
+    it serves a connection.
+    """
+
+    def __init__(self, app: Callable, *, access_log=None, secure: bool = False) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a WSGI callable, got {type(app).__name__}")
+        self.app = app
+        self.access_log = _log_target(access_log)
+        self.secure = secure
+        self._servers: dict = {}
+
+    def __call__(self, sock, addr) -> None:
+        hub = current_hub()
+        server = self._servers.get(hub)
+        if server is None:
+            server = self._servers[hub] = self._make_server(sock, hub)
+        server.handle(sock, addr)
+
+    def _make_server(self, sock, hub) -> pywsgi.WSGIServer:
+        host, port = sock.getsockname()[:2]
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        environ = {
+            "SERVER_NAME": host,
+            "SERVER_PORT": str(port),
+            "wsgi.url_scheme": "https" if self.secure else "http",
+            # The app is called from several OS threads at once when hubs > 1.
+            "wsgi.multithread": hub.pool.size > 1,
+        }
+        return pywsgi.WSGIServer(
+            (host, port),
+            self.app,
+            log=self.access_log,
+            error_log=pywsgi.LoggingLogAdapter(log, logging.WARNING),
+            handler_class=Handler,
+            environ=environ,
+        )
+
+
+def serve(
+    app: Callable[[dict, Callable], Any],
+    address: tuple[str, int] | str = ("127.0.0.1", 0),
+    *,
+    pool: Pool | None = None,
+    hubs: int | None = None,
+    ssl_context=None,
+    access_log=None,
+    spread: str = DEFAULT_SPREAD,
+    backlog: int = 1024,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+) -> Server:
+    """Serve the WSGI ``app`` on ``address`` on every hub; returns the running :class:`Server`.
+
+    :param pool: the pool to serve on; by default a private pool of ``hubs``
+        hubs (CPU count), shut down by ``Server.stop()``.
+    :param ssl_context: serve HTTPS with this ``ssl.SSLContext``.
+    :param access_log: ``None`` (no access log, the default), a file-like
+        object with ``write`` (one line per request), or a ``logging.Logger``
+        (INFO records).
+    :param idle_timeout: close a connection that waits this long on the
+        client (a slow request, an idle keep-alive connection).
+
+    Other options are :func:`greenpool.serve`'s. ``Server.stop(timeout)`` is
+    graceful: it stops accepting, closes keep-alive connections waiting for
+    a request, and gives requests in progress up to ``timeout`` seconds.
+    """
+    handler = WSGIConnectionHandler(app, access_log=access_log, secure=ssl_context is not None)
+    return serve_tcp(
+        handler,
+        address,
+        pool=pool,
+        hubs=hubs,
+        backlog=backlog,
+        ssl_context=ssl_context,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        spread=spread,
+    )

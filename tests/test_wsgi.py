@@ -1,0 +1,270 @@
+"""greenpool.wsgi: HTTP over real sockets, served by pywsgi on every hub."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import logging
+import socket
+import ssl
+
+import pytest
+
+import greenpool
+from greenpool import wsgi
+from tests.test_server import client_context, make_certificate, recv_exactly
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def hello(environ, start_response):
+    body = b"hello from hub %d" % greenpool.current_hub().index
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def echo_body(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return iter([b"got ", body])  # no length: the response is chunked
+
+
+def describe(environ, start_response):
+    keys = ("wsgi.url_scheme", "wsgi.multithread", "SERVER_PORT", "PATH_INFO", "QUERY_STRING")
+    body = repr({k: environ[k] for k in keys}).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+def broken(environ, start_response):
+    if environ["PATH_INFO"] == "/fail":
+        raise RuntimeError("application exploded")
+    return hello(environ, start_response)
+
+
+@pytest.fixture
+def serve(pool):
+    """greenpool.wsgi.serve on the test pool; servers are stopped afterwards."""
+    started = []
+
+    def start(app, **options):
+        options.setdefault("pool", pool)
+        server = wsgi.serve(app, **options)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop(timeout=1)
+
+
+def http_get(address, path="/", **headers):
+    conn = http.client.HTTPConnection(*address, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def raw_request(address, data: bytes) -> bytes:
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def test_hello_is_served_on_several_hubs(serve):
+    server = serve(hello)
+    bodies = {http_get(server.address)[1] for _ in range(40)}
+    assert len(bodies) > 1
+    assert all(body.startswith(b"hello from hub ") for body in bodies)
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(serve):
+    server = serve(hello)
+    conn = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        for _ in range(5):
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            assert response.status == 200
+            assert response.read().startswith(b"hello")
+            assert response.getheader("Connection") != "close"
+    finally:
+        conn.close()
+    assert server.accepted == 1
+
+
+def test_chunked_request_and_response_bodies(serve):
+    server = serve(echo_body)
+    conn = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        conn.request("POST", "/", body=iter([b"abc", b"def" * 1000]),
+                     headers={"Transfer-Encoding": "chunked"}, encode_chunked=True)
+        response = conn.getresponse()
+        assert response.getheader("Transfer-Encoding") == "chunked"
+        assert response.read() == b"got abc" + b"def" * 1000
+        conn.request("POST", "/", body=b"second")  # and the connection is still usable
+        assert conn.getresponse().read() == b"got second"
+    finally:
+        conn.close()
+
+
+def test_malformed_request_gets_400_and_the_server_keeps_serving(serve):
+    server = serve(hello)
+    reply = raw_request(server.address, b"THIS IS NOT HTTP\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert http_get(server.address)[0] == 200
+
+
+def test_bad_chunk_size_gets_400(serve):
+    server = serve(echo_body)
+    reply = raw_request(server.address, b"POST / HTTP/1.1\r\nHost: x\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ")
+
+
+def test_request_line_over_the_limit_gets_414(serve):
+    server = serve(hello)
+    reply = raw_request(server.address, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 414 ")
+    assert http_get(server.address)[0] == 200
+
+
+def test_too_many_headers_get_400_without_a_traceback(serve, capsys):
+    server = serve(hello)
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
+    reply = raw_request(server.address, b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_application_error_gets_500_and_is_logged(serve, caplog):
+    server = serve(broken)
+    with caplog.at_level(logging.ERROR, logger="greenpool.wsgi"):
+        assert http_get(server.address, "/fail")[0] == 500
+    assert any(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in caplog.records)
+    assert http_get(server.address, "/ok")[0] == 200
+
+
+def test_access_log_to_a_file_and_to_a_logger(serve, caplog):
+    stream = io.StringIO()
+    server = serve(hello, access_log=stream)
+    http_get(server.address, "/logged")
+    server.stop(timeout=5)
+    assert '"GET /logged HTTP/1.1" 200' in stream.getvalue()
+
+    logger = logging.getLogger("test.access")
+    with caplog.at_level(logging.INFO, logger="test.access"):
+        server = serve(hello, access_log=logger)
+        http_get(server.address, "/via-logging")
+        server.stop(timeout=5)
+    assert any("/via-logging" in r.getMessage() for r in caplog.records)
+
+
+def test_no_access_log_by_default(serve, capsys):
+    server = serve(hello)
+    http_get(server.address, "/quiet")
+    server.stop(timeout=5)
+    assert "/quiet" not in capsys.readouterr().err
+
+
+def test_environ_says_multithread_port_and_scheme(serve):
+    server = serve(describe)
+    status, body = http_get(server.address, "/p?q=1")
+    environ = eval(body)  # noqa: S307 - our own repr of plain values
+    assert environ == {"wsgi.url_scheme": "http", "wsgi.multithread": True,
+                       "SERVER_PORT": str(server.address[1]), "PATH_INFO": "/p",
+                       "QUERY_STRING": "q=1"}
+
+
+def test_https_round_trip(serve, tmp_path):
+    cert, key = make_certificate(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    server = serve(describe, ssl_context=server_ctx)
+    conn = http.client.HTTPSConnection("localhost", server.address[1], timeout=10,
+                                       context=client_context(cert))
+    try:
+        for _ in range(2):
+            conn.request("GET", "/secure")
+            body = conn.getresponse().read()
+            assert "'wsgi.url_scheme': 'https'" in body.decode()
+    finally:
+        conn.close()
+
+
+def test_graceful_stop_closes_idle_keep_alive_and_finishes_a_request(serve):
+    release = greenpool.Future()
+    started = greenpool.Future()
+
+    def slow(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            started.set_result(None)
+            release.result()
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = serve(slow)
+    idle_conn = http.client.HTTPConnection(*server.address, timeout=10)
+    idle_conn.request("GET", "/")
+    assert idle_conn.getresponse().read() == b"ok"  # now idle, kept alive
+    busy = socket.create_connection(server.address, timeout=10)
+    busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    started.result(timeout=10)
+
+    import threading
+    stopper = threading.Thread(target=server.stop, kwargs={"timeout": 20})
+    stopper.start()
+    # The idle keep-alive connection is closed without waiting for the timeout...
+    assert idle_conn.sock.recv(10) == b""
+    idle_conn.close()
+    assert stopper.is_alive()
+    # ...while the request in progress is allowed to finish.
+    release.set_result(None)
+    reply = recv_exactly(busy, 200)
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"ok")
+    busy.close()
+    stopper.join(10)
+    assert server.stopped
+
+
+def test_private_pool_with_hubs(tmp_path):
+    server = wsgi.serve(hello, hubs=2)
+    try:
+        assert server.pool.size == 2
+        assert http_get(server.address)[0] == 200
+    finally:
+        server.stop(timeout=5)
+    assert not any(h.is_alive() for h in server.pool.hubs)
+
+
+def test_bad_app_and_access_log_are_type_errors():
+    with pytest.raises(TypeError, match="WSGI callable"):
+        wsgi.serve(None)
+    with pytest.raises(TypeError, match="access_log"):
+        wsgi.serve(hello, access_log=42)
+
+
+def test_idle_timeout_answers_408_to_a_client_that_stalls_in_its_headers(serve, capsys):
+    server = serve(hello, idle_timeout=0.3)
+    with socket.create_connection(server.address, timeout=10) as slow:
+        slow.sendall(b"GET / HTTP/1.1\r\n")  # and never finishes the request
+        assert recv_exactly(slow, 1000).startswith(b"HTTP/1.1 408 ")
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_idle_timeout_closes_an_idle_keep_alive_connection(serve):
+    server = serve(hello, idle_timeout=0.3)
+    conn = http.client.HTTPConnection(*server.address, timeout=10)
+    conn.request("GET", "/")
+    assert conn.getresponse().read().startswith(b"hello")
+    assert conn.sock.recv(100) == b""  # closed after 0.3 s without a request
+    conn.close()
