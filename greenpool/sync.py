@@ -41,21 +41,22 @@ Priority/JoinableQueue, ``Channel``); patched   nobody (it schedules the wake-up
                                                 from another thread works. Use :class:`Event`.
 ``gevent.event.AsyncResult``                    same as ``Event``. Use :class:`greenpool.Future`
                                                 (``set_result``/``result``).
-``gevent.lock.Semaphore``/``BoundedSemaphore``, works, with caveats: cross-thread support
-``gevent.lock.RLock``, patched                  since 20.12 wakes a waiter on another hub
-``threading.Lock``                              through ``run_callback_threadsafe`` (gevent
+``gevent.lock.Semaphore``/``BoundedSemaphore``, works for plain hand-offs and mutual
+``gevent.lock.RLock``, patched                  exclusion (cross-thread support since 20.12),
+``threading.Lock`` and ``threading.RLock``      with caveats: a waiter on another hub is woken
+                                                through ``run_callback_threadsafe`` (gevent
                                                 #2124, #2212); barging and unfair across
-                                                threads (#1744); under cross-hub contention a
-                                                woken waiter can find the counter taken and
-                                                ``acquire()`` fails with ``AssertionError``
-                                                (seen in stress runs, not deterministic).
+                                                threads (#1744); a woken waiter can find the
+                                                counter taken and fail gevent's
+                                                ``assert self.counter > 0`` (AssertionError).
                                                 Use :class:`Lock`, :class:`RLock`,
                                                 :class:`Semaphore`.
-patched ``threading.RLock``, ``Condition``,     stdlib code on top of the patched ``Lock``:
-``Semaphore``, ``BoundedSemaphore``,            inherit its caveats; a stress run of
-``Barrier``                                     ``threading.Semaphore`` on 4 hubs hit the
-                                                ``AssertionError`` (and then every other
-                                                waiter timed out) in 2 of 10 runs.
+patched ``threading.Condition``, ``Semaphore``, **unsafe under contention**: stdlib code whose
+``BoundedSemaphore``, ``Barrier``               waiters are patched locks acquired on one hub
+                                                and released from another. A stress run (100
+                                                greenlets on 4 hubs sharing one
+                                                ``threading.Semaphore``) lost a wake-up or hit
+                                                the AssertionError in about 4 runs of 10.
                                                 Use :class:`Condition`, :class:`Semaphore`.
 Greenlet, ``gevent.pool.Pool``, sockets,        **owner hub only**; move a socket with
 servers, ``hub.threadpool``                     :func:`greenpool.rebind`.
