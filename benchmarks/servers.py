@@ -1,0 +1,693 @@
+"""HTTP servers on greenpool vs the peers a user would pick instead, driven by wrk.
+
+Every server runs the *same* minimal keep-alive HTTP responder (read a request,
+send a fixed "Hello world" response) in its own subprocess; wrk (one thread,
+64 connections, pinned to one CPU with ``taskset``) measures requests/s. In
+each section every server is started once, warmed up, then measured in
+alternating rounds; the table shows medians, and each ratio is the median of
+the per-round ratios (so slow drifts in machine load cancel out).
+
+Sections (``--sections``, default all):
+
+``pure``      greenpool 1/2/4 hubs, uvloop (asyncio Protocol) and
+              thread-per-connection (``socketserver.ThreadingTCPServer``)
+              vs a gevent ``StreamServer``.
+``blocking``  the handler makes a 2 ms GIL-releasing blocking call (an unpatched
+              ``time.sleep``, standing in for a C database driver): greenpool
+              N hubs vs gevent, and vs thread-per-connection at equal
+              concurrency (N connections, so N threads), N in 2, 4, 8.
+``spread``    greenpool 2 and 4 hubs with each ``spread`` mode (reuseport,
+              shared, dispatch) on the pure handler.
+``tls``       a TLS handshake and one short request per connection
+              (``Connection: close``): greenpool N hubs vs 1 hub.
+``memory``    server RSS with many idle keep-alive connections (default
+              10,000; RLIMIT_NOFILE is raised): greenpool vs gevent vs
+              thread-per-connection.
+
+Results go to ``benchmarks/results/servers-<time>.json`` (and
+``servers-latest.json``); ``benchmarks/plot.py`` draws them. Figures depend on
+the machine: on a small, shared machine they are noisy, so read the medians and
+ratios, not single runs.
+
+    python benchmarks/servers.py                    # everything (~10 min)
+    python benchmarks/servers.py --quick            # < 2 min
+    python benchmarks/servers.py --sections pure,tls --duration 3 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECTIONS = ("pure", "blocking", "spread", "tls", "memory")
+BLOCKING_HUBS = (2, 4, 8)
+SPREADS = ("reuseport", "shared", "dispatch")
+
+BODY = b"Hello world\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(BODY), BODY)
+)
+CLOSE_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+    b"Connection: close\r\n\r\n%s" % (len(BODY), BODY)
+)
+END = b"\r\n\r\n"
+BLOCK_SECONDS = 0.002
+
+
+# -- the servers (run in subprocesses: ``servers.py _serve KIND ...``) --------
+
+
+def make_work(handler: str):
+    """The per-request work: nothing, or a 2 ms GIL-releasing blocking call."""
+    if handler == "pure":
+        return None
+    from gevent.monkey import get_original
+
+    native_sleep = get_original("time", "sleep")
+    return lambda: native_sleep(BLOCK_SECONDS)
+
+
+def respond(sock, work) -> None:
+    """The shared keep-alive HTTP responder: answer every complete request head."""
+    try:
+        _respond(sock.recv, sock.sendall, work)
+    except OSError:  # the client reset the connection (wrk does at the end of a run)
+        pass
+
+
+def _respond(recv, sendall, work) -> None:
+    buf = b""
+    while True:
+        data = recv(65536)
+        if not data:
+            return
+        buf += data
+        n = buf.count(END)
+        if not n:
+            continue
+        close = b"Connection: close" in buf
+        buf = buf[buf.rfind(END) + 4 :]
+        if work is not None:
+            for _ in range(n):
+                work()
+        if close:
+            sendall(CLOSE_RESPONSE)
+            return
+        sendall(RESPONSE * n)
+
+
+def serve_gevent(args, ctx) -> None:
+    from gevent.server import StreamServer
+
+    work = make_work(args.handler)
+    ssl_args = {}
+    if ctx is not None:
+        import gevent.ssl
+
+        gctx = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_SERVER)
+        gctx.load_cert_chain(args.certfile, args.keyfile)
+        gctx.options |= gevent.ssl.OP_NO_TICKET
+        ssl_args["ssl_context"] = gctx
+    server = StreamServer(
+        ("127.0.0.1", 0), lambda sock, addr: respond(sock, work), backlog=4096, **ssl_args
+    )
+    server.start()
+    ready(server.address[1])
+    server.serve_forever()
+
+
+def serve_greenpool(args, ctx) -> None:
+    import greenpool
+
+    work = make_work(args.handler)
+    pool = greenpool.Pool(args.hubs, name="bench")
+    server = greenpool.serve(
+        lambda sock, addr: respond(sock, work),
+        ("127.0.0.1", 0),
+        pool=pool,
+        backlog=4096,
+        ssl_context=ctx,
+        spread=args.spread,
+    )
+    ready(server.address[1])
+    server.serve_forever()
+
+
+def serve_threads(args, ctx) -> None:
+    import socketserver
+
+    work = make_work(args.handler)
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            sock = self.request
+            if ctx is not None:
+                sock = ctx.wrap_socket(sock, server_side=True)
+            respond(sock, work)
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 4096
+
+    server = Server(("127.0.0.1", 0), Handler)
+    ready(server.server_address[1])
+    server.serve_forever()
+
+
+def serve_uvloop(args, ctx) -> None:
+    import asyncio
+
+    import uvloop
+
+    class Hello(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+            self.buf = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            n = self.buf.count(END)
+            if not n:
+                return
+            close = b"Connection: close" in self.buf
+            self.buf = self.buf[self.buf.rfind(END) + 4 :]
+            if close:
+                self.transport.write(CLOSE_RESPONSE)
+                self.transport.close()
+            else:
+                self.transport.write(RESPONSE * n)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Hello, "127.0.0.1", 0, backlog=4096, ssl=ctx)
+        ready(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
+SERVERS = {
+    "gevent": serve_gevent,
+    "greenpool": serve_greenpool,
+    "threads": serve_threads,
+    "uvloop": serve_uvloop,
+}
+
+
+def ready(port: int) -> None:
+    sys.stdout.write(f"READY {port}\n")
+    sys.stdout.flush()
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def serve_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="servers.py _serve")
+    parser.add_argument("kind", choices=sorted(SERVERS))
+    parser.add_argument("--hubs", type=int, default=1)
+    parser.add_argument("--handler", choices=("pure", "blocking"), default="pure")
+    parser.add_argument("--spread", default=None)
+    parser.add_argument("--certfile")
+    parser.add_argument("--keyfile")
+    args = parser.parse_args(argv)
+    raise_nofile()
+    ctx = None
+    if args.certfile:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.certfile, args.keyfile)
+        ctx.options |= ssl.OP_NO_TICKET  # every connection pays a full handshake
+    if args.kind == "greenpool" and args.spread is None:
+        from greenpool.server import DEFAULT_SPREAD
+
+        args.spread = DEFAULT_SPREAD
+    SERVERS[args.kind](args, ctx)
+
+
+# -- the harness ---------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """One server to measure: how to start it and how wrk drives it."""
+
+    label: str
+    kind: str
+    hubs: int = 1
+    handler: str = "pure"
+    spread: str | None = None
+    connections: int = 64
+    tls: bool = False
+    samples: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    port: int = 0
+
+    def argv(self, certs) -> list[str]:
+        argv = [self.kind, "--hubs", str(self.hubs), "--handler", self.handler]
+        if self.spread:
+            argv += ["--spread", self.spread]
+        if self.tls:
+            argv += ["--certfile", certs[0], "--keyfile", certs[1]]
+        return argv
+
+
+class Bench:
+    """Starts servers, runs wrk, keeps every sample."""
+
+    def __init__(self, opts) -> None:
+        self.opts = opts
+        cpus = sorted(os.sched_getaffinity(0))
+        self.client_cpu = opts.client_cpu if opts.client_cpu is not None else cpus[-1]
+        if opts.server_cpus == "all":
+            self.server_cpus = None
+        elif opts.server_cpus:
+            self.server_cpus = opts.server_cpus
+        else:
+            rest = [c for c in cpus if c != self.client_cpu] or cpus
+            self.server_cpus = ",".join(map(str, rest))
+        self.certs = None
+        self.tmp = tempfile.TemporaryDirectory(prefix="greenpool-bench-")
+
+    # servers
+
+    def start(self, cfg: Config) -> None:
+        cmd = [sys.executable, os.path.abspath(__file__), "_serve", *cfg.argv(self.certs)]
+        if self.server_cpus:
+            cmd = ["taskset", "-c", self.server_cpus, *cmd]
+        # Servers log every connection wrk resets at the end of a run: keep that out of
+        # the report, but show it if the server fails to start.
+        log_path = os.path.join(self.tmp.name, f"server-{len(os.listdir(self.tmp.name))}.log")
+        with open(log_path, "w") as errors:
+            cfg.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            left = deadline - time.monotonic()
+            readable, _, _ = select.select([cfg.proc.stdout], [], [], max(left, 0))
+            if not readable or cfg.proc.poll() is not None:
+                self.stop(cfg)
+                with open(log_path) as f:
+                    raise RuntimeError(f"{cfg.label}: server did not start:\n{f.read()[-3000:]}")
+            line = cfg.proc.stdout.readline()
+            if line.startswith("READY "):
+                cfg.port = int(line.split()[1])
+                return
+
+    def stop(self, cfg: Config) -> None:
+        if cfg.proc is not None and cfg.proc.poll() is None:
+            cfg.proc.kill()
+        if cfg.proc is not None:
+            cfg.proc.wait(10)
+            cfg.proc.stdout.close()
+        cfg.proc = None
+
+    # wrk
+
+    def wrk(self, cfg: Config, duration: float) -> tuple[float, str | None]:
+        scheme = "https" if cfg.tls else "http"
+        cmd = [
+            "taskset", "-c", str(self.client_cpu),
+            "wrk", "-t1", f"-c{cfg.connections}", f"-d{max(1, round(duration))}s",
+            "--timeout", "5s",
+        ]
+        if cfg.tls:
+            cmd += ["-H", "Connection: close"]
+        cmd.append(f"{scheme}://127.0.0.1:{cfg.port}/")
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if not match:
+            raise RuntimeError(f"{cfg.label}: no wrk result:\n{out}")
+        problems = [
+            line.strip()
+            for line in out.splitlines()
+            if line.strip().startswith(("Socket errors", "Non-2xx"))
+        ]
+        return float(match.group(1)), "; ".join(problems) or None
+
+    def measure(self, configs: list[Config]) -> None:
+        """Start every server, warm each up, then alternate measured rounds."""
+        if self.opts.only:
+            configs = [c for c in configs if re.search(self.opts.only, c.label)]
+        try:
+            for cfg in configs:
+                self.start(cfg)
+                self.wrk(cfg, 1)
+            for round_ in range(self.opts.runs):
+                order = configs if round_ % 2 == 0 else configs[::-1]
+                for cfg in order:
+                    rps, problem = self.wrk(cfg, self.opts.duration)
+                    cfg.samples.append(rps)
+                    if problem:
+                        cfg.errors.append(problem)
+                    note = f"  ({problem})" if problem else ""
+                    log(f"  {cfg.label:<34} {rps:>10,.0f} req/s{note}")
+        finally:
+            for cfg in configs:
+                self.stop(cfg)
+
+    def make_certs(self) -> tuple[str, str] | None:
+        if not shutil.which("openssl"):
+            return None
+        cert = os.path.join(self.tmp.name, "cert.pem")
+        key = os.path.join(self.tmp.name, "key.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+            check=True, capture_output=True,
+        )
+        return cert, key
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def ratio(a: Config, b: Config, name: str, goal: float | None = None) -> dict:
+    """Median of per-round ratios a/b (rounds alternate, so load drift cancels)."""
+    per_round = [x / y for x, y in zip(a.samples, b.samples, strict=False) if y]
+    return {
+        "name": name,
+        "numerator": a.label,
+        "denominator": b.label,
+        "ratio": median(per_round),
+        "min": min(per_round, default=float("nan")),
+        "max": max(per_round, default=float("nan")),
+        "goal": goal,
+    }
+
+
+def table(configs: list[Config]) -> dict:
+    return {
+        c.label: {
+            "kind": c.kind, "hubs": c.hubs, "handler": c.handler, "spread": c.spread,
+            "connections": c.connections, "tls": c.tls, "samples": c.samples,
+            "median": median(c.samples), "errors": c.errors,
+        }
+        for c in configs
+    }
+
+
+# -- sections ------------------------------------------------------------------
+
+
+def section_pure(bench: Bench) -> dict:
+    gevent = Config("gevent StreamServer", "gevent")
+    gp = {n: Config(f"greenpool {n} hub{'s' * (n > 1)}", "greenpool", hubs=n) for n in (1, 2, 4)}
+    uv = Config("uvloop asyncio Protocol", "uvloop")
+    threads = Config("thread per connection", "threads")
+    configs = [gevent, *gp.values(), threads]
+    if _has("uvloop"):
+        configs.insert(4, uv)
+    bench.measure(configs)
+    ratios = [
+        ratio(gp[1], gevent, "greenpool 1 hub / gevent", 0.95),
+        ratio(gp[2], gevent, "greenpool 2 hubs / gevent", 0.95),
+        ratio(gp[4], gevent, "greenpool 4 hubs / gevent"),
+        ratio(threads, gevent, "threads / gevent"),
+    ]
+    if uv in configs:
+        ratios.insert(3, ratio(uv, gevent, "uvloop / gevent"))
+    return {"configs": table(configs), "ratios": ratios}
+
+
+def section_blocking(bench: Bench) -> dict:
+    gevent = Config("gevent StreamServer", "gevent", handler="blocking")
+    gp = {
+        n: Config(f"greenpool {n} hubs", "greenpool", hubs=n, handler="blocking")
+        for n in BLOCKING_HUBS
+    }
+    threads = {
+        n: Config(f"threads, {n} connections", "threads", handler="blocking", connections=n)
+        for n in BLOCKING_HUBS
+    }
+    threads64 = Config("threads, 64 connections", "threads", handler="blocking")
+    configs = [gevent, *gp.values(), *threads.values(), threads64]
+    bench.measure(configs)
+    ratios = []
+    for n in BLOCKING_HUBS:
+        ratios.append(ratio(gp[n], gevent, f"greenpool {n} hubs / gevent", 0.9 * n))
+        ratios.append(ratio(gp[n], threads[n], f"greenpool {n} hubs / {n} threads", 0.9))
+    ratios.append(ratio(gp[BLOCKING_HUBS[-1]], threads64, "greenpool 8 hubs / 64 threads"))
+    return {"configs": table(configs), "ratios": ratios, "block_seconds": BLOCK_SECONDS}
+
+
+def section_spread(bench: Bench) -> dict:
+    gevent = Config("gevent StreamServer", "gevent")
+    configs = [gevent]
+    for n in (2, 4):
+        for spread in SPREADS:
+            label = f"greenpool {n} hubs {spread}"
+            configs.append(Config(label, "greenpool", hubs=n, spread=spread))
+    bench.measure(configs)
+    ratios = [ratio(c, gevent, f"{c.label} / gevent") for c in configs[1:]]
+    return {"configs": table(configs), "ratios": ratios}
+
+
+def section_tls(bench: Bench) -> dict:
+    bench.certs = bench.certs or bench.make_certs()
+    if bench.certs is None:
+        return {"skipped": "openssl not found (apt-get install -y openssl)"}
+    gevent = Config("gevent StreamServer TLS", "gevent", tls=True)
+    gp = {n: Config(f"greenpool {n} hub{'s' * (n > 1)} TLS", "greenpool", hubs=n, tls=True)
+          for n in (1, 2, 4)}
+    configs = [gevent, *gp.values()]
+    bench.measure(configs)
+    ratios = [
+        ratio(gp[2], gp[1], "TLS greenpool 2 hubs / 1 hub"),
+        ratio(gp[4], gp[1], "TLS greenpool 4 hubs / 1 hub"),
+        ratio(gp[1], gevent, "TLS greenpool 1 hub / gevent"),
+    ]
+    return {"configs": table(configs), "ratios": ratios}
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def hold_connections(port: int, count: int) -> list[socket.socket]:
+    """Open ``count`` keep-alive connections, one answered request each, and keep them."""
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    socks: list[socket.socket] = []
+    batch = 256
+    while len(socks) < count:
+        fresh = [
+            socket.create_connection(("127.0.0.1", port), timeout=30)
+            for _ in range(min(batch, count - len(socks)))
+        ]
+        for s in fresh:
+            s.sendall(request)
+        for s in fresh:
+            got = b""
+            while not got.endswith(BODY):
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise RuntimeError("server closed a held connection")
+                got += chunk
+        socks.extend(fresh)
+    return socks
+
+
+def section_memory(bench: Bench) -> dict:
+    count = bench.opts.connections
+    limit = raise_nofile()
+    if limit < count + 100:
+        return {"skipped": f"RLIMIT_NOFILE is {limit}, need {count + 100}"}
+    hubs = os.cpu_count() or 1
+    configs = [
+        Config("gevent StreamServer", "gevent"),
+        Config(f"greenpool {hubs} hubs", "greenpool", hubs=hubs),
+        Config("thread per connection", "threads"),
+    ]
+    rows = {}
+    for cfg in configs:
+        bench.start(cfg)
+        try:
+            hold_connections(cfg.port, 16)
+            base = rss_kib(cfg.proc.pid)
+            t0 = time.perf_counter()
+            socks = hold_connections(cfg.port, count)
+            opened = time.perf_counter() - t0
+            loaded = rss_kib(cfg.proc.pid)
+            for s in socks:
+                s.close()
+        finally:
+            bench.stop(cfg)
+        rows[cfg.label] = {
+            "connections": count,
+            "rss_idle_mib": base / 1024,
+            "rss_loaded_mib": loaded / 1024,
+            "kib_per_connection": (loaded - base) / count,
+            "open_seconds": opened,
+        }
+        log(f"  {cfg.label:<34} {loaded / 1024:8.1f} MiB with {count} connections "
+            f"({(loaded - base) / count:.1f} KiB each)")
+    return {"connections": count, "rows": rows}
+
+
+SECTION_FUNCS = {
+    "pure": section_pure,
+    "blocking": section_blocking,
+    "spread": section_spread,
+    "tls": section_tls,
+    "memory": section_memory,
+}
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def ensure_wrk() -> str | None:
+    """wrk's path; installs it with apt-get when running as root, else None."""
+    path = shutil.which("wrk")
+    if path or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return path
+    log("wrk not found; installing it: apt-get install -y wrk")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet).returncode != 0:
+        subprocess.run(["apt-get", "update"], **quiet)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet)
+    return shutil.which("wrk")
+
+
+def print_summary(results: dict) -> None:
+    log("")
+    log(f"{'':-<78}")
+    log("Medians of alternating runs; ratios are medians of per-round ratios "
+        "[min-max].")
+    machine = results["machine"]
+    log(f"Machine: {machine['cpus']} CPUs; client on CPU {machine['client_cpu']}, servers on "
+        f"CPUs {machine['server_cpus'] or 'any'}; load average "
+        f"{machine['loadavg_start'][0]:.1f} -> {machine['loadavg_end'][0]:.1f}. "
+        "Noisy on small shared machines.")
+    for name, section in results["sections"].items():
+        log(f"\n[{name}]")
+        if "skipped" in section:
+            log(f"  skipped: {section['skipped']}")
+            continue
+        if name == "memory":
+            for label, row in section["rows"].items():
+                log(f"  {label:<34} {row['rss_loaded_mib']:8.1f} MiB RSS with "
+                    f"{row['connections']} idle connections, "
+                    f"{row['kib_per_connection']:.1f} KiB each")
+            continue
+        for label, row in section["configs"].items():
+            extra = f"  errors: {row['errors'][0]}" if row["errors"] else ""
+            log(f"  {label:<34} {row['median']:>10,.0f} req/s{extra}")
+        for r in section["ratios"]:
+            goal = f"   goal >= {r['goal']:.2f}" if r["goal"] else ""
+            log(f"  {r['name']:<40} {r['ratio']:6.2f}x [{r['min']:.2f}-{r['max']:.2f}]{goal}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_serve":
+        serve_main(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(
+        description="HTTP servers on greenpool vs gevent, uvloop and threads (wrk).",
+        epilog="--quick means --duration 1 --runs 3 --connections 2000 "
+        "--sections pure,blocking,tls,memory",
+    )
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, from {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument("--runs", type=int, default=5, help="alternating rounds per section")
+    parser.add_argument("--connections", type=int, default=10000,
+                        help="idle keep-alive connections for the memory section")
+    parser.add_argument("--client-cpu", type=int, default=None, help="CPU for wrk (default: last)")
+    parser.add_argument("--server-cpus", default=None,
+                        help="taskset CPU list for servers, or 'all' "
+                        "(default: every CPU but the client's)")
+    parser.add_argument("--only", default=None,
+                        help="regex: measure only the servers whose label matches")
+    parser.add_argument("--quick", action="store_true", help="a short run (< 2 minutes)")
+    parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
+    opts = parser.parse_args(argv)
+    if opts.quick:
+        opts.duration, opts.runs, opts.connections = 1.0, 3, 2000
+        if opts.sections == ",".join(SECTIONS):
+            opts.sections = "pure,blocking,tls,memory"
+    sections = [s.strip() for s in opts.sections.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    needs_wrk = any(s != "memory" for s in sections)
+    if needs_wrk and not ensure_wrk():
+        log("SKIPPED: wrk not found; install it with `apt-get install -y wrk` (Debian/Ubuntu)")
+        return 0
+    if not shutil.which("taskset"):
+        log("SKIPPED: taskset not found (util-linux)")
+        return 0
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    bench = Bench(opts)
+    import gevent
+
+    results = {
+        "benchmark": "servers",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "client_cpu": bench.client_cpu,
+            "server_cpus": bench.server_cpus,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "gevent": gevent.__version__,
+            "loadavg_start": os.getloadavg(),
+        },
+        "options": {"duration": opts.duration, "runs": opts.runs, "wrk_connections": 64},
+        "sections": {},
+    }
+    t0 = time.monotonic()
+    for name in sections:
+        log(f"[{name}]")
+        results["sections"][name] = SECTION_FUNCS[name](bench)
+    results["seconds"] = time.monotonic() - t0
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    print_summary(results)
+    RESULTS.mkdir(exist_ok=True)
+    out = opts.output or RESULTS / f"servers-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    text = json.dumps(results, indent=1)
+    out.write_text(text)
+    (RESULTS / "servers-latest.json").write_text(text)
+    log(f"\nwrote {out} ({results['seconds']:.0f}s); plot: python benchmarks/plot.py")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
