@@ -211,3 +211,33 @@ def test_gevent_socket_used_from_another_hub_fails_and_task_arguments_are_reboun
         """
     )
     assert out.splitlines() == ["error: Cannot switch to a different thread", "b'x'"]
+
+
+def test_subprocess_on_a_hub_needs_patch_all_subprocess_false_and_blocking():
+    """Patched subprocess works only on the main thread's loop; the documented way out."""
+    patched = run_child(
+        """
+        from gevent import monkey; monkey.patch_all()
+        import subprocess, greenpool
+        with greenpool.Pool(1) as pool:
+            try:
+                pool.spawn(subprocess.run, ["true"]).result(10)
+            except TypeError as exc:
+                print(exc)
+        """
+    )
+    assert patched == "child watchers are only available on the default loop"
+    unpatched = run_child(
+        """
+        from gevent import monkey; monkey.patch_all(subprocess=False)
+        import subprocess, greenpool
+        with greenpool.Pool(2) as pool:
+            futures = [
+                pool.spawn(greenpool.blocking, subprocess.run, ["echo", str(i)],
+                           capture_output=True, text=True)
+                for i in range(4)
+            ]
+            print(" ".join(f.result(10).stdout.strip() for f in futures))
+        """
+    )
+    assert unpatched == "0 1 2 3"
