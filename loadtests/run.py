@@ -9,7 +9,9 @@ The runner starts the target server in its own process (its own session, so
 signals and cleanup reach every process it made), waits until it accepts
 connections, runs locust headless for ``--time`` in another process (locust
 monkey-patches at import, so it never runs in this process or the server's),
-then stops the target with SIGTERM. Reports go to ``loadtests/reports/``:
+then stops the target with SIGTERM. WSGI targets are served by ``python -m
+greenpool wsgi`` where it exists (``--wsgi-server builtin``: by
+``loadtests/targets.py``). Reports go to ``loadtests/reports/``:
 locust's CSV and HTML, a JSON summary, and both processes' logs.
 
 Exit status 0 means: requests were made, none failed, locust exited cleanly,
@@ -383,6 +385,20 @@ def served_per_hub(host: str, port: int) -> dict[str, int] | str:
 # -- the run ---------------------------------------------------------------------------------
 
 
+def describe(settings: Settings) -> str:
+    """The run's settings on one line, for the summary's first line."""
+    fields = {"target": settings.target}
+    if not settings.host:
+        if settings.profile.server == "wsgi":
+            fields["server"] = settings.wsgi_server
+        fields["hubs"] = settings.hubs or "auto"
+    fields.update(users=settings.users, **{"spawn-rate": f"{settings.spawn_rate:g}"},
+                  time=settings.run_time, workers=settings.workers)
+    if settings.shape:
+        fields["steps"] = settings.steps
+    return " ".join(f"{key}={value}" for key, value in fields.items())
+
+
 @dataclasses.dataclass
 class Outcome:
     """What one run produced, judged by :func:`verdict`."""
@@ -437,11 +453,7 @@ def run(settings: Settings, out=sys.stdout) -> Outcome:
             procs.append(target)
             wait_ready(target, bind_host, port, target_log, READY_TIMEOUT)
             url = f"{settings.profile.scheme}://{bind_host}:{port}"
-        print(f"greenpool loadtest: target={settings.target} hubs={settings.hubs or 'auto'} "
-              f"users={settings.users} spawn-rate={settings.spawn_rate:g} "
-              f"time={settings.run_time} workers={settings.workers}"
-              f"{' shape=steps' + str(settings.steps) if settings.shape else ''} -> {url}",
-              file=out, flush=True)
+        print(f"greenpool loadtest: {describe(settings)} -> {url}", file=out, flush=True)
         env = child_env(LOADTEST_SUMMARY=str(summary_path), LOADTEST_STEPS=str(settings.steps))
         locust = start(locust_command(settings, url, prefix), locust_log, env)
         procs.append(locust)
@@ -533,8 +545,8 @@ def print_summary(settings: Settings, outcome: Outcome, out=sys.stdout) -> None:
                 print(f"         {step['users']:>5} {step['rps']:>8.1f} "
                       f"{_ms(step['avg_ms']):>8} {step['failures']:>6}", file=out)
     if isinstance(outcome.per_hub, dict):
-        print("  requests per hub: " + ", ".join(
-            f"hub {hub}: {count}" for hub, count in outcome.per_hub.items()), file=out)
+        print("  requests per hub: " + (", ".join(
+            f"hub {hub}: {count}" for hub, count in outcome.per_hub.items()) or "none"), file=out)
     elif outcome.per_hub:
         print(f"  requests per hub: unavailable ({outcome.per_hub})", file=out)
     if outcome.files:
