@@ -1,7 +1,8 @@
 """Draw benchmarks/servers.py's JSON results as one PNG (matplotlib).
 
 One panel per section: median requests/s per server with the spread of the
-runs (min to max) as error bars, and the RSS panel for the memory section.
+runs (min to max) as error bars and the median server CPU time per request
+as a label, and the RSS panel for the memory section.
 
     python benchmarks/plot.py                                   # latest results
     python benchmarks/plot.py results/servers-X.json -o out.png
@@ -46,11 +47,13 @@ def _throughput_panel(ax, name: str, section: dict) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("requests/s (median, min-max)")
     ax.set_title(TITLES.get(name, name), fontsize=10)
-    for i, m in enumerate(medians):
+    for i, (m, row) in enumerate(zip(medians, rows, strict=True)):
         if not math.isnan(m):
-            ax.text(m + high[i], i, f"  {m:,.0f}", va="center", fontsize=8)
+            cpu = row.get("cpu_us_median")
+            note = f", {cpu:.1f} us CPU/req" if cpu is not None else ""
+            ax.text(m + high[i], i, f"  {m:,.0f}{note}", va="center", fontsize=8)
     ax.set_xlim(right=max((m + h for m, h in zip(medians, high, strict=True)
-                           if not math.isnan(m)), default=1) * 1.15)
+                           if not math.isnan(m)), default=1) * 1.35)
 
 
 def _memory_panel(ax, section: dict) -> None:

@@ -264,6 +264,7 @@ class Config:
     connections: int = 64
     tls: bool = False
     samples: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     port: int = 0
@@ -328,7 +329,14 @@ class Bench:
 
     # wrk
 
-    def wrk(self, cfg: Config, duration: float) -> tuple[float, str | None]:
+    def wrk(self, cfg: Config, duration: float) -> tuple[float, float, str | None]:
+        """One wrk run: (requests/s, server CPU microseconds per request, problems)."""
+        cpu_before = cpu_seconds(cfg.proc.pid)
+        rps, requests, problem = self._wrk(cfg, duration)
+        cpu = cpu_seconds(cfg.proc.pid) - cpu_before
+        return rps, cpu * 1e6 / max(requests, 1), problem
+
+    def _wrk(self, cfg: Config, duration: float) -> tuple[float, int, str | None]:
         scheme = "https" if cfg.tls else "http"
         cmd = [
             "taskset", "-c", str(self.client_cpu),
@@ -340,14 +348,15 @@ class Bench:
         cmd.append(f"{scheme}://127.0.0.1:{cfg.port}/")
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
         match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        if not match:
+        total = re.search(r"(\d+) requests in", out)
+        if not match or not total:
             raise RuntimeError(f"{cfg.label}: no wrk result:\n{out}")
         problems = [
             line.strip()
             for line in out.splitlines()
             if line.strip().startswith(("Socket errors", "Non-2xx"))
         ]
-        return float(match.group(1)), "; ".join(problems) or None
+        return float(match.group(1)), int(total.group(1)), "; ".join(problems) or None
 
     def measure(self, configs: list[Config]) -> None:
         """Start every server, warm each up, then alternate measured rounds."""
@@ -360,12 +369,13 @@ class Bench:
             for round_ in range(self.opts.runs):
                 order = configs if round_ % 2 == 0 else configs[::-1]
                 for cfg in order:
-                    rps, problem = self.wrk(cfg, self.opts.duration)
+                    rps, cpu_us, problem = self.wrk(cfg, self.opts.duration)
                     cfg.samples.append(rps)
+                    cfg.cpu_us.append(cpu_us)
                     if problem:
                         cfg.errors.append(problem)
                     note = f"  ({problem})" if problem else ""
-                    log(f"  {cfg.label:<34} {rps:>10,.0f} req/s{note}")
+                    log(f"  {cfg.label:<34} {rps:>10,.0f} req/s {cpu_us:8.1f} us CPU/req{note}")
         finally:
             for cfg in configs:
                 self.stop(cfg)
@@ -383,6 +393,16 @@ class Bench:
         return cert, key
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def log(message: str) -> None:
     print(message, flush=True)
 
@@ -392,9 +412,16 @@ def median(values: list[float]) -> float:
 
 
 def ratio(a: Config, b: Config, name: str, goal: float | None = None) -> dict:
-    """Median of per-round ratios a/b (rounds alternate, so load drift cancels)."""
+    """Median of per-round ratios a/b (rounds alternate, so load drift cancels).
+
+    ``cpu_ratio`` is the same for CPU cost: b's CPU time per request over a's
+    (above 1: a spends less CPU per request). On a loaded machine it is much
+    steadier than requests/s, which depends on the CPU share the server gets.
+    """
     per_round = [x / y for x, y in zip(a.samples, b.samples, strict=False) if y]
+    cpu = [y / x for x, y in zip(a.cpu_us, b.cpu_us, strict=False) if x]
     return {
+        "cpu_ratio": median(cpu),
         "name": name,
         "numerator": a.label,
         "denominator": b.label,
@@ -410,7 +437,8 @@ def table(configs: list[Config]) -> dict:
         c.label: {
             "kind": c.kind, "hubs": c.hubs, "handler": c.handler, "spread": c.spread,
             "connections": c.connections, "tls": c.tls, "samples": c.samples,
-            "median": median(c.samples), "errors": c.errors,
+            "median": median(c.samples), "cpu_us_per_request": c.cpu_us,
+            "cpu_us_median": median(c.cpu_us), "errors": c.errors,
         }
         for c in configs
     }
@@ -588,8 +616,8 @@ def ensure_wrk() -> str | None:
 def print_summary(results: dict) -> None:
     log("")
     log(f"{'':-<78}")
-    log("Medians of alternating runs; ratios are medians of per-round ratios "
-        "[min-max].")
+    log("Medians of alternating runs; ratios are medians of per-round ratios [min-max]; "
+        "CPU = CPU-time-per-request ratio (inverse).")
     machine = results["machine"]
     log(f"Machine: {machine['cpus']} CPUs; client on CPU {machine['client_cpu']}, servers on "
         f"CPUs {machine['server_cpus'] or 'any'}; load average "
@@ -606,12 +634,15 @@ def print_summary(results: dict) -> None:
                     f"{row['connections']} idle connections, "
                     f"{row['kib_per_connection']:.1f} KiB each")
             continue
+        log(f"  {'server':<34} {'req/s':>10} {'CPU us/req':>11}")
         for label, row in section["configs"].items():
             extra = f"  errors: {row['errors'][0]}" if row["errors"] else ""
-            log(f"  {label:<34} {row['median']:>10,.0f} req/s{extra}")
+            log(f"  {label:<34} {row['median']:>10,.0f} {row['cpu_us_median']:>11.1f}{extra}")
+        log(f"  {'ratio':<40} {'req/s':>6} {'[min-max]':<11} {'CPU':>5}")
         for r in section["ratios"]:
-            goal = f"   goal >= {r['goal']:.2f}" if r["goal"] else ""
-            log(f"  {r['name']:<40} {r['ratio']:6.2f}x [{r['min']:.2f}-{r['max']:.2f}]{goal}")
+            goal = f"  goal >= {r['goal']:.2f}" if r["goal"] else ""
+            log(f"  {r['name']:<40} {r['ratio']:5.2f}x [{r['min']:.2f}-{r['max']:.2f}] "
+                f"{r['cpu_ratio']:5.2f}x{goal}")
 
 
 def main(argv: list[str] | None = None) -> int:
