@@ -158,6 +158,52 @@ def test_target_dying_mid_run_fails_the_run_and_says_so(tmp_path):
     assert "the target died during the run (exit status 3" in line
 
 
+LOCUSTFILE_CHECKS = """
+import math, runpy, types
+base = "loadtests/locustfiles/"
+classes = {f: [n for n, v in runpy.run_path(base + f).items()
+             if isinstance(v, type) and v.__module__ == "<run_path>"]
+         for f in ("echo_user.py", "http_user.py", "mixed_user.py")}
+assert classes == {"echo_user.py": ["EchoMismatch", "EchoClient", "EchoUser"],
+                 "http_user.py": ["HelloUser"], "mixed_user.py": ["MixedUser"]}, classes
+
+plugin = runpy.run_path(base + "harness_plugin.py")
+import collections
+hist = collections.Counter()
+for ms in [1.0] * 98 + [10.0, 100.0]:
+    hist[plugin["bucket"](ms)] += 1
+p = lambda f: plugin["percentile"](hist, f)
+assert 1.0 <= p(0.5) < 1.02 and 1.0 <= p(0.98) < 1.02, (p(0.5), p(0.98))
+assert 10.0 <= p(0.99) < 10.2 and 100.0 <= p(1.0) < 102, (p(0.99), p(1.0))
+assert plugin["percentile"](collections.Counter(), 0.5) is None
+samples = [(t / 4, 2 if t < 16 else 4, 100 * t, 0, 50.0 * t) for t in range(32)]
+steps = plugin["steps"](samples)
+assert [s["users"] for s in steps] == [2, 4], steps
+assert all(abs(s["rps"] - 400) < 1e-6 and abs(s["avg_ms"] - 0.5) < 1e-9 for s in steps), steps
+
+shape = runpy.run_path(base + "step_shape.py")["StepShape"]()
+options = types.SimpleNamespace(num_users=10, spawn_rate=5, run_time=10)
+shape.runner = types.SimpleNamespace(environment=types.SimpleNamespace(parsed_options=options))
+ticks = {}
+for t in (0, 1.9, 2.0, 5.0, 9.9, 10.0):
+    shape.get_run_time = lambda t=t: t
+    ticks[t] = shape.tick()
+assert ticks == {0: (2, 5.0), 1.9: (2, 5.0), 2.0: (4, 5.0), 5.0: (6, 5.0), 9.9: (10, 5.0),
+                 10.0: None}, ticks
+print("ok")
+"""
+
+
+@pytest.mark.timeout(30)
+def test_locustfiles_define_their_users_and_the_plugin_and_shape_compute_right():
+    # In a subprocess: loading a locustfile imports locust, which monkey-patches.
+    result = subprocess.run(
+        [sys.executable, "-c", LOCUSTFILE_CHECKS],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("host", ["http://192.0.2.1:8000", "example.com:80", "tcp://10.1.2.3:9"])
 def test_non_loopback_host_is_refused_before_anything_starts(tmp_path, host):
