@@ -28,7 +28,7 @@ test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 stress: $(VENV)/.installed-test
-	$(PY) -m pytest -q -m slow tests/reliability $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/dispatch.py

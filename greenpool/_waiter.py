@@ -113,7 +113,13 @@ class ForeignHubWaiter:
 def make_waiter():
     """Return a waiter suited to the calling greenlet or thread."""
     gevent_hub = get_hub_if_exists()
-    if gevent_hub is not None and getcurrent() is not gevent_hub:
+    if gevent_hub is not None and getcurrent() is gevent_hub:
+        if getattr(gevent_hub, "greenpool_hub", None) is not None:
+            raise RuntimeError(
+                "cannot wait inside a hub's event loop (a loop callback): it would stall "
+                "every greenlet on the hub; spawn a greenlet to do the waiting"
+            )
+    elif gevent_hub is not None:
         pool_hub = getattr(gevent_hub, "greenpool_hub", None)
         if pool_hub is not None:
             return PoolHubWaiter(pool_hub)

@@ -16,6 +16,7 @@ greenlet: a task that kept ``getcurrent()`` gets a fresh runner retired behind i
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections import deque
@@ -24,10 +25,12 @@ from weakref import getweakrefcount
 import gevent
 from gevent._hub_local import get_hub_if_exists
 from greenlet import GreenletExit, getcurrent
+from greenlet import error as greenlet_error
 from greenlet import greenlet as RawGreenlet
 
 from greenpool._native import allocate_lock, get_ident, start_new_thread
 from greenpool._waiter import Signal
+from greenpool.errors import WrongHubError
 from greenpool.future import FINISHED
 
 log = logging.getLogger("greenpool")
@@ -37,6 +40,9 @@ _switch = RawGreenlet.switch
 
 #: Idle runner greenlets a hub keeps for reuse; more are let die.
 MAX_IDLE_RUNNERS = 256
+
+#: Seconds a cancelling shutdown lets killed stray greenlets clean up.
+STRAY_GRACE = 2.0
 
 
 class Hub:
@@ -66,6 +72,8 @@ class Hub:
         self._running: set = set()
         self._idle_runners: list = []
         self._accepting = True
+        self._retired = False
+        self._strays_killed = False
         self._started = Signal()
         self._stopped = Signal()
         self._start_error: BaseException | None = None
@@ -154,6 +162,7 @@ class Hub:
                 log.exception("error escaped to hub %s; the hub keeps running", self.name)
 
     def _destroy(self, hub) -> None:
+        self._close_wakeup()
         if hub is not None:
             try:
                 hub.destroy(destroy_loop=True)
@@ -250,7 +259,7 @@ class Hub:
                         else:
                             result = task._context.run(task._fn, *task._args)
                     except BaseException as exc:  # noqa: BLE001 - it belongs to the future
-                        task._complete(FINISHED, None, exc)
+                        task._complete(FINISHED, None, _explain(exc))
                     else:
                         task._complete(FINISHED, result, None)
                     running.discard(task)
@@ -295,6 +304,8 @@ class Hub:
             task.cancel()
         if not self._mailbox and not self._nrunning:
             self._became_idle()
+        if self._retired:
+            self._kill_strays()
 
     def _finish(self) -> None:
         """Control call: accept no more tasks; stop once the current ones end."""
@@ -302,12 +313,57 @@ class Hub:
         self._close_if_done()
 
     def _close_if_done(self) -> None:
-        if self._mailbox or self._nrunning or self._wakeup is None:
+        """Retire the hub once its last task ended: its loop may now run dry.
+
+        The wake-up watcher is unref'd, not closed, so control calls (a late
+        cancelling shutdown) still reach a loop kept alive by stray greenlets.
+        """
+        if self._mailbox or self._nrunning or self._retired:
             return
-        self._close_wakeup()
+        self._retired = True
+        if self._wakeup is not None:
+            self._wakeup.ref = False
         idle, self._idle_runners = self._idle_runners, []
         for runner in idle:
             runner.throw(GreenletExit)
+        if self.pool._cancelling:
+            self._kill_strays()
+
+    def _kill_strays(self) -> None:
+        """Cancelling shutdown: kill greenlets greenpool did not start, then stop the loop.
+
+        ``gevent.spawn``'d greenlets and patched "threads" (a legacy server's
+        handler waiting on an idle client) would keep the loop alive forever.
+        Each gets ``GreenletExit``, as a cancelled task does; if the loop still
+        has not gone idle after ``STRAY_GRACE`` seconds it is broken out of, the
+        way daemon threads end. Found through ``gc``: this runs once per hub.
+        """
+        if self._strays_killed:
+            return
+        self._strays_killed = True
+        hub = self.gevent_hub
+        for g in gc.get_objects():
+            if isinstance(g, RawGreenlet) and g.parent is hub and g:
+                if isinstance(g, gevent.Greenlet):
+                    g.kill(block=False)
+                else:
+                    self.loop.run_callback(g.throw, GreenletExit)
+        timer = self.loop.timer(STRAY_GRACE, ref=False)
+        timer.start(self.loop.break_)
+
+
+def _explain(exc: BaseException) -> BaseException:
+    """Turn greenlet's bare wrong-thread error into one that names the fix."""
+    if isinstance(exc, greenlet_error) and "different thread" in str(exc):
+        better = WrongHubError(
+            f"{exc}: an object bound to another hub (a gevent socket, server, Greenlet "
+            "or gevent primitive) was used on this one. Create it on the hub that uses "
+            "it, pass sockets as task arguments (they are rebound), or call "
+            "greenpool.rebind(sock) on this hub."
+        )
+        better.__cause__ = exc
+        return better
+    return exc
 
 
 def current_hub() -> Hub | None:

@@ -244,3 +244,40 @@ def test_threads_and_pools_are_cheap_to_start_and_stop():
         with greenpool.Pool(2) as p:
             p.spawn(lambda: None).result(5)
     assert time.perf_counter() - t0 < 10
+
+
+def test_run_stops_on_sigterm_even_with_an_idle_client_holding_a_stray_greenlet():
+    code = """
+        import os, socket, gevent, greenpool
+        from gevent import socket as gsocket
+
+        def main():
+            listener = gsocket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            def handle(conn):          # like a patched "thread": not a greenpool task
+                try:
+                    conn.recv(1)       # the client never sends
+                finally:
+                    os.write(1, b"handler cleaned up\\n")
+            def accept():
+                conn, _ = listener.accept()
+                gevent.spawn(handle, conn)
+            gevent.spawn(accept)
+            client = socket.create_connection(listener.getsockname())
+            os.write(1, b"ready\\n")
+            greenpool.blocking(gevent.monkey.get_original("time", "sleep"), 0.0)
+            return client
+
+        print("run returned", greenpool.run(main, size=1), flush=True)
+    """
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "handler cleaned up" in out and "Traceback" not in err

@@ -335,3 +335,41 @@ def test_full_policy_block_waits_for_room_and_loses_nothing(make_pool):
     assert not t.is_alive()
     p.join(10)
     assert sorted(results) == list(range(200))
+
+
+def test_cancelling_shutdown_also_kills_greenlets_the_pool_did_not_start(make_pool):
+    """A stray gevent.spawn'd greenlet blocked forever must not keep a hub alive."""
+    p = make_pool(2)
+    cleaned = []
+
+    def start_strays():
+        def stray():
+            try:
+                gevent.sleep(3600)
+            finally:
+                cleaned.append(greenpool.current_hub().index)
+
+        gevent.spawn(stray)
+
+    for f in p.broadcast(start_strays):
+        f.result(5)
+    p.shutdown(wait=True, cancel_futures=True)
+    assert sorted(cleaned) == [0, 1]
+    assert all(not h.is_alive() for h in p.hubs)
+
+
+def test_waiting_inside_a_hub_loop_callback_raises_instead_of_stalling(pool):
+    box = {}
+    done = threading.Event()
+
+    def in_callback():
+        try:
+            box["f"].result(1)
+        except RuntimeError as exc:
+            box["error"] = str(exc)
+        done.set()
+
+    box["f"] = pool.spawn(gevent.sleep, 0.05)
+    pool.hubs[0].call_soon_threadsafe(in_callback)
+    assert done.wait(5)
+    assert "event loop" in box["error"]
