@@ -280,3 +280,14 @@ def test_gevent_stream_server_pauses_accepting_while_the_pool_is_full(make_pool)
     t.join(10)
     assert replies == [b"0:y"] * 3
     assert len(served) == 3
+
+
+def test_using_a_socket_from_the_wrong_hub_raises_wrong_hub_error_naming_the_fix(pool):
+    server, client = pool.spawn_on(0, socketpair_on_hub).result(10)
+
+    def read_on_hub_1():
+        return server.recv(1)  # in a closure: not rebound; nothing to read, so it waits
+
+    with pytest.raises(WrongHubError, match="rebind"):
+        pool.spawn_on(1, read_on_hub_1).result(10)
+    pool.spawn_on(0, lambda: (server.close(), client.close())).result(10)
