@@ -13,8 +13,9 @@ Monkey patching: like gunicorn's own gevent worker, :meth:`Worker.init_process`
 calls ``gevent.monkey.patch_all()`` and ``gevent.reinit()`` before the app is
 loaded, so pure-Python blocking I/O in the app (``socket``, ``ssl``, ``time.sleep``,
 ``requests``...) yields to the hub instead of blocking it, and apps written for
-``-k gevent`` run unchanged. greenpool keeps its hub threads native under
-patching (see :mod:`greenpool._native`).
+``-k gevent`` run unchanged. The hub threads stay native threads under
+patching. Patching happens in each worker process after the fork, before the
+app is imported (unless ``--preload``, as with the gevent worker).
 
 Lifecycle, following ``gunicorn/workers/ggevent.py``: the main thread calls
 ``notify()`` while every hub answers a ping (a hub stuck longer than

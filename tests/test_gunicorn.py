@@ -151,15 +151,15 @@ def test_max_requests_restarts_the_worker(app_dir):
 
 
 def test_heartbeat_keeps_idle_worker_and_a_stuck_hub_gets_it_restarted(app_dir):
-    server, address = start_gunicorn(app_dir, "-w", "1", "--threads", "2", "--timeout", "1")
+    server, address = start_gunicorn(app_dir, "-w", "1", "--threads", "2", "--timeout", "2")
     with server:
         first = get_ok(address).split()[0]
         # idle for well past --timeout: the heartbeat keeps the worker
         with pytest.raises(AssertionError):
-            server.wait_for(r"WORKER TIMEOUT", timeout=2.5)
+            server.wait_for(r"WORKER TIMEOUT", timeout=3.5)
         assert get_ok(address).split()[0] == first
         # a hub blocked natively for longer than --timeout stops the heartbeat
-        threading.Thread(target=get, args=(address, "/hog?3"), daemon=True).start()
+        threading.Thread(target=get, args=(address, "/hog?5"), daemon=True).start()
         server.wait_for(r"WORKER TIMEOUT", timeout=15)
         deadline = time.monotonic() + 15
         while get_ok(address).split()[0] == first:  # the replacement worker answers
