@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.helpers import run_python
+from tests.test_server import client_context, make_certificate
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -140,6 +141,34 @@ def test_sigterm_with_an_open_keep_alive_connection_still_exits(child):
     conn.close()
     assert code == 0, err
     assert "run returned None" in out
+    assert "Traceback" not in err
+
+
+TLS_STREAM_SERVER = """
+    import socket, ssl, greenpool
+    from gevent.server import StreamServer
+
+    def handle(sock, addr):
+        sock.sendall(b"%d:" % greenpool.current_hub().index + sock.recv(100))
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain({cert!r}, {key!r})
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(listener.getsockname()[1], flush=True)
+    greenpool.run(StreamServer(listener, handle, ssl_context=context), size=2)
+"""
+
+
+def test_tls_stream_server_wraps_connections_on_each_hub(child, tmp_path):
+    cert, key = make_certificate(tmp_path)
+    server = child(TLS_STREAM_SERVER.format(cert=cert, key=key))
+    context = client_context(cert)
+    for i in range(4):
+        with context.wrap_socket(server.connect(), server_hostname="localhost") as tls:
+            tls.sendall(b"secret%d" % i)
+            assert tls.recv(100).endswith(b":secret%d" % i)
+    code, out, err = server.terminate()
+    assert code == 0, err
     assert "Traceback" not in err
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import http.client
 import io
 import logging
+import os
+import pathlib
+import signal
 import socket
 import ssl
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -220,7 +226,6 @@ def test_graceful_stop_closes_idle_keep_alive_and_finishes_a_request(serve):
     busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
     started.result(timeout=10)
 
-    import threading
     stopper = threading.Thread(target=server.stop, kwargs={"timeout": 20})
     stopper.start()
     # The idle keep-alive connection is closed without waiting for the timeout...
@@ -268,3 +273,25 @@ def test_idle_timeout_closes_an_idle_keep_alive_connection(serve):
     assert conn.getresponse().read().startswith(b"hello")
     assert conn.sock.recv(100) == b""  # closed after 0.3 s without a request
     conn.close()
+
+
+def test_hello_example_serves_and_stops_on_sigterm():
+    example = pathlib.Path(__file__).parent.parent / "examples" / "wsgi_hello.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(example), "--bind", "127.0.0.1:0", "--hubs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        banner = proc.stdout.readline()  # "serving http://127.0.0.1:PORT/ on 2 hubs; ..."
+        port = int(banner.split("http://127.0.0.1:")[1].split("/")[0])
+        status, body = http_get(("127.0.0.1", port))
+        assert status == 200 and body.startswith(b"Hello, world from hub ")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
