@@ -322,6 +322,20 @@ def test_stop_from_a_plain_thread_a_pool_greenlet_and_a_handler(pool):
     wait_until(lambda: from_handler.stopped)
 
 
+def test_serve_and_stop_from_inside_greenpool_run():
+    from gevent import socket as gsocket
+
+    def main():
+        server = greenpool.serve(echo, pool=greenpool.current_pool(), spread="shared")
+        with gsocket.create_connection(server.address) as client:  # cooperative client
+            client.sendall(b"inside")
+            reply = client.recv(6)
+        server.stop(timeout=5)
+        return reply, server.stopped
+
+    assert greenpool.run(main, size=2) == (b"inside", True)
+
+
 def test_serve_forever_returns_when_stopped_and_private_pool_shuts_down():
     server = greenpool.serve(echo, hubs=2)
     hubs = server.pool.hubs
