@@ -116,6 +116,16 @@ class Worker(base.Worker):
         self._quick = False
         super().init_process()
 
+    def load_wsgi(self) -> None:
+        """Load the app and make the TLS context: a bad certificate is a boot error.
+
+        gunicorn stops (instead of restarting workers in a loop) when a
+        worker fails before it has booted, so everything that can be checked
+        is checked here; the hubs share the one context.
+        """
+        super().load_wsgi()
+        self.ssl_context = ssl_context(self.cfg) if self.cfg.is_ssl else None
+
     # -- signals (called in the main thread) -----------------------------------
 
     def handle_quit(self, sig, frame) -> None:
@@ -168,8 +178,11 @@ class Worker(base.Worker):
                 if self.ppid != os.getppid():
                     self.log.info("Parent changed, shutting down: %s", self)
                     break
-                if any(f.done() for f in serving):
-                    self.log.error("A hub stopped serving; restarting the worker")
+                ended = [f for f in serving if f.done()]
+                if ended:
+                    error = None if ended[0].cancelled() else ended[0].exception()
+                    self.log.error("A hub stopped serving (%r); restarting the worker", error,
+                                   exc_info=error)
                     break
                 self._wait_for_signal(interval)
         finally:
@@ -215,7 +228,7 @@ class Worker(base.Worker):
         """Runs on each hub: a pywsgi server per listener until ``stop`` resolves."""
         environ = base_environ(self.cfg)
         environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": VERSION})
-        ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+        ssl_args = {"ssl_context": self.ssl_context} if self.ssl_context is not None else {}
         servers = []
         for listener in self.sockets:
             sock = gevent.socket.socket(fileno=os.dup(listener.fileno()))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import shutil
 import signal
+import ssl
+import subprocess
 import textwrap
 import threading
 import time
@@ -60,7 +63,7 @@ def start_gunicorn(app_dir, *options: str) -> tuple[ServerProcess, tuple[str, in
     )
     server = ServerProcess(cmd, cwd=app_dir)
     try:
-        port = int(server.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
+        port = int(server.wait_for(r"Listening at: https?://127\.0\.0\.1:(\d+)").group(1))
         server.wait_for(r"Booting worker with pid")
     except BaseException:
         server.__exit__(None, None, None)
@@ -165,3 +168,35 @@ def test_heartbeat_keeps_idle_worker_and_a_stuck_hub_gets_it_restarted(app_dir):
         while get_ok(address).split()[0] == first:  # the replacement worker answers
             assert time.monotonic() < deadline, server.output
         assert server.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_certfile_serves_https_and_a_bad_certificate_stops_gunicorn(app_dir):
+    cert, key = app_dir / "cert.pem", app_dir / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
+         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )
+    server, address = start_gunicorn(
+        app_dir, "--threads", "2", "--certfile", str(cert), "--keyfile", str(key)
+    )
+    with server:
+        context = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection(*address, context=context, timeout=10)
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read().split()[2] == b"2"
+        conn.close()
+        assert server.stop(signal.SIGTERM) == 0
+
+    (app_dir / "bad.pem").write_text("not a certificate\n")
+    cmd = python_cmd(
+        "-m", "gunicorn", "-k", "greenpool.gunicorn.Worker", "-b", "127.0.0.1:0",
+        "--no-control-socket", "--certfile", "bad.pem", "--keyfile", "bad.pem", "hello_app:app",
+    )
+    with ServerProcess(cmd, cwd=app_dir) as bad:
+        assert bad.wait_exit(timeout=20) == 3  # gunicorn's "worker failed to boot"
+        assert "SSLError" in bad.output
