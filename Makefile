@@ -34,8 +34,12 @@ stress: $(VENV)/.installed-test
 loadtest: $(VENV)/.installed-test
 	$(PY) -m loadtests.run $(LOADTEST_ARGS)
 
+# make bench [SERVER_BENCH_ARGS=--quick]: dispatch and server figures, then the plot
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/dispatch.py
+	$(PY) benchmarks/uneven.py
+	$(PY) benchmarks/servers.py $(SERVER_BENCH_ARGS)
+	$(PY) benchmarks/plot.py
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check greenpool tests benchmarks examples loadtests

@@ -10,11 +10,23 @@ from greenpool.future import Future
 from greenpool.hub import Hub
 from greenpool.patching import PatchingError
 from greenpool.pool import Pool
+from greenpool.monitor import HubStats
 from greenpool.rebind import rebind
-from greenpool.server import serve
 from greenpool.sync import BoundedSemaphore, Condition, Event, Lock, Queue, RLock, Semaphore
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The servers import gevent.ssl and so the stdlib ssl module; imported
+    # eagerly, they would make a patch_all() that follows `import greenpool`
+    # warn that ssl was imported before patching.
+    if name == "serve":
+        from greenpool.server import serve
+
+        return serve
+    raise AttributeError(f"module 'greenpool' has no attribute {name!r}")
+
 
 __all__ = [
     "BoundedSemaphore",
@@ -24,6 +36,7 @@ __all__ = [
     "Event",
     "Future",
     "Hub",
+    "HubStats",
     "Lock",
     "PatchingError",
     "Pool",

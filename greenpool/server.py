@@ -174,6 +174,11 @@ def _listen(family: int, sockaddr: tuple, backlog: int, reuseport: bool):
     sock = _StdSocket(family, _socket.SOCK_STREAM)
     try:
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        if family in (_socket.AF_INET, _socket.AF_INET6):
+            # Accepted sockets inherit it (Linux). Without it a response sent
+            # in two writes (pywsgi: headers, then body) waits ~40 ms for the
+            # client's delayed ACK on every keep-alive request (Nagle).
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         if reuseport:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)

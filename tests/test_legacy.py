@@ -192,25 +192,31 @@ def test_a_native_lock_made_before_patching_deadlocks_its_hub():
     assert out == "hub deadlocked"
 
 
-def test_gevent_socket_used_from_another_hub_fails_and_task_arguments_are_rebound():
+def test_gevent_socket_used_from_another_hub_raises_wrong_hub_error_and_arguments_are_rebound():
     out = run_child(
         """
-        import gevent.socket, greenlet
+        import gevent.socket
         import greenpool
 
         with greenpool.Pool(2) as pool:
             a, b = pool.spawn_on(0, gevent.socket.socketpair).result(5)
             try:
                 pool.spawn_on(1, lambda: a.recv(1)).result(5)  # a belongs to hub 0
-            except greenlet.error as exc:
-                print(type(exc).__name__ + ":", str(exc).splitlines()[0])
+            except greenpool.WrongHubError as exc:
+                cause = exc.__cause__
+                print(type(cause).__name__ + ":", str(cause).splitlines()[0])
+                print("names the fix:", "greenpool.rebind" in str(exc))
             c, d = pool.spawn_on(0, gevent.socket.socketpair).result(5)
             d.sendall(b"x")
             # As a task argument the socket is rebound to hub 1 (greenpool.rebind).
             print(pool.spawn_on(1, lambda sock: sock.recv(1), c).result(5))
         """
     )
-    assert out.splitlines() == ["error: Cannot switch to a different thread", "b'x'"]
+    assert out.splitlines() == [
+        "error: Cannot switch to a different thread",
+        "names the fix: True",
+        "b'x'",
+    ]
 
 
 def test_subprocess_on_a_hub_needs_patch_all_subprocess_false_and_blocking():

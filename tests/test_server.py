@@ -151,6 +151,20 @@ def test_handler_runs_on_the_hub_that_owns_its_socket(pool, servers):
     assert seen == [True] * 8
 
 
+@pytest.mark.parametrize("spread", SPREADS)
+def test_accepted_connections_have_nagle_disabled(pool, servers, spread):
+    """Responses written in two pieces must not wait for the peer's delayed ACK."""
+
+    def nodelay(sock, addr):
+        sock.sendall(b"%d" % sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    server = greenpool.serve(nodelay, pool=pool, spread=spread)
+    servers.append(server)
+    for _ in range(4):
+        with socket.create_connection(server.address) as client:
+            assert client.recv(8) != b"0"
+
+
 def test_reuseport_binds_one_listener_per_hub_on_the_chosen_port(pool, servers):
     server = greenpool.serve(echo, pool=pool, spread="reuseport")
     servers.append(server)
