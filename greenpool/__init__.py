@@ -8,9 +8,9 @@ from greenpool.api import blocking, current_hub, current_pool, default_pool, run
 from greenpool.errors import BrokenPool, CancelledError, PoolFull, TimeoutError, WrongHubError
 from greenpool.future import Future
 from greenpool.hub import Hub
+from greenpool.monitor import HubStats
 from greenpool.patching import PatchingError
 from greenpool.pool import Pool
-from greenpool.monitor import HubStats
 from greenpool.rebind import rebind
 from greenpool.sync import BoundedSemaphore, Condition, Event, Lock, Queue, RLock, Semaphore
 
