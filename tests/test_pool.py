@@ -373,3 +373,20 @@ def test_waiting_inside_a_hub_loop_callback_raises_instead_of_stalling(pool):
     pool.hubs[0].call_soon_threadsafe(in_callback)
     assert done.wait(5)
     assert "event loop" in box["error"]
+
+
+def test_cpu_affinity_pins_every_hub_thread_and_only_them(make_pool):
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    p = make_pool(2, cpu_affinity={cpus[0]})
+    assert [f.result(5) for f in p.broadcast(os.sched_getaffinity, 0)] == [{cpus[0]}] * 2
+    assert os.sched_getaffinity(0) == before
+
+
+@pytest.mark.parametrize("bad, error", [(set(), ValueError), ({10_000}, ValueError),
+                                        (5, TypeError), ({"0"}, ValueError)])
+def test_bad_cpu_affinity_raises_at_the_call(bad, error):
+    with pytest.raises(error, match="cpu_affinity"):
+        greenpool.Pool(1, cpu_affinity=bad)
