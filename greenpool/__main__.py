@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                       f"(default {DEFAULT_BIND})")
     wsgi.add_argument("--hubs", type=_positive_int, default=None, metavar="N",
                       help="hubs (native threads) to serve on (default: CPU count)")
+    wsgi.add_argument("--cpu-affinity", type=_cpu_list, default=None, metavar="CPUS",
+                      help="pin the hub threads to these CPUs, e.g. 0 or 0-1 or 0,2 "
+                      "(pure-Python apps: keeps hubs from handing the GIL across cores)")
     wsgi.add_argument("--certfile", metavar="FILE", help="serve HTTPS with this PEM certificate")
     wsgi.add_argument("--keyfile", metavar="FILE",
                       help="the certificate's private key (if not in --certfile)")
@@ -181,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- serving -------------------------------------------------------------------
+
+
+def _cpu_list(text: str) -> set[int]:
+    """``0``, ``0-3``, ``0,2`` -> a set of CPU numbers (argparse type)."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            cpus.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPUs like 0 or 0-3 or 0,2, got {text!r}")
+    if not cpus:
+        raise argparse.ArgumentTypeError("no CPU given")
+    return cpus
 
 
 def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
@@ -233,6 +250,7 @@ def _format_url(scheme: str, address: tuple) -> str:
 def run_wsgi(args: argparse.Namespace) -> int:
     """``greenpool wsgi``: serve until SIGINT/SIGTERM, then stop gracefully."""
     from greenpool import wsgi
+    from greenpool.pool import Pool
 
     context = _ssl_context(args.certfile, args.keyfile)
     try:
@@ -245,13 +263,17 @@ def run_wsgi(args: argparse.Namespace) -> int:
             f"loading {args.app!r} failed: {type(exc).__name__}: {exc}"
         ) from None
     hubs = args.hubs or os.cpu_count() or 1
+    try:
+        pool = Pool(hubs, name="greenpool-wsgi", cpu_affinity=args.cpu_affinity)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     stop = _StopSignals()
     try:
         try:
             server = wsgi.serve(
                 app,
                 args.bind,
-                hubs=hubs,
+                pool=pool,
                 ssl_context=context,
                 access_log=sys.stderr if args.access_log else None,
                 spread=args.spread,
@@ -272,6 +294,7 @@ def run_wsgi(args: argparse.Namespace) -> int:
         return 0
     finally:
         stop.restore()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -265,3 +265,15 @@ def test_certfile_and_keyfile_serve_https(app_dir):
         assert all(status == 200 and body.startswith(b"hub ") for status, body in results)
         assert server.stop(signal.SIGTERM) == 0
     assert "Traceback" not in server.output
+
+
+def test_bad_cpu_affinity_is_a_one_line_usage_error():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "greenpool", "wsgi", "examples.wsgi_hello:app",
+         "--cpu-affinity", "x"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 2 and "--cpu-affinity" in out.stderr and "Traceback" not in out.stderr
