@@ -246,13 +246,16 @@ class Hub:
             while self._budget > 0 and mailbox:
                 self._budget -= 1
                 self._nrunning += 1
-                task = mailbox.popleft()
+                # Into _running before it leaves the mailbox, so that a fork()
+                # at any bytecode finds it in one of them (Pool._break_after_fork).
+                task = mailbox[0]
+                running.add(task)
+                mailbox.popleft()
                 if pool._space_waiters:
                     pool._room_made()
                 refs = _getrefcount(me)
                 if task.set_running_or_notify_cancel():
                     task._greenlet = me
-                    running.add(task)
                     try:
                         if task._kwargs:
                             result = task._context.run(task._fn, *task._args, **task._kwargs)
@@ -262,9 +265,9 @@ class Hub:
                         task._complete(FINISHED, None, _explain(exc))
                     else:
                         task._complete(FINISHED, result, None)
-                    running.discard(task)
                     task._greenlet = None
                     task._args = task._kwargs = task._context = None
+                running.discard(task)
                 task = None  # drop it now, or its result lives until the next task
                 self._nrunning -= 1
                 self.tasks_done += 1
@@ -298,8 +301,8 @@ class Hub:
     def _cancel_all(self) -> None:
         """Control call: cancel every queued and running task on this hub."""
         while self._mailbox:
-            task = self._mailbox.popleft()
-            task.cancel()
+            self._mailbox[0].cancel()  # cancelled before it leaves: see _run_tasks
+            self._mailbox.popleft()
         for task in list(self._running):
             task.cancel()
         if not self._mailbox and not self._nrunning:

@@ -408,6 +408,8 @@ class Pool(Executor):
             hub._running.clear()
             hub._nrunning = 0
             for task in pending:
+                # Its lock may have been held by a hub thread that is now gone.
+                task._condition = allocate_lock()
                 task._complete(FINISHED, None, error)
             hub._stopped.set()
 

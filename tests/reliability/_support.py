@@ -1,0 +1,114 @@
+"""Helpers shared by the reliability tests: sizes, the ledger, process figures.
+
+Every reliability test runs at two sizes from one body: ``fast`` (unmarked,
+part of ``make test``) and ``full`` (``@pytest.mark.slow``, run by
+``make stress``). Each records one :class:`Row` in the session ledger, which
+``conftest.py`` prints as a table at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the reliability table: what was tried, how much, what was lost."""
+
+    check: str
+    variant: str
+    amount: str
+    lost: int
+    figure: str
+
+
+#: Rows recorded during this session, in the order the tests ran.
+LEDGER: list[Row] = []
+
+
+def sized(fast, full, *, fast_timeout: float = 30, full_timeout: float = 300):
+    """Parametrize a test body by size: ``fast`` unmarked, ``full`` slow.
+
+    Each variant gets its own explicit timeout, so even the full-size run
+    stops by itself.
+    """
+    return pytest.mark.parametrize(
+        "size",
+        [
+            pytest.param(fast, id="fast", marks=pytest.mark.timeout(fast_timeout)),
+            pytest.param(
+                full,
+                id="full",
+                marks=(pytest.mark.slow, pytest.mark.timeout(full_timeout)),
+            ),
+        ],
+    )
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (from /proc/self/statm)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_SIZE
+
+
+def open_fds() -> int:
+    """Number of descriptors this process holds open now."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise RLIMIT_NOFILE's soft limit to at least ``needed``; skip if the hard one is lower.
+
+    Returns the previous soft limit, for :func:`restore_fd_limit`.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        hard = needed  # allowed with CAP_SYS_RESOURCE (e.g. as root), else skipped below
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    except (ValueError, OSError):
+        pytest.skip(
+            f"needs {needed} open files, but RLIMIT_NOFILE's hard limit is "
+            f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]} (raise it with `ulimit -Hn`)"
+        )
+    return soft
+
+
+def restore_fd_limit(soft: int) -> None:
+    """Put RLIMIT_NOFILE's soft limit back (the hard one is left as it is)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.01) -> object:
+    """Poll ``predicate`` until it is truthy; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The ``fraction`` (0..1) quantile of ``samples``, nearest-rank."""
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:.1f} MiB"
