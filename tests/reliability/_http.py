@@ -1,0 +1,88 @@
+"""The WSGI app and the raw-socket HTTP client the hostile-input tests share.
+
+Used by ``test_hostile_http.py`` and by the atheris fuzzing script it runs in a
+subprocess, so it imports nothing from pytest or hypothesis.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import traceback
+
+MAX_BODY = 2**20
+#: Statuses a hostile request may get: the app's answer, or a refusal. 100 is interim.
+ACCEPTED = {100, 200, 400, 408, 413, 414, 431}
+#: Seconds a client waits for the server before calling it a hang.
+CLIENT_TIMEOUT = 10.0
+IDLE_TIMEOUT = 1.0
+
+
+def app(environ, start_response):
+    """Answer ``ok <body length>``; 413 over MAX_BODY, 400 if the body is cut short."""
+    length = environ.get("CONTENT_LENGTH") or ""
+    too_large = [("Content-Type", "text/plain"), ("Connection", "close")]
+    if length.isdigit() and int(length) > MAX_BODY:
+        start_response("413 Payload Too Large", too_large)
+        return [b"too large\n"]
+    try:
+        body = environ["wsgi.input"].read(MAX_BODY + 1)
+    except (OSError, ValueError):  # the client ended the body early, or sent a bad chunk
+        start_response("400 Bad Request", too_large)
+        return [b"bad body\n"]
+    if len(body) > MAX_BODY:
+        start_response("413 Payload Too Large", too_large)
+        return [b"too large\n"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok %d\n" % len(body)]
+
+
+STATUS = re.compile(rb"(?:^|\r\n\r\n)HTTP/1\.[01] (\d{3}) ")
+
+
+def exchange(address, raw: bytes) -> tuple[list[int], str]:
+    """Send ``raw``, half-close, read to the end: (statuses seen, how it ended)."""
+    sock = socket.create_connection(address, timeout=CLIENT_TIMEOUT)
+    try:
+        try:
+            sock.sendall(raw)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # EPIPE, ECONNRESET, ENOTCONN: the server answered and closed first
+            pass
+        chunks = []
+        ending = "closed"
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        except ConnectionResetError:
+            ending = "reset"
+        except TimeoutError:
+            ending = "hang"
+    finally:
+        sock.close()
+    response = b"".join(chunks)
+    return [int(m.group(1)) for m in STATUS.finditer(response)], ending
+
+
+def acceptable(statuses: list[int], ending: str) -> bool:
+    """True when the server refused, answered or closed: no hang, no 5xx."""
+    return ending != "hang" and all(s in ACCEPTED for s in statuses)
+
+
+def is_known_chunk_size_error(record: logging.LogRecord) -> bool:
+    """The one ERROR the server logs today for a bad request: see the strict xfail
+    ``test_an_empty_chunk_size_line_is_a_client_error_not_an_application_failure``.
+
+    gevent's pywsgi parses an empty chunk-size line with ``int(b"", 16)``; the
+    ValueError escapes from ``Input._discard()`` after the response was sent,
+    and greenpool.wsgi logs it as "WSGI application failed". The fuzzers skip
+    this one record so they keep looking for others; once it is fixed the xfail
+    turns into a failure and this filter can go.
+    """
+    if not record.exc_info or not isinstance(record.exc_info[1], ValueError):
+        return False
+    return any(frame.name == "_discard" for frame in traceback.extract_tb(record.exc_info[2]))
