@@ -25,12 +25,13 @@ class Row:
 
     check: str
     variant: str
+    order: tuple  # (test file, line, variant): the table lists rows in source order
     amount: str
     lost: int
     figure: str
 
 
-#: Rows recorded during this session, in the order the tests ran.
+#: Rows recorded during this session (printed sorted by ``Row.order``).
 LEDGER: list[Row] = []
 
 

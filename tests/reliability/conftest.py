@@ -17,9 +17,10 @@ def record(request):
     was lost.
     """
     variant = "full" if request.node.get_closest_marker("slow") else "fast"
+    path, line, _ = request.node.location
 
     def add(check: str, amount: str, lost: int, figure: str) -> None:
-        LEDGER.append(Row(check, variant, amount, lost, figure))
+        LEDGER.append(Row(check, variant, (path, line, variant), amount, lost, figure))
 
     return add
 
@@ -42,5 +43,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not LEDGER:
         return
     terminalreporter.write_sep("=", "reliability: what was tried and what was lost")
-    for text in format_table(LEDGER):
+    for text in format_table(sorted(LEDGER, key=lambda row: row.order)):
         terminalreporter.write_line(text)
