@@ -13,10 +13,13 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: The repository root: the working directory of helper processes that import ``tests``.
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,14 @@ import pytest
 import greenpool
 from greenpool.server import idle
 from tests.procs import ServerProcess
-from tests.reliability._support import open_fds, raise_fd_limit, restore_fd_limit, sized, wait_until
+from tests.reliability._support import (
+    REPO_ROOT,
+    open_fds,
+    raise_fd_limit,
+    restore_fd_limit,
+    sized,
+    wait_until,
+)
 
 HUBS = 4
 
@@ -85,7 +92,8 @@ def test_concurrent_connections_held_open_are_all_answered_and_no_fd_leaks(recor
             began = time.perf_counter()
             with ServerProcess(
                 [sys.executable, "-m", "tests.reliability._hold_clients", host, str(port),
-                 str(size)]
+                 str(size)],
+                cwd=REPO_ROOT,
             ) as proc:
                 proc.wait_for("^(connected|skip|first error)", timeout=240)
                 if "skip:" in proc.output:

@@ -35,7 +35,7 @@ from tests.reliability._http import (
     exchange,
     is_known_chunk_size_error,
 )
-from tests.reliability._support import sized
+from tests.reliability._support import REPO_ROOT, sized
 
 HUBS = 4
 
@@ -331,7 +331,8 @@ def test_atheris_fuzzing_finds_no_crash_or_hang(record, tmp_path, size):
         (corpus / name).write_bytes(seed)
     began = time.monotonic()
     with ServerProcess(
-        [sys.executable, "-c", ATHERIS_SCRIPT, str(size), str(corpus), str(tmp_path)]
+        [sys.executable, "-c", ATHERIS_SCRIPT, str(size), str(corpus), str(tmp_path)],
+        cwd=REPO_ROOT,
     ) as proc:
         code = proc.wait_exit(550)
         output = proc.output

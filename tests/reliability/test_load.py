@@ -5,7 +5,7 @@ task for each (holding at most ``BATCH`` futures at a time) and checks the
 count and the sum of the results it got back. RSS is read after a warm-up
 that reaches the steady state (full batches on every thread) and again at
 the end; the growth bound is set from measurements, with margin: on 2 shared
-cores 1,000,000 tasks grew RSS by 0.3-1.7 MiB (median 0.8), 20,000 by 0.1-0.3 MiB.
+cores 1,000,000 tasks grew RSS by 0.2-1.7 MiB (median 0.4), 20,000 by 0.1-0.3 MiB.
 """
 
 from __future__ import annotations
