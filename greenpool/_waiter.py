@@ -75,26 +75,31 @@ class PoolHubWaiter:
 class ForeignHubWaiter:
     """Parks a greenlet on a gevent hub greenpool does not own, via an async watcher.
 
-    The watcher is started at creation, before the waiter is registered
-    anywhere, so a wake-up that arrives before :meth:`wait` is never lost. A
-    native lock orders ``wake()`` against closing the watcher: ``send()`` on a
-    closed libev watcher would touch freed memory.
+    The watcher exists only while :meth:`wait` runs, so a waiter that is made
+    but never waited on (an already idle pool's ``join()``) leaves no active
+    watcher behind to keep its loop alive. A native lock orders ``wake()``
+    against starting and closing it: a wake-up before the start is seen as
+    ``_woken``, and ``send()`` never touches a closed watcher.
     """
 
-    __slots__ = ("_watcher", "_waiter", "_woken", "_lock")
+    __slots__ = ("_hub", "_watcher", "_waiter", "_woken", "_lock")
 
     def __init__(self, gevent_hub) -> None:
+        self._hub = gevent_hub
         self._waiter = _GeventWaiter(gevent_hub)
-        self._watcher = gevent_hub.loop.async_()
-        self._watcher.start(self._waiter.switch, None)
+        self._watcher = None
         self._woken = False
         self._lock = allocate_lock()
 
     def wait(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._woken:
+                return True
+            self._watcher = self._hub.loop.async_()
+            self._watcher.start(self._waiter.switch, None)
         try:
-            if not self._woken:
-                with Timeout(timeout, False):
-                    self._waiter.get()
+            with Timeout(timeout, False):
+                self._waiter.get()
             return self._woken
         finally:
             with self._lock:

@@ -10,6 +10,7 @@ Outside any pool it uses a default pool created on first use.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -17,11 +18,11 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from greenpool._native import allocate_lock
-from greenpool.errors import CancelledError
+from greenpool._native import allocate_lock, start_new_thread
+from greenpool.errors import CancelledError, check_callable
 from greenpool.future import Future
 from greenpool.hub import Hub, current_hub
-from greenpool.pool import Pool
+from greenpool.pool import RUNNING, Pool
 
 log = logging.getLogger("greenpool")
 
@@ -34,9 +35,19 @@ def default_pool() -> Pool:
     global _default_pool
     with _default_lock:
         pool = _default_pool
-        if pool is None or pool._state != "running":
+        if pool is None or pool._state is not RUNNING:
             pool = _default_pool = Pool(name="greenpool-default")
         return pool
+
+
+def _reset_default_after_fork() -> None:
+    # Another thread may have held the lock at fork time; the pool is broken.
+    global _default_pool, _default_lock
+    _default_lock = allocate_lock()
+    _default_pool = None
+
+
+os.register_at_fork(after_in_child=_reset_default_after_fork)
 
 
 def current_pool() -> Pool | None:
@@ -58,8 +69,7 @@ def spawn(fn: Callable, /, *args, **kwargs) -> Future:
     pool = hub.pool
     if getcurrent() in pool._toplevel:
         return pool.spawn(fn, *args, **kwargs)
-    if not callable(fn):
-        raise TypeError(f"spawn() needs a callable, got {type(fn).__name__} {fn!r}")
+    check_callable(fn, "spawn")
     return pool._spawn_on(hub, fn, args, kwargs)
 
 
@@ -169,8 +179,11 @@ class _StopOnSignals:
                     pass
 
     def _handle(self, signum, frame) -> None:
-        self.signalled = signal.Signals(signum).name
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # Runs between two bytecodes of the main thread, which may hold the
+        # pool's (non-reentrant) locks right now: do the shutdown elsewhere.
+        if self.signalled is None:
+            self.signalled = signal.Signals(signum).name
+            start_new_thread(self.pool.shutdown, (False,), {"cancel_futures": True})
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():

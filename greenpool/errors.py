@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from concurrent.futures import BrokenExecutor, CancelledError, TimeoutError
 
-__all__ = ["BrokenPool", "CancelledError", "PoolFull", "TimeoutError", "WrongHubError"]
+__all__ = [
+    "BrokenPool",
+    "CancelledError",
+    "PoolFull",
+    "TimeoutError",
+    "WrongHubError",
+    "check_callable",
+]
 
 
 class BrokenPool(BrokenExecutor):
@@ -17,3 +24,9 @@ class PoolFull(RuntimeError):
 
 class WrongHubError(RuntimeError):
     """A hub-bound object (socket, greenlet, server) was used from another hub's thread."""
+
+
+def check_callable(fn, where: str) -> None:
+    """Raise at the call, not later in a hub, when a task is not callable."""
+    if not callable(fn):
+        raise TypeError(f"{where}() needs a callable, got {type(fn).__name__} {fn!r}")

@@ -226,7 +226,7 @@ class Future(_base.Future):
         previous = self._complete(CANCELLED_AND_NOTIFIED, None, None)
         if previous is None:
             return self._state in _CANCELLED_STATES
-        if previous == RUNNING:
+        if previous == RUNNING and self._hub is not None:
             self._hub._kill(self)
         return True
 

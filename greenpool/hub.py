@@ -68,6 +68,7 @@ class Hub:
         self._wakeup = None
         self._wakeup_lock = allocate_lock()
         self._budget = 0
+        self._yields = 0
         self._nrunning = 0
         self._running: set = set()
         self._idle_runners: list = []
@@ -192,7 +193,11 @@ class Hub:
                         self._wakeup.send()
 
     def call_soon_threadsafe(self, fn, *args) -> None:
-        """Run ``fn(*args)`` in this hub's greenlet soon; callable from any thread."""
+        """Run ``fn(*args)`` in this hub's greenlet soon; callable from any thread.
+
+        Once the hub's thread has ended the call is dropped: nothing is left
+        to run it (a waiter on that hub is gone with it).
+        """
         if get_ident() == self.thread_ident:
             self.loop.run_callback(fn, *args)
         else:
@@ -200,6 +205,7 @@ class Hub:
             self._wake()
 
     def _submit(self, task) -> None:
+        self.pool._spawned += 1  # before the append: see Pool._idle
         self._mailbox.append(task)
         if not self._wake_pending:
             self._wake()
@@ -229,6 +235,10 @@ class Hub:
         while self._budget > 0 and mailbox:
             runner = idle.pop() if idle else RawGreenlet(self._run_tasks, self.gevent_hub)
             runner.switch()
+            # Back here means the runner parked, or its task yielded to the
+            # hub: a task that yielded could have been seen by anyone, so its
+            # runner is not reused (see _run_tasks).
+            self._yields += 1
         self._budget = 0
         if mailbox and not self._wake_pending:
             self._wake_pending = True
@@ -254,6 +264,7 @@ class Hub:
                 if pool._space_waiters:
                     pool._room_made()
                 refs = _getrefcount(me)
+                yields = self._yields
                 if task.set_running_or_notify_cancel():
                     task._greenlet = me
                     try:
@@ -268,17 +279,20 @@ class Hub:
                     task._greenlet = None
                     task._args = task._kwargs = task._context = None
                 running.discard(task)
-                task = None  # drop it now, or its result lives until the next task
+                task = result = None  # drop them now, not when the next task comes
                 self._nrunning -= 1
                 self.tasks_done += 1
                 if not mailbox and not self._nrunning:
                     self._became_idle()
                 if (
-                    _getrefcount(me) > refs
+                    self._yields != yields
+                    or _getrefcount(me) > refs
                     or getweakrefcount(me)
                     or me.__dict__
                 ):
-                    return  # the task kept hold of this greenlet: retire it
+                    # The task yielded (anything may hold its greenlet now) or
+                    # kept a reference, weak reference or attribute: retire it.
+                    return
             if len(idle) >= MAX_IDLE_RUNNERS:
                 return
             idle.append(me)

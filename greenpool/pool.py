@@ -23,12 +23,14 @@ from concurrent.futures import Executor
 from contextvars import copy_context
 from typing import Any
 
+from greenlet import getcurrent
+
 from greenpool import rebind
 from greenpool._native import allocate_lock, get_ident
 from greenpool._waiter import make_waiter
 from greenpool.compat import RoomNotifier
 from greenpool.dispatch import STRATEGIES
-from greenpool.errors import BrokenPool, PoolFull
+from greenpool.errors import BrokenPool, PoolFull, check_callable
 from greenpool.future import FINISHED, Future
 from greenpool.hub import Hub, current_hub
 from greenpool.monitor import BlockedHubMonitor, HubStats, measure
@@ -119,6 +121,7 @@ class Pool(Executor):
         self.max_pending = max_pending
         self.full_policy = full_policy
         self._lock = allocate_lock()
+        self._spawned = 0
         self._state = RUNNING
         self._draining = False
         self._cancelling = False
@@ -193,10 +196,20 @@ class Pool(Executor):
     # -- spawning ----------------------------------------------------------
 
     def spawn(self, fn: Callable, /, *args, **kwargs) -> Future:
-        """Run ``fn(*args, **kwargs)`` as a greenlet on the hub the dispatcher picks."""
-        if not callable(fn):
-            raise TypeError(f"spawn() needs a callable, got {type(fn).__name__} {fn!r}")
-        return self._spawn_on(self._pick_hub(), fn, args, kwargs)
+        """Run ``fn(*args, **kwargs)`` as a greenlet on the hub the dispatcher picks.
+
+        With ``max_pending`` set this is where backpressure applies (explicit
+        placement with :meth:`spawn_on` / :meth:`broadcast` and pinned
+        ``greenpool.spawn`` children are not bounded: a hub waiting for room
+        in its own queue would wait for itself).
+        """
+        check_callable(fn, "spawn")
+        if self.max_pending is None:
+            return self._spawn_on(self._choose(), fn, args, kwargs)
+        while True:
+            task = self._spawn_on(self._pick_hub(), fn, args, kwargs, bounded=True)
+            if task is not None:
+                return task
 
     submit = spawn
 
@@ -209,17 +222,16 @@ class Pool(Executor):
                 f"hub index {index} out of range for a pool of {len(self._hubs)} hubs "
                 f"(0..{len(self._hubs) - 1})"
             )
-        if not callable(fn):
-            raise TypeError(f"spawn_on() needs a callable, got {type(fn).__name__} {fn!r}")
+        check_callable(fn, "spawn_on")
         return self._spawn_on(self._hubs[index], fn, args, kwargs)
 
     def broadcast(self, fn: Callable, /, *args, **kwargs) -> list[Future]:
         """Run ``fn`` once on every hub (per-hub servers, warm-up); one future per hub."""
-        if not callable(fn):
-            raise TypeError(f"broadcast() needs a callable, got {type(fn).__name__} {fn!r}")
+        check_callable(fn, "broadcast")
         return [self._spawn_on(hub, fn, args, kwargs) for hub in self._hubs]
 
-    def _spawn_on(self, hub: Hub, fn, args, kwargs) -> Future:
+    def _spawn_on(self, hub: Hub, fn, args, kwargs, bounded: bool = False) -> Future | None:
+        """Queue a task on ``hub``; None if ``bounded`` and the hub filled up meanwhile."""
         task = Future()
         task._fn = fn
         task._args = args
@@ -231,8 +243,12 @@ class Pool(Executor):
         if hub.thread_ident == get_ident():
             # Same thread: nothing can race us; children of running tasks are
             # accepted until the whole pool is idle.
-            if not hub._accepting or self._state in (TERMINATING, TERMINATED, BROKEN):
+            if self._state is BROKEN:
+                raise BrokenPool(_FORK_MESSAGE)
+            if not hub._accepting or self._state in (TERMINATING, TERMINATED):
                 raise RuntimeError(f"cannot spawn on {self!r}: it has shut down")
+            if bounded and len(hub._mailbox) >= self.max_pending:
+                return None
             if self._cancelling:
                 task.cancel()
                 return task
@@ -245,6 +261,8 @@ class Pool(Executor):
                 if state is BROKEN:
                     raise BrokenPool(_FORK_MESSAGE)
                 raise RuntimeError(f"cannot spawn on {self!r}: it has been shut down")
+            if bounded and len(hub._mailbox) >= self.max_pending:
+                return None  # another spawner took the last slot: pick again
             if self._cancelling:
                 task.cancel()
                 return task
@@ -252,9 +270,10 @@ class Pool(Executor):
         return task
 
     def _pick_hub(self) -> Hub:
-        hub = self._choose()
+        """The dispatcher's choice, or any hub with room; waits or raises when all are full."""
         bound = self.max_pending
-        if bound is None or len(hub._mailbox) < bound:
+        hub = self._choose()
+        if len(hub._mailbox) < bound:
             return hub
         while True:
             for hub in self._hubs:
@@ -265,15 +284,13 @@ class Pool(Executor):
                     f"all {len(self._hubs)} hubs hold max_pending={bound} queued tasks; "
                     "retry later, raise max_pending, or use full_policy='block'"
                 )
-            if self._state is not RUNNING:
+            state = self._state
+            if state is not RUNNING and not (state is DRAINING and self._inside()):
                 raise RuntimeError(f"cannot spawn on {self!r}: it has been shut down")
             waiter = make_waiter()
-            with self._lock:
-                self._space_waiters.append(waiter)
-            if not self.full():
-                self._forget(self._space_waiters, waiter)
-                continue
-            waiter.wait()
+            self._add_space_waiter(waiter)
+            if self.full():
+                waiter.wait()
             self._forget(self._space_waiters, waiter)
 
     def _room_made(self) -> None:
@@ -305,15 +322,23 @@ class Pool(Executor):
 
         Children spawned by tasks count; ``gevent.spawn``'d greenlets do not
         (``shutdown`` waits for those too, as it runs each loop until idle).
+        From inside the pool it needs a ``timeout`` and waits for every task
+        but the caller's own (what a gevent server's ``stop()`` does with its
+        spawner); without one it would wait for itself, and raises.
         """
+        mine = 0
         if self._inside():
-            raise RuntimeError("Pool.join() from inside the pool would wait for itself")
+            if timeout is None:
+                raise RuntimeError(
+                    "Pool.join() from inside the pool would wait for itself; give a timeout"
+                )
+            mine = 1 if self._current_task() is not None else 0
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             waiter = make_waiter()
             with self._lock:
                 self._idle_waiters.append(waiter)
-            if self._idle():
+            if self._idle(mine):
                 self._forget(self._idle_waiters, waiter)
                 return True
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -323,8 +348,24 @@ class Pool(Executor):
             waiter.wait(remaining)
             self._forget(self._idle_waiters, waiter)
 
-    def _idle(self) -> bool:
-        return all(h.live == 0 for h in self._hubs)
+    def _idle(self, allowed: int = 0) -> bool:
+        """At most ``allowed`` tasks live anywhere, read as one consistent snapshot.
+
+        Hubs are read one after another, so a task could spawn onto a hub
+        already read and end before its own is read. Every spawn bumps
+        ``_spawned`` first: if it did not move during the scan, nothing did.
+        """
+        before = self._spawned
+        live = sum(h.live for h in self._hubs)
+        return live <= allowed and self._spawned == before
+
+    def _current_task(self) -> Future | None:
+        hub = current_hub()
+        me = getcurrent()
+        for task in list(hub._running):
+            if task._greenlet is me:
+                return task
+        return None
 
     def _hub_idle(self, hub: Hub) -> None:
         """Called by a hub thread when its last task ends."""
@@ -400,8 +441,15 @@ class Pool(Executor):
         self._state = BROKEN
         self._lock = allocate_lock()
         error = BrokenPool(_FORK_MESSAGE)
+        here = get_ident()
         for hub in self._hubs:
             hub._wakeup_lock = allocate_lock()
+            if hub.thread_ident == here:
+                # Forked from inside one of this pool's tasks: this thread is
+                # that hub's and lives on; stop its wake-up so its loop can end.
+                hub._accepting = False
+                if hub._wakeup is not None:
+                    hub._wakeup.stop()
             hub._wakeup = None
             pending = list(hub._mailbox) + list(hub._running)
             hub._mailbox.clear()
