@@ -15,6 +15,12 @@ What malformed requests get (pywsgi's limits, unchanged):
   ``431``; too many headers gets 400 here (pywsgi alone prints a traceback);
 * headers not complete within ``idle_timeout``: ``408 Request Timeout``
   (greenpool's addition; pywsgi alone answers 400 with a traceback);
+* a header block over :data:`MAX_HEADER_BYTES` in all: ``431 Request Header
+  Fields Too Large`` (greenpool's addition; pywsgi alone bounds only each line
+  and their number, which lets 6 MiB of headers through);
+* a request body that is not valid chunked encoding: ``400``, logged as a
+  client error (pywsgi alone logs a bad chunk-size line as an application
+  failure, so one-line requests could flood the error log);
 * there is no request body limit (so no ``413``): the application reads
   ``wsgi.input`` as far as it wants.
 
@@ -57,6 +63,26 @@ class _RequestTimeout(BaseException):
     """
 
 
+#: The most bytes of header names and values one request may send (431 above it).
+MAX_HEADER_BYTES = 64 * 1024
+
+_HEADERS_TOO_LARGE_RESPONSE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+class _HeadersTooLarge(BaseException):
+    """The header block passed MAX_HEADER_BYTES (a BaseException for the same reason)."""
+
+
+def _raised_by_request_body(tb) -> bool:
+    """True if the innermost frame of ``tb`` is pywsgi's request-body reader."""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return isinstance(tb.tb_frame.f_locals.get("self"), pywsgi.Input)
+
+
 class Handler(pywsgi.WSGIHandler):
     """pywsgi's handler, adapted to greenpool servers.
 
@@ -75,14 +101,37 @@ class Handler(pywsgi.WSGIHandler):
             return super().handle_one_request()
         except _RequestTimeout:
             return ("408", _REQUEST_TIMEOUT_RESPONSE)
+        except _HeadersTooLarge:
+            self.log_error("(from %s) request headers over %d bytes", self.client_address,
+                           MAX_HEADER_BYTES)
+            return ("431", _HEADERS_TOO_LARGE_RESPONSE)
 
     def read_request(self, raw_requestline):
         try:
-            return super().read_request(raw_requestline)
+            result = super().read_request(raw_requestline)
         except http.client.HTTPException as exc:  # e.g. more than 100 headers
             raise ValueError(f"invalid request headers: {exc}") from None
         except TimeoutError:
             raise _RequestTimeout from None
+        if sum(len(k) + len(v) for k, v in self.headers.items()) > MAX_HEADER_BYTES:
+            raise _HeadersTooLarge
+        return result
+
+    def _check_http_version(self):
+        try:
+            return super()._check_http_version()
+        except (ValueError, IndexError):  # "HTTP/1", "HTTP/x.y": not a version
+            return False
+
+    def handle_error(self, t, v, tb):
+        # A malformed chunked body (pywsgi: int(b"", 16) on an empty chunk-size
+        # line) is the client's fault, not the application's.
+        if issubclass(t, ValueError) and tb is not None and _raised_by_request_body(tb):
+            self._handle_client_error(v)
+            self.close_connection = True
+            self._send_error_response_if_possible(400)
+            return
+        super().handle_error(t, v, tb)
 
     def _log_error(self, t, v, tb):
         # pywsgi's hook for unexpected application errors (it would print

@@ -6,10 +6,8 @@ subprocess, so it imports nothing from pytest or hypothesis.
 
 from __future__ import annotations
 
-import logging
 import re
 import socket
-import traceback
 
 MAX_BODY = 2**20
 #: Statuses a hostile request may get: the app's answer, or a refusal. 100 is interim.
@@ -71,18 +69,3 @@ def exchange(address, raw: bytes) -> tuple[list[int], str]:
 def acceptable(statuses: list[int], ending: str) -> bool:
     """True when the server refused, answered or closed: no hang, no 5xx."""
     return ending != "hang" and all(s in ACCEPTED for s in statuses)
-
-
-def is_known_chunk_size_error(record: logging.LogRecord) -> bool:
-    """The one ERROR the server logs today for a bad request: see the strict xfail
-    ``test_an_empty_chunk_size_line_is_a_client_error_not_an_application_failure``.
-
-    gevent's pywsgi parses an empty chunk-size line with ``int(b"", 16)``; the
-    ValueError escapes from ``Input._discard()`` after the response was sent,
-    and greenpool.wsgi logs it as "WSGI application failed". The fuzzers skip
-    this one record so they keep looking for others; once it is fixed the xfail
-    turns into a failure and this filter can go.
-    """
-    if not record.exc_info or not isinstance(record.exc_info[1], ValueError):
-        return False
-    return any(frame.name == "_discard" for frame in traceback.extract_tb(record.exc_info[2]))
