@@ -227,7 +227,7 @@ def test_subprocess_on_a_hub_needs_patch_all_subprocess_false_and_blocking():
         import subprocess, greenpool
         with greenpool.Pool(1) as pool:
             try:
-                pool.spawn(subprocess.run, ["true"]).result(10)
+                pool.spawn(subprocess.run, ["true"]).result(30)
             except TypeError as exc:
                 print(exc)
         """
@@ -243,7 +243,7 @@ def test_subprocess_on_a_hub_needs_patch_all_subprocess_false_and_blocking():
                            capture_output=True, text=True)
                 for i in range(4)
             ]
-            print(" ".join(f.result(10).stdout.strip() for f in futures))
+            print(" ".join(f.result(30).stdout.strip() for f in futures))
         """
     )
     assert unpatched == "0 1 2 3"
