@@ -32,6 +32,7 @@ CANCELLED = _base.CANCELLED
 CANCELLED_AND_NOTIFIED = _base.CANCELLED_AND_NOTIFIED
 FINISHED = _base.FINISHED
 _CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
+_DONE_STATES = (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED)
 
 
 class _UnretrievedException:
@@ -99,7 +100,7 @@ class Future(_base.Future):
         return self._state == RUNNING
 
     def done(self) -> bool:
-        return self._state in (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED)
+        return self._state in _DONE_STATES
 
     @property
     def hub(self):
@@ -115,7 +116,7 @@ class Future(_base.Future):
                 "a task cannot wait for its own future (it would wait forever)"
             )
         with self._condition:
-            if self._state in (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED):
+            if self._state in _DONE_STATES:
                 return
             waiter = make_waiter()
             if self._wakers is None:
@@ -127,7 +128,7 @@ class Future(_base.Future):
         with self._condition:
             if self._wakers is not None and waiter in self._wakers:
                 self._wakers.remove(waiter)
-            if self._state not in (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED):
+            if self._state not in _DONE_STATES:
                 raise TimeoutError()
 
     def result(self, timeout: float | None = None):
@@ -172,7 +173,7 @@ class Future(_base.Future):
         """
         with self._condition:
             previous = self._state
-            if previous in (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED):
+            if previous in _DONE_STATES:
                 return None
             self._result = result
             self._exception = exception
