@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import sys
 import xmlrpc.client
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +20,11 @@ import pytest
 
 from tests.helpers import run_python
 from tests.procs import ServerProcess, python_cmd
+
+# The stdlib servers honour allow_reuse_port (one server per hub, one port) from 3.11.
+needs_reuse_port = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="socketserver's allow_reuse_port needs Python 3.11+"
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HUBS = 4
@@ -67,6 +73,7 @@ CASES = {
 }
 
 
+@needs_reuse_port
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_legacy_server_runs_unchanged_on_every_hub_and_stops_on_sigterm(case):
@@ -89,6 +96,7 @@ def test_legacy_server_runs_unchanged_on_every_hub_and_stops_on_sigterm(case):
     assert "Traceback" not in output, output
 
 
+@needs_reuse_port
 @pytest.mark.timeout(60)
 def test_legacy_socketserver_serves_many_idle_connections_at_once():
     """An idle client does not hold its hub: every patched "thread" waits cooperatively."""
