@@ -92,6 +92,17 @@ class Handler(pywsgi.WSGIHandler):
     a 408; application errors go to ``logging``.
     """
 
+    def handle(self):
+        rfile = self.rfile
+        try:
+            super().handle()
+        finally:
+            # pywsgi drops its reader without closing it; closed later by the
+            # garbage collector, it would close the socket on a hub that may
+            # be gone by then ("operation on destroyed loop"). Close it here,
+            # on the connection's own hub.
+            rfile.close()
+
     def read_requestline(self):
         with idle():
             return super().read_requestline()
