@@ -19,8 +19,6 @@ allowed, so calling ``patch_all()`` twice is fine.
 
 from __future__ import annotations
 
-import gc
-
 from gevent import events
 
 __all__ = ["PatchingError", "running_pools"]
@@ -32,17 +30,9 @@ class PatchingError(RuntimeError):
 
 def running_pools() -> list:
     """Pools (the default pool included) with at least one live hub thread."""
-    from greenpool.pool import Pool
+    from greenpool.pool import live_pools
 
-    pools = []
-    for obj in gc.get_objects():
-        if isinstance(obj, Pool):
-            try:
-                if any(hub.is_alive() for hub in obj.hubs):
-                    pools.append(obj)
-            except AttributeError:  # still being constructed
-                continue
-    return pools
+    return live_pools()
 
 
 def _modules_to_patch(event) -> list[str]:

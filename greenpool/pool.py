@@ -462,6 +462,11 @@ class Pool(Executor):
             hub._stopped.set()
 
 
+def live_pools() -> list[Pool]:
+    """Pools (the default pool included) with at least one hub thread still running."""
+    return [pool for pool in list(_live_pools) if any(h.is_alive() for h in pool._hubs)]
+
+
 _FORK_MESSAGE = (
     "this pool's hub threads did not survive os.fork(); create a new Pool in the child "
     "(greenpool.spawn() makes a new default pool there by itself)"
