@@ -412,16 +412,32 @@ class Condition:
         entry = _Entry()
         self._waiters.append(entry)
         saved = self._release_save()
+        error = None
+        notified = False
         try:
             notified = entry.waiter.wait(timeout)
-        except BaseException:
-            self._acquire_restore(saved)
-            if not _remove(self._waiters, entry):
-                self._notify(1)  # it had been notified: hand that on
-            raise
-        self._acquire_restore(saved)
-        if not notified and not _remove(self._waiters, entry):
-            notified = True  # notified just as the timeout expired
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            error = exc
+        # The lock must be held again whatever is thrown at us meanwhile (a
+        # kill while re-acquiring), or `with cond:` would release another
+        # greenlet's lock; asyncio.Condition keeps the same rule.
+        while True:
+            try:
+                self._acquire_restore(saved)
+                break
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                error = error or exc
+        if _remove(self._waiters, entry):
+            notified = False  # still queued: never notified
+        elif error is not None:
+            self._notify(1)  # it had been notified: hand that on
+        else:
+            notified = True  # notified, possibly just as the timeout expired
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None
         return notified
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:

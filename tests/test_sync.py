@@ -726,3 +726,44 @@ def test_patched_threading_semaphore_loses_wake_ups_across_hubs():
     ``assert self.counter > 0``) on 2 cores; 30 s of runs make a miss unlikely.
     """
     assert semaphore_stress("threading", 30.0).startswith("lost after")
+
+
+@pytest.mark.timeout(20)
+def test_condition_waiter_killed_while_reacquiring_leaves_no_stale_entry_and_no_lost_notify():
+    """A kill during the re-acquire must not eat the next notify() nor leave the lock unheld."""
+    from greenpool.sync import Condition, Lock
+
+    def main():
+        lock = Lock()
+        cond = Condition(lock)
+        woken = {}
+
+        def victim():
+            with cond:
+                cond.wait(timeout=0.01)  # times out, then must re-acquire the held lock
+
+        v = gevent.spawn(victim)
+        gevent.sleep(0)
+        with cond:
+            deadline = time.monotonic() + 10
+            while not lock._waiters and time.monotonic() < deadline:
+                gevent.sleep(0.005)  # bounded: until the victim queues to re-acquire
+            assert lock._waiters, "victim never came back for the lock"
+            v.kill(block=False)
+            gevent.sleep(0)
+        v.join(5)
+        stale = len(cond._waiters)
+
+        def live():
+            with cond:
+                woken["live"] = cond.wait(timeout=5)
+
+        waiter = gevent.spawn(live)
+        while not cond._waiters:
+            gevent.sleep(0)
+        with cond:
+            cond.notify()
+        waiter.join(10)
+        return stale, woken.get("live"), lock.locked()
+
+    assert greenpool.run(main, size=1) == (0, True, False)
