@@ -229,5 +229,9 @@ class Future(_base.Future):
             return self._state in _CANCELLED_STATES
         if previous == RUNNING and self._hub is not None:
             self._hub._kill(self)
+        elif previous == PENDING:
+            # It will never run: let go of its arguments now (a connection's
+            # socket closes here, not whenever the hub skips the task).
+            self._args = self._kwargs = self._context = None
         return True
 

@@ -421,7 +421,10 @@ class Server:
             if self.ssl_context is not None:
                 plain = sock
                 try:
-                    sock = _wrap_tls(self.ssl_context, plain)
+                    # A client that connects and never says hello is waiting,
+                    # not working: a graceful stop closes it at once.
+                    with idle():
+                        sock = _wrap_tls(self.ssl_context, plain)
                 except _CLIENT_ERRORS as exc:
                     log.debug("TLS handshake with %s failed: %s", addr, exc)
                     plain.close()

@@ -492,3 +492,45 @@ def test_string_address_is_accepted(pool):
         with socket.create_connection(server.address) as client:
             client.sendall(b"s")
             assert client.recv(1) == b"s"
+
+
+@pytest.mark.timeout(30)
+def test_a_tls_client_that_never_says_hello_does_not_hold_a_graceful_stop(pool, certificate):
+    cert, key = certificate
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    server = greenpool.serve(echo, pool=pool, ssl_context=ctx)
+    silent = socket.create_connection(server.address)  # TCP only: no ClientHello, ever
+    try:
+        wait_until(lambda: server.connections == 1)
+        stopper = threading.Thread(target=server.stop)  # no timeout: would wait forever
+        stopper.start()
+        stopper.join(10)
+        assert not stopper.is_alive()
+        assert server.connections == 0
+    finally:
+        silent.close()
+
+
+@pytest.mark.timeout(30)
+def test_stop_closes_connections_still_queued_on_a_busy_hub(make_pool):
+    """Tasks cancelled before they ran must not keep their clients connected."""
+    p = make_pool(2)
+    release = threading.Event()
+    busy = p.spawn_on(1, release.wait, 20)  # hub 1 blocked natively: its tasks stay queued
+    server = greenpool.serve(lambda sock, addr: sock.recv(1), pool=p, spread="dispatch")
+    clients = [socket.create_connection(server.address) for _ in range(4)]
+    try:
+        wait_until(lambda: server.accepted == 4 and p.hubs[1].queued == 2)
+        server.stop(timeout=0.2)
+        for c in clients:
+            c.settimeout(5)
+            try:
+                assert c.recv(1) == b""  # closed by the server, not left hanging
+            except ConnectionResetError:
+                pass
+    finally:
+        release.set()
+        busy.result(10)
+        for c in clients:
+            c.close()
