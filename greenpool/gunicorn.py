@@ -47,6 +47,7 @@ from gunicorn.workers import base
 from gunicorn.workers.ggevent import VERSION, PyWSGIHandler, PyWSGIServer
 
 import greenpool
+from greenpool._native import allocate_lock
 
 __all__ = ["Worker"]
 
@@ -114,6 +115,7 @@ class Worker(base.Worker):
         monkey.patch_all()
         gevent.reinit()
         self._quick = False
+        self._count_lock = allocate_lock()
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -147,8 +149,10 @@ class Worker(base.Worker):
 
     def count_request(self) -> None:
         """Count one request; past ``max_requests`` ask the main loop to restart the worker."""
-        self.nr += 1
-        if self.nr >= self.max_requests and self.alive:
+        with self._count_lock:  # hubs are native threads: `+=` alone can lose counts
+            self.nr += 1
+            reached = self.nr >= self.max_requests
+        if reached and self.alive:
             self.log.info("Autorestarting worker after current request.")
             self.alive = False
             self._wake()
