@@ -18,6 +18,7 @@ exits at once (status 1).
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import importlib
 import logging
@@ -25,7 +26,6 @@ import os
 import signal
 import ssl
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -219,20 +219,23 @@ class _StopSignals:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = threading.Event()
+        # A bare lock, released by the handler: threading.Event.set() takes a
+        # lock the interrupted main thread may be holding at that moment.
+        self._gate = _thread.allocate_lock()
+        self._gate.acquire()
         self.name: str | None = None
         self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum, frame) -> None:
-        if self.requested.is_set():
+        if self.name is not None:
             sys.stderr.write(f"{PROG}: {signal.Signals(signum).name} again, exiting now\n")
             sys.stderr.flush()
             os._exit(1)
         self.name = signal.Signals(signum).name
-        self.requested.set()
+        self._gate.release()
 
     def wait(self) -> None:
-        while not self.requested.wait(3600):
+        while not self._gate.acquire(True, 3600):
             pass
 
     def restore(self) -> None:
