@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import shutil
 import signal
 import socket
 import ssl
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from greenpool.__main__ import main, parse_bind
+from tests.helpers import make_certificate
 from tests.procs import ServerProcess, get, python_cmd
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -231,15 +231,8 @@ def test_sigterm_lets_in_flight_request_finish_and_closes_idle_keepalive(app_dir
 
 
 @pytest.mark.timeout(45)
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_certfile_and_keyfile_serve_https(app_dir):
-    cert, key = app_dir / "cert.pem", app_dir / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
-         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )
+    cert, key = make_certificate(app_dir)
     server, address = start_cli(
         "cli_app:make_app", "--factory", "--hubs", "2", "--bind", "127.0.0.1:0",
         "--certfile", str(cert), "--keyfile", str(key), cwd=app_dir,

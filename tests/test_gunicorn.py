@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import http.client
-import shutil
 import signal
 import ssl
-import subprocess
 import textwrap
 import threading
 import time
 
 import pytest
 
+from tests.helpers import make_certificate
 from tests.procs import ServerProcess, get, python_cmd
 
 pytestmark = pytest.mark.timeout(45)
@@ -170,15 +169,8 @@ def test_heartbeat_keeps_idle_worker_and_a_stuck_hub_gets_it_restarted(app_dir):
         assert server.stop(signal.SIGTERM) == 0
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_certfile_serves_https_and_a_bad_certificate_stops_gunicorn(app_dir):
-    cert, key = app_dir / "cert.pem", app_dir / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
-         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )
+    cert, key = make_certificate(app_dir)
     server, address = start_gunicorn(
         app_dir, "--threads", "2", "--certfile", str(cert), "--keyfile", str(key)
     )

@@ -15,7 +15,7 @@ from gevent.server import StreamServer
 import greenpool
 from greenpool.errors import WrongHubError
 
-from .helpers import run_python
+from .helpers import make_certificate, run_python
 
 
 def echo_once(conn):
@@ -116,24 +116,8 @@ def test_socket_files_are_refused_with_a_message_naming_the_fix(pool):
         pool.spawn_on(0, hand_over_file).result(10)
 
 
-def _self_signed(tmp_path):
-    """A throw-away certificate for localhost, made with the openssl CLI."""
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl command not available to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
-
-
 def test_a_tls_connection_moved_between_hubs_keeps_its_session(pool, tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = make_certificate(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = ssl.create_default_context(cafile=str(cert))

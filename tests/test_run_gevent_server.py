@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from tests.helpers import run_python
-from tests.test_server import client_context, make_certificate
+from tests.helpers import make_certificate, run_python
+from tests.test_server import client_context
 
 pytestmark = pytest.mark.timeout(60)
 

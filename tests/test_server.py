@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 
@@ -15,6 +13,7 @@ import pytest
 
 import greenpool
 from greenpool.server import SPREADS, idle
+from tests.helpers import make_certificate
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,21 +45,6 @@ def wait_until(predicate, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.005)
-
-
-def make_certificate(directory) -> tuple[str, str]:
-    """A self-signed EC certificate for localhost/127.0.0.1, made with the openssl CLI."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command line tool to make a test certificate")
-    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
 
 
 @pytest.fixture(scope="module")

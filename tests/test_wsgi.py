@@ -18,7 +18,8 @@ import pytest
 
 import greenpool
 from greenpool import wsgi
-from tests.test_server import client_context, make_certificate, recv_exactly
+from tests.helpers import make_certificate
+from tests.test_server import client_context, recv_exactly
 
 pytestmark = pytest.mark.timeout(30)
 
