@@ -42,7 +42,10 @@ class _Link:
             self._fired = True
             watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            watcher.stop()  # not close(): we are inside its callback
+            watcher.stop()
+            # Not close() here, inside its own callback: on the next pass of
+            # this (the registering) thread's loop.
+            watcher.loop.run_callback(watcher.close)
         self.callback(self.notifier)
 
     def wake(self) -> None:
