@@ -111,3 +111,26 @@ def get(address: tuple[str, int], path: str = "/", timeout: float = 10.0):
 
 
 __all__ = ["ServerProcess", "get", "python_cmd"]
+
+
+def check_graceful_sigterm(server: ServerProcess, address: tuple[str, int]) -> bytes:
+    """SIGTERM with one request in flight and one idle keep-alive connection open.
+
+    The app's ``/stream`` must answer ``first\\nsecond\\n`` in two writes. The
+    in-flight response must complete, and the idle connection must not hold
+    the stop for the graceful timeout: the process exits 0 within 10 s.
+    Returns the idle connection's one answer.
+    """
+    idle = http.client.HTTPConnection(*address, timeout=10)
+    idle.request("GET", "/")
+    idle_answer = idle.getresponse().read()
+    assert idle_answer
+    busy = http.client.HTTPConnection(*address, timeout=10)
+    busy.request("GET", "/stream")
+    response = busy.getresponse()  # headers are out: the request is in flight
+    server.proc.send_signal(signal.SIGTERM)
+    assert response.read() == b"first\nsecond\n"
+    assert server.wait_exit(timeout=10) == 0
+    idle.close()
+    busy.close()
+    return idle_answer

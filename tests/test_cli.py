@@ -17,7 +17,7 @@ import pytest
 
 from greenpool.__main__ import main, parse_bind
 from tests.helpers import make_certificate
-from tests.procs import ServerProcess, get, python_cmd
+from tests.procs import ServerProcess, check_graceful_sigterm, get, python_cmd
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LISTENING = r"serving \S+ on (https?)://127\.0\.0\.1:(\d+) with (\d+) hubs?"
@@ -215,18 +215,7 @@ def test_sigterm_lets_in_flight_request_finish_and_closes_idle_keepalive(app_dir
         cwd=app_dir,
     )
     with server:
-        idle = http.client.HTTPConnection(*address, timeout=10)
-        idle.request("GET", "/")
-        assert idle.getresponse().read().startswith(b"hub ")
-        busy = http.client.HTTPConnection(*address, timeout=10)
-        busy.request("GET", "/stream")
-        response = busy.getresponse()  # headers are out: the request is in flight
-        server.proc.send_signal(signal.SIGTERM)
-        assert response.read() == b"first\nsecond\n"
-        # the idle keep-alive connection does not hold the stop for 30 s
-        assert server.wait_exit(timeout=10) == 0
-        idle.close()
-        busy.close()
+        assert check_graceful_sigterm(server, address).startswith(b"hub ")
     assert "Traceback" not in server.output
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.helpers import make_certificate
-from tests.procs import ServerProcess, get, python_cmd
+from tests.procs import ServerProcess, check_graceful_sigterm, get, python_cmd
 
 pytestmark = pytest.mark.timeout(45)
 
@@ -123,18 +123,7 @@ def test_sigterm_finishes_in_flight_request_and_closes_idle_keepalive(app_dir):
     )
     with server:
         get_ok(address)
-        idle = http.client.HTTPConnection(*address, timeout=10)
-        idle.request("GET", "/")
-        assert idle.getresponse().read()
-        busy = http.client.HTTPConnection(*address, timeout=10)
-        busy.request("GET", "/stream")
-        response = busy.getresponse()  # headers sent: the request is in flight
-        server.proc.send_signal(signal.SIGTERM)
-        assert response.read() == b"first\nsecond\n"
-        # the idle keep-alive connection does not hold the worker for 30 s
-        assert server.wait_exit(timeout=10) == 0
-        idle.close()
-        busy.close()
+        check_graceful_sigterm(server, address)
     assert "Traceback" not in server.output
 
 
