@@ -254,10 +254,10 @@ class Pool(Executor):
                 return task
             hub._submit(task)
             return task
-        inside = self._inside()
         with self._lock:
             state = self._state
-            if state is not RUNNING and not (state is DRAINING and inside):
+            # _inside() only when it matters: it is a lookup on every spawn otherwise.
+            if state is not RUNNING and not (state is DRAINING and self._inside()):
                 if state is BROKEN:
                     raise BrokenPool(_FORK_MESSAGE)
                 raise RuntimeError(f"cannot spawn on {self!r}: it has been shut down")
