@@ -8,6 +8,7 @@ part of ``make test``) and ``full`` (``@pytest.mark.slow``, run by
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import time
@@ -63,9 +64,33 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * PAGE_SIZE
 
 
-def open_fds() -> int:
-    """Number of descriptors this process holds open now."""
-    return len(os.listdir("/proc/self/fd"))
+def open_fds() -> frozenset[tuple[int, str]]:
+    """The descriptors this process holds open now, as (number, target) pairs.
+
+    Garbage is collected first, so sockets an earlier test dropped are closed
+    before the snapshot rather than in the middle of the one being measured.
+    The descriptor ``listdir`` itself opens on /proc/self/fd is left out.
+    """
+    gc.collect()
+    fd_dir = "/proc/self/fd"
+    listing = set()
+    for name in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, name))
+        except FileNotFoundError:  # the listing's own descriptor, closed by now
+            continue
+        listing.add((int(name), target))
+    return frozenset(listing)
+
+
+def leaked_fds(before: frozenset[tuple[int, str]], after: frozenset[tuple[int, str]]) -> list:
+    """Descriptors open in ``after`` that were not open in ``before``.
+
+    A leak is a descriptor the code under test opened and never closed; one that
+    something else closed meanwhile (a collected socket of an earlier test) is not,
+    so this compares sets instead of counts.
+    """
+    return sorted(after - before)
 
 
 def raise_fd_limit(needed: int) -> int:
