@@ -123,6 +123,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def byte_size(text: str) -> int:
+    """A size in bytes: ``1048576``, ``512k``, ``1M``, ``2g`` (binary units, nginx-style)."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit.isdigit():
+        number, unit = text.strip(), ""
+    if unit not in _SIZE_UNITS or not number.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: use bytes, or a number with K, M or G (e.g. 1M)"
+        )
+    return int(number) * _SIZE_UNITS[unit]
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -170,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="listen backlog (default 1024)")
     wsgi.add_argument("--max-connections", type=_positive_int, default=None, metavar="N",
                       help="stop accepting while N connections are open (default: no limit)")
+    wsgi.add_argument("--max-body-size", type=byte_size, default=None, metavar="SIZE",
+                      help="answer 413 to request bodies over SIZE bytes (K/M/G suffixes; "
+                           "default: no limit)")
     wsgi.add_argument("--idle-timeout", type=_seconds, default=None, metavar="SECONDS",
                       help="close a connection that waits this long on the client")
     wsgi.add_argument("--graceful-timeout", type=_seconds, default=30.0, metavar="SECONDS",
@@ -283,6 +301,7 @@ def run_wsgi(args: argparse.Namespace) -> int:
                 backlog=args.backlog,
                 max_connections=args.max_connections,
                 idle_timeout=args.idle_timeout,
+                max_body_size=args.max_body_size,
             )
         except OSError as exc:  # busy or unresolvable address
             raise StartError(str(exc)) from None

@@ -21,8 +21,13 @@ What malformed requests get (pywsgi's limits, unchanged):
 * a request body that is not valid chunked encoding: ``400``, logged as a
   client error (pywsgi alone logs a bad chunk-size line as an application
   failure, so one-line requests could flood the error log);
-* there is no request body limit (so no ``413``): the application reads
-  ``wsgi.input`` as far as it wants.
+* a request body over ``max_body_size`` bytes (off by default, as in pywsgi
+  and gunicorn): ``413 Content Too Large``. A ``Content-Length`` over the
+  limit is refused before the application runs (and before ``100 Continue``);
+  a chunked body is cut off once it passes the limit: reading ``wsgi.input``
+  raises :class:`BodyTooLarge` in the application, which answers 413 unless
+  the application already started its response (then the connection is
+  closed). The body is never buffered past the limit.
 
 The connection is closed after an error response; other connections are not
 affected. Application exceptions give ``500`` and are logged on the
@@ -45,7 +50,7 @@ from greenpool.pool import Pool
 from greenpool.server import DEFAULT_SPREAD, Server, idle
 from greenpool.server import serve as serve_tcp
 
-__all__ = ["Handler", "serve"]
+__all__ = ["BodyTooLarge", "Handler", "serve"]
 
 log = logging.getLogger("greenpool.wsgi")
 
@@ -76,6 +81,53 @@ class _HeadersTooLarge(BaseException):
     """The header block passed MAX_HEADER_BYTES (a BaseException for the same reason)."""
 
 
+class BodyTooLarge(Exception):
+    """A chunked request body passed the server's ``max_body_size``.
+
+    Raised by ``wsgi.input`` reads; left to propagate, it becomes a ``413``.
+    The rest of the body is not read, so the connection is closed after it.
+    """
+
+
+class _ContentLengthTooLarge(BaseException):
+    """A declared Content-Length is over max_body_size (a BaseException, like _RequestTimeout)."""
+
+
+_BODY_TOO_LARGE_STATUS = "413 Content Too Large"
+_BODY_TOO_LARGE_RESPONSE = (
+    b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class _LimitedInput(pywsgi.Input):
+    """pywsgi's chunked ``wsgi.input``, refusing to return more than ``limit`` bytes in all.
+
+    A read with no size (or one larger than what is left) asks pywsgi for one
+    byte more than the room left, so an oversized body is detected without
+    reading, or holding in memory, more than ``limit + 1`` bytes of it.
+    """
+
+    __slots__ = ("limit", "received")
+
+    def __init__(self, rfile, content_length, socket=None, chunked_input=False, *, limit):
+        super().__init__(rfile, content_length, socket=socket, chunked_input=chunked_input)
+        self.limit = limit
+        self.received = 0
+
+    def _chunked_read(self, length=None, use_readline=False):
+        room = self.limit - self.received
+        if length is None or length > room:
+            data = super()._chunked_read(room + 1, use_readline)
+            if len(data) > room:
+                # The stream is mid-body: never try to discard the rest.
+                self._chunked_input_error = True
+                raise BodyTooLarge(f"request body over {self.limit} bytes")
+        else:
+            data = super()._chunked_read(length, use_readline)
+        self.received += len(data)
+        return data
+
+
 def _raised_by_request_body(tb) -> bool:
     """True if the innermost frame of ``tb`` is pywsgi's request-body reader."""
     while tb.tb_next is not None:
@@ -89,8 +141,13 @@ class Handler(pywsgi.WSGIHandler):
     Waiting for a request line counts as :func:`~greenpool.server.idle`, so a
     graceful stop closes idle keep-alive connections at once; bad headers
     become a 400 without a traceback, headers cut short by the idle timeout
-    a 408; application errors go to ``logging``.
+    a 408; application errors go to ``logging``. With ``max_body_size`` set
+    on its server, bodies over it get a 413.
     """
+
+    @property
+    def max_body_size(self) -> int | None:
+        return getattr(self.server, "max_body_size", None)
 
     def handle(self):
         rfile = self.rfile
@@ -116,6 +173,10 @@ class Handler(pywsgi.WSGIHandler):
             self.log_error("(from %s) request headers over %d bytes", self.client_address,
                            MAX_HEADER_BYTES)
             return ("431", _HEADERS_TOO_LARGE_RESPONSE)
+        except _ContentLengthTooLarge:
+            self.log_error("(from %s) Content-Length %d over max_body_size %d",
+                           self.client_address, self.content_length, self.max_body_size)
+            return ("413", _BODY_TOO_LARGE_RESPONSE)
 
     def read_request(self, raw_requestline):
         try:
@@ -126,7 +187,22 @@ class Handler(pywsgi.WSGIHandler):
             raise _RequestTimeout from None
         if sum(len(k) + len(v) for k, v in self.headers.items()) > MAX_HEADER_BYTES:
             raise _HeadersTooLarge
+        limit = self.max_body_size
+        if limit is not None and self.content_length is not None and self.content_length > limit:
+            raise _ContentLengthTooLarge
         return result
+
+    def get_environ(self):
+        environ = super().get_environ()
+        limit = self.max_body_size
+        if limit is not None and self.wsgi_input.chunked_input:
+            plain = self.wsgi_input
+            self.wsgi_input = _LimitedInput(
+                plain.rfile, plain.content_length, plain.socket, chunked_input=True, limit=limit
+            )
+            if environ["wsgi.input"] is plain:  # not an upgrade request (those get rfile)
+                environ["wsgi.input"] = self.wsgi_input
+        return environ
 
     def _check_http_version(self):
         try:
@@ -135,6 +211,18 @@ class Handler(pywsgi.WSGIHandler):
             return False
 
     def handle_error(self, t, v, tb):
+        if issubclass(t, BodyTooLarge):
+            self.log_error("(from %s) %s", self.client_address, v)
+            self.close_connection = True
+            if not self.response_length:
+                try:
+                    self.start_response(_BODY_TOO_LARGE_STATUS,
+                                        [("Content-Type", "text/plain"), ("Connection", "close"),
+                                         ("Content-Length", "0")])
+                    self.write(b"")
+                except OSError:
+                    pass
+            return
         # A malformed chunked body (pywsgi: int(b"", 16) on an empty chunk-size
         # line) is the client's fault, not the application's.
         if issubclass(t, ValueError) and tb is not None and _raised_by_request_body(tb):
@@ -172,10 +260,22 @@ class WSGIConnectionHandler:
     it serves a connection.
     """
 
-    def __init__(self, app: Callable, *, access_log=None, secure: bool = False) -> None:
+    def __init__(
+        self, app: Callable, *, access_log=None, secure: bool = False,
+        max_body_size: int | None = None,
+    ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, got {type(app).__name__}")
+        if max_body_size is not None and (
+            isinstance(max_body_size, bool) or not isinstance(max_body_size, int)
+        ):
+            raise TypeError(
+                f"max_body_size must be an int (bytes) or None, got {type(max_body_size).__name__}"
+            )
+        if max_body_size is not None and max_body_size < 0:
+            raise ValueError(f"max_body_size must be >= 0 bytes or None, got {max_body_size}")
         self.app = app
+        self.max_body_size = max_body_size
         self.access_log = _log_target(access_log)
         self.secure = secure
         self._servers: dict = {}
@@ -198,7 +298,7 @@ class WSGIConnectionHandler:
             # The app is called from several OS threads at once when hubs > 1.
             "wsgi.multithread": hub.pool.size > 1,
         }
-        return pywsgi.WSGIServer(
+        server = pywsgi.WSGIServer(
             (host, port),
             self.app,
             log=self.access_log,
@@ -206,6 +306,8 @@ class WSGIConnectionHandler:
             handler_class=Handler,
             environ=environ,
         )
+        server.max_body_size = self.max_body_size  # read by Handler
+        return server
 
 
 def serve(
@@ -220,6 +322,7 @@ def serve(
     backlog: int = 1024,
     max_connections: int | None = None,
     idle_timeout: float | None = None,
+    max_body_size: int | None = None,
 ) -> Server:
     """Serve the WSGI ``app`` on ``address`` on every hub; returns the running :class:`Server`.
 
@@ -231,12 +334,17 @@ def serve(
         (INFO records).
     :param idle_timeout: close a connection that waits this long on the
         client (a slow request, an idle keep-alive connection).
+    :param max_body_size: answer ``413`` to request bodies over this many
+        bytes (``None``, the default: no limit, the application bounds
+        ``wsgi.input`` itself).
 
     Other options are :func:`greenpool.serve`'s. ``Server.stop(timeout)`` is
     graceful: it stops accepting, closes keep-alive connections waiting for
     a request, and gives requests in progress up to ``timeout`` seconds.
     """
-    handler = WSGIConnectionHandler(app, access_log=access_log, secure=ssl_context is not None)
+    handler = WSGIConnectionHandler(
+        app, access_log=access_log, secure=ssl_context is not None, max_body_size=max_body_size
+    )
     return serve_tcp(
         handler,
         address,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from greenpool.__main__ import main, parse_bind
+from greenpool.__main__ import byte_size, main, parse_bind
 from tests.helpers import make_certificate
 from tests.procs import ServerProcess, check_graceful_sigterm, get, python_cmd
 
@@ -166,6 +166,22 @@ def test_parse_bind_accepts_gunicorn_style_addresses(text, address):
     assert parse_bind(text) == address
 
 
+@pytest.mark.parametrize(
+    ("text", "size"), [("0", 0), ("1048576", 2**20), ("512k", 512 * 2**10), ("1M", 2**20),
+                       ("2g", 2 * 2**30)],
+)
+def test_max_body_size_takes_bytes_or_k_m_g(text, size):
+    assert byte_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "M", "1.5M", "-1", "1T", "ten"])
+def test_bad_max_body_size_is_an_argument_error(app_dir, capsys, text):
+    with pytest.raises(SystemExit) as exc:
+        main(["wsgi", "cli_app:app", "--max-body-size", text])
+    assert exc.value.code == 2
+    assert "is not a size: use bytes, or a number with K, M or G" in capsys.readouterr().err
+
+
 def test_busy_address_is_a_one_line_error(app_dir, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -194,7 +210,8 @@ def test_unreadable_certificate_is_a_one_line_error(app_dir, capsys):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serves_the_example_app_and_exits_0_on_signal(sig):
     server, address = start_cli(
-        "wsgi_hello:app", "--hubs", "2", "--bind", "127.0.0.1:0", "--access-log", cwd=EXAMPLES
+        "wsgi_hello:app", "--hubs", "2", "--bind", "127.0.0.1:0", "--access-log",
+        "--max-body-size", "1k", cwd=EXAMPLES
     )
     with server:
         for _ in range(5):
@@ -202,6 +219,12 @@ def test_serves_the_example_app_and_exits_0_on_signal(sig):
             assert status == 200
             assert body.startswith(b"Hello, world from hub ")
             assert body.endswith(b" of 2!\n")
+        conn = http.client.HTTPConnection(*address, timeout=10)
+        try:
+            conn.request("POST", "/", body=b"x" * 1025)
+            assert conn.getresponse().status == 413
+        finally:
+            conn.close()
         server.wait_for(r'"GET / HTTP/1.1" 200')  # the access log
         assert server.stop(sig) == 0
     assert "Traceback" not in server.output
