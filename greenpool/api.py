@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from gevent._hub_local import get_hub_if_exists
 from greenlet import getcurrent
 
 from greenpool._native import allocate_lock, start_new_thread
@@ -84,7 +85,26 @@ def blocking(fn: Callable, /, *args, **kwargs) -> Any:
     hub = current_hub()
     if hub is None:
         return fn(*args, **kwargs)
-    return hub.gevent_hub.threadpool.apply(fn, args, kwargs)
+    return hub.gevent_hub.threadpool.apply(_call_on_helper_thread, (fn, args, kwargs))
+
+
+def _call_on_helper_thread(fn: Callable, args: tuple, kwargs: dict) -> Any:
+    """Call ``fn`` on a threadpool worker, then drop any gevent hub it left there.
+
+    A worker keeps a hub that a call created (patched ``select`` inside
+    ``subprocess.communicate`` does), but never runs its loop between calls.
+    Since gevent 25.8.1 the patched ``os.close`` defers closing a pipe or
+    socket to the calling thread's loop, so on such a worker the next call's
+    close never happened: the second ``subprocess.run`` on one worker waited
+    forever for an exec-status pipe whose write end was still open (gevent
+    issue 2177 is the same trap). Without a hub, ``os.close`` closes at once.
+    """
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        left = get_hub_if_exists()
+        if left is not None:
+            left.destroy(destroy_loop=True)
 
 
 class _TopLevel:

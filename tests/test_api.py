@@ -60,6 +60,29 @@ def test_blocking_outside_a_pool_just_calls():
     assert greenpool.blocking(lambda a, b=0: a + b, 1, b=2) == 3
 
 
+def test_blocking_leaves_no_gevent_hub_on_its_helper_thread():
+    """A hub left on a helper thread would hold patched os.close()s forever (see api.py).
+
+    Checked on a thread of our own, so the check runs on the very thread the
+    call ran on (gevent's threadpool may hand consecutive calls to different
+    workers); test_legacy runs the end-to-end case (subprocess.run, repeated).
+    """
+    from gevent._hub_local import get_hub_if_exists
+
+    from greenpool.api import _call_on_helper_thread
+
+    seen = {}
+
+    def worker():
+        seen["made"] = _call_on_helper_thread(lambda: gevent.get_hub() is not None, (), {})
+        seen["left"] = get_hub_if_exists()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(10)
+    assert seen == {"made": True, "left": None}
+
+
 def test_blocking_calls_overlap_on_one_hub(make_pool):
     p = make_pool(1)
     barrier = threading.Barrier(3, timeout=10)

@@ -244,14 +244,22 @@ def test_subprocess_on_a_hub_needs_patch_all_subprocess_false_and_blocking():
     unpatched = run_child(
         """
         from gevent import monkey; monkey.patch_all(subprocess=False)
-        import subprocess, greenpool
-        with greenpool.Pool(2) as pool:
-            futures = [
-                pool.spawn(greenpool.blocking, subprocess.run, ["echo", str(i)],
-                           capture_output=True, text=True)
-                for i in range(4)
-            ]
-            print(" ".join(f.result(30).stdout.strip() for f in futures))
+        import os, subprocess, greenpool
+
+        def echo(i):
+            done = greenpool.blocking(subprocess.run, ["echo", str(i)],
+                                      capture_output=True, text=True)
+            return done.stdout.strip()
+
+        pool = greenpool.Pool(2)
+        try:
+            # One after another on one hub: the same helper thread runs them all.
+            print(" ".join(pool.spawn_on(0, echo, i).result(10) for i in range(4)))
+            print(" ".join(f.result(10) for f in [pool.spawn(echo, i) for i in range(4, 8)]))
+        except Exception as exc:
+            print("stuck:", type(exc).__name__, flush=True)
+            os._exit(1)
+        pool.shutdown()
         """
     )
-    assert unpatched == "0 1 2 3"
+    assert unpatched.splitlines() == ["0 1 2 3", "4 5 6 7"]
