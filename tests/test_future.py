@@ -84,8 +84,10 @@ def test_cancel_a_running_task_kills_its_greenlet_with_greenlet_exit(pool):
 
 def test_cancel_a_queued_task_means_it_never_runs(make_pool):
     p = make_pool(1)
-    release = threading.Event()
-    blocker = p.spawn(greenpool.blocking, release.wait, 10)
+    release, started = threading.Event(), threading.Event()
+    # an unpatched wait holds the hub itself, so the next task stays queued
+    blocker = p.spawn(lambda: (started.set(), release.wait(10)))
+    assert started.wait(5)
     ran = []
     queued = p.spawn(ran.append, 1)
     assert queued.cancel()

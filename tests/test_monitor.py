@@ -26,7 +26,7 @@ def test_stats_show_a_stuck_hub_as_busy_with_no_loop_lag_answer(make_pool):
     stuck = p.spawn_on(0, lambda: (started.set(), release.wait(10)))  # unpatched wait
     queued = p.spawn_on(0, lambda: "after")
     assert started.wait(5)
-    stats = p.stats(timeout=0.2)
+    stats = p.stats(timeout=1.0)  # hub 0 never answers; hub 1 gets a second even on a slow box
     assert stats[0].running == 1 and stats[0].queued == 1 and stats[0].loop_lag is None
     assert stats[1].loop_lag is not None
     release.set()
@@ -37,11 +37,20 @@ class _Capture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.records: list[logging.LogRecord] = []
-        self.got = threading.Event()
+        self.changed = threading.Condition()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        self.got.set()
+        with self.changed:
+            self.records.append(record)
+            self.changed.notify_all()
+
+    def about(self, hub) -> list[logging.LogRecord]:
+        return [r for r in self.records if hub.name in r.getMessage()]
+
+    def wait_about(self, hub, timeout: float) -> list[logging.LogRecord]:
+        with self.changed:
+            self.changed.wait_for(lambda: self.about(hub), timeout)
+            return self.about(hub)
 
 
 @pytest.fixture
@@ -63,15 +72,18 @@ def test_blocked_hub_detector_logs_one_warning_with_the_blocking_stack(make_pool
         release.wait(10)  # an unpatched blocking call: the hub cannot run its loop
 
     f = p.spawn_on(1, hog_the_hub)
-    assert monitor_log.got.wait(10)
-    message = monitor_log.records[0].getMessage()
-    assert p.hubs[1].name in message and "hog_the_hub" in message
+    # Only records about hub 1 count: a whole-process stall (a long GC pass,
+    # a descheduled VM) may rightly report the idle hub 0 as well.
+    records = monitor_log.wait_about(p.hubs[1], 10)
+    assert records, "no warning about the blocked hub"
+    message = records[0].getMessage()
+    assert "hog_the_hub" in message
     assert "greenpool.blocking" in message  # names the fix
     # still blocked for several more check intervals: no second warning
     assert not release.wait(0.3)
     release.set()
     f.result(5)
-    assert len(monitor_log.records) == 1
+    assert len(monitor_log.about(p.hubs[1])) == 1
 
 
 def test_blocked_hub_detector_is_off_by_default(make_pool, monitor_log):
@@ -86,13 +98,17 @@ def test_blocked_hub_detector_is_off_by_default(make_pool, monitor_log):
 def test_cooperative_hubs_do_not_trigger_the_detector(make_pool, monitor_log):
     import gevent
 
-    p = make_pool(2, blocked_hub_threshold=0.1)
-    futures = [p.spawn(gevent.sleep, 0.05) for _ in range(20)]
+    # A threshold well above a stall of the whole test process (GC, a busy
+    # VM), and busy hubs for more than twice as long as the threshold.
+    p = make_pool(2, blocked_hub_threshold=0.5)
+
+    def busy_but_cooperative():
+        for _ in range(24):
+            gevent.sleep(0.05)
+
+    futures = [p.spawn(busy_but_cooperative) for _ in range(20)]
     for f in futures:
-        f.result(5)
-    done = threading.Event()
-    p.spawn(lambda: gevent.sleep(0.4)).add_done_callback(lambda _: done.set())
-    assert done.wait(5)
+        f.result(10)
     assert monitor_log.records == []
 
 

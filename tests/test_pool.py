@@ -261,7 +261,8 @@ def test_shutdown_cancel_futures_kills_running_and_pending_tasks(make_pool):
     p.shutdown(wait=True, cancel_futures=True)
     assert all(f.cancelled() for f in pending)
     assert all(f.cancelled() for f in running)
-    assert len(cleaned) == 4
+    # every task that started (a "pending" one may have begun already) was unwound
+    assert len(cleaned) == len(begun) >= 4
     with pytest.raises(CancelledError):
         running[0].result()
 
@@ -309,7 +310,7 @@ def test_full_policy_raise_fails_fast_when_every_hub_is_at_max_pending(make_pool
         started.set()
         release.wait(10)
 
-    blocker = p.spawn(greenpool.blocking, block)
+    blocker = p.spawn(block)  # holds the hub itself: nothing queued after it can start
     assert started.wait(5)
     p.spawn(hub_index)
     p.spawn(hub_index)
