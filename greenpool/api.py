@@ -81,6 +81,10 @@ def blocking(fn: Callable, /, *args, **kwargs) -> Any:
     (native threads, gevent's ``hub.threadpool``) while the calling greenlet
     waits cooperatively and the hub keeps serving. Anywhere else this is just
     ``fn(*args, **kwargs)``.
+
+    ``fn`` is meant to be unpatched code. gevent objects it creates (patched
+    sockets, a patched ``select``'s hub) do not outlive the call: the helper
+    thread's hub is destroyed after it (see :func:`_call_on_helper_thread`).
     """
     hub = current_hub()
     if hub is None:
@@ -104,6 +108,9 @@ def _call_on_helper_thread(fn: Callable, args: tuple, kwargs: dict) -> Any:
     finally:
         left = get_hub_if_exists()
         if left is not None:
+            worker = getcurrent()  # gevent's worker greenlet, which may have noted it
+            if getattr(worker, "_hub_of_worker", None) is left:
+                worker._hub_of_worker = None  # or its after-fork cleanup destroys it again
             left.destroy(destroy_loop=True)
 
 

@@ -27,7 +27,12 @@ What malformed requests get (pywsgi's limits, unchanged):
   a chunked body is cut off once it passes the limit: reading ``wsgi.input``
   raises :class:`BodyTooLarge` in the application, which answers 413 unless
   the application already started its response (then the connection is
-  closed). The body is never buffered past the limit.
+  closed). The body is never buffered past the limit, and a connection whose
+  body was cut off is always closed, even when the application catches
+  :class:`BodyTooLarge` and answers: the rest of that body must never be read
+  as a next request. After a 413 the server drains what the client is still
+  sending for up to :data:`LINGER_SECONDS`, so the client reads the 413 rather
+  than a connection reset.
 
 The connection is closed after an error response; other connections are not
 affected. Application exceptions give ``500`` and are logged on the
@@ -39,6 +44,7 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +99,13 @@ class _ContentLengthTooLarge(BaseException):
     """A declared Content-Length is over max_body_size (a BaseException, like _RequestTimeout)."""
 
 
+#: After refusing an oversized body, how long (seconds) and how much (bytes)
+#: of what the client is still sending to read and drop before closing, so it
+#: gets to read the 413 rather than a connection reset ("lingering close", as
+#: nginx does). Closing with unread input makes the kernel send a reset.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 2**20
+
 _BODY_TOO_LARGE_STATUS = "413 Content Too Large"
 _BODY_TOO_LARGE_RESPONSE = (
     b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -107,12 +120,22 @@ class _LimitedInput(pywsgi.Input):
     reading, or holding in memory, more than ``limit + 1`` bytes of it.
     """
 
-    __slots__ = ("limit", "received")
+    __slots__ = ("limit", "received", "exceeded")
 
     def __init__(self, rfile, content_length, socket=None, chunked_input=False, *, limit):
         super().__init__(rfile, content_length, socket=socket, chunked_input=chunked_input)
         self.limit = limit
         self.received = 0
+        self.exceeded = False
+
+    def _discard(self):
+        # pywsgi drains an unread body after the app (keep-alive). Over the
+        # limit, stop there quietly: the app's own outcome (its response, or
+        # its exception and 500) stands, and the handler closes the connection.
+        try:
+            super()._discard()
+        except BodyTooLarge:
+            pass
 
     def _chunked_read(self, length=None, use_readline=False):
         room = self.limit - self.received
@@ -121,6 +144,7 @@ class _LimitedInput(pywsgi.Input):
             if len(data) > room:
                 # The stream is mid-body: never try to discard the rest.
                 self._chunked_input_error = True
+                self.exceeded = True
                 raise BodyTooLarge(f"request body over {self.limit} bytes")
         else:
             data = super()._chunked_read(length, use_readline)
@@ -176,7 +200,49 @@ class Handler(pywsgi.WSGIHandler):
         except _ContentLengthTooLarge:
             self.log_error("(from %s) Content-Length %d over max_body_size %d",
                            self.client_address, self.content_length, self.max_body_size)
-            return ("413", _BODY_TOO_LARGE_RESPONSE)
+            self.status = _BODY_TOO_LARGE_STATUS
+            try:
+                self.socket.sendall(_BODY_TOO_LARGE_RESPONSE)
+            except OSError:
+                return None
+            self.time_finish = time.time()
+            self.log_request()
+            self._linger()
+            return None  # closes the connection
+
+    def handle_one_response(self):
+        try:
+            super().handle_one_response()
+        finally:
+            body = self.wsgi_input
+            if body is not None and body._chunked_input_error:
+                # The body was not read to its end (over the limit, cut short,
+                # malformed), even if the app swallowed the error and answered:
+                # what follows on this connection is not the start of a request.
+                self.close_connection = True
+            if isinstance(body, _LimitedInput) and body.exceeded:
+                self.log_error("(from %s) request body over max_body_size %d; closing",
+                               self.client_address, body.limit)
+                self._linger()
+
+    def _linger(self) -> None:
+        """Stop sending, then read and drop the rest of the request for a bounded time."""
+        sock = self.socket
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            left = LINGER_BYTES
+            while left > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+                data = sock.recv(min(65536, left))
+                if not data:
+                    break
+                left -= len(data)
+        except OSError:  # reset, timeout: nothing more to do for this client
+            pass
 
     def read_request(self, raw_requestline):
         try:
@@ -211,8 +277,7 @@ class Handler(pywsgi.WSGIHandler):
             return False
 
     def handle_error(self, t, v, tb):
-        if issubclass(t, BodyTooLarge):
-            self.log_error("(from %s) %s", self.client_address, v)
+        if issubclass(t, BodyTooLarge):  # logged by handle_one_response
             self.close_connection = True
             if not self.response_length:
                 try:

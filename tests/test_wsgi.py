@@ -340,8 +340,58 @@ def test_app_that_answered_without_reading_an_oversized_chunked_body_closes_the_
     # the app's own answer, once: the rest of the stream is not parsed as a second request
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert reply.count(b"HTTP/1.1 ") == 1
-    assert "request body over 4 bytes" in caplog.text
+    assert "request body over max_body_size 4; closing" in caplog.text
     assert "WSGI application failed" not in caplog.text
+
+
+def test_app_that_swallows_body_too_large_cannot_let_the_rest_of_the_body_in_as_a_request(
+    serve
+):
+    """No request smuggling: a body cut off at the limit always ends the connection."""
+    served = []
+
+    def catching(environ, start_response):
+        served.append(environ["PATH_INFO"])
+        try:
+            environ["wsgi.input"].read()
+        except wsgi.BodyTooLarge:  # a framework turning every error into a response
+            start_response("400 Bad Request", [("Content-Length", "3")])
+            return [b"no!"]
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = serve(catching, max_body_size=8)
+    hidden = b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
+    reply = raw_request(server.address, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        + chunked(b"123456789" + hidden))
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
+    assert served == ["/"]
+
+
+def test_app_error_with_an_unread_oversized_body_is_still_a_logged_500(serve, caplog):
+    def broken_without_reading(environ, start_response):
+        raise RuntimeError("application exploded")
+
+    server = serve(broken_without_reading, max_body_size=4)
+    with caplog.at_level(logging.WARNING, logger="greenpool.wsgi"):
+        reply = raw_request(server.address, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            + chunked(b"x" * 100))
+    assert reply.startswith(b"HTTP/1.1 500 ")
+    assert "WSGI application failed" in caplog.text and "application exploded" in caplog.text
+
+
+def test_a_client_uploading_megabytes_over_the_limit_reads_the_413_not_a_reset(serve):
+    """The refused body is drained for a bounded time (lingering close), so the 413 arrives."""
+    server = serve(echo_body, max_body_size=1024)
+    for _ in range(3):
+        conn = http.client.HTTPConnection(*server.address, timeout=10)
+        try:
+            conn.request("POST", "/", body=b"z" * (8 * 2**20))  # no Expect: sent in full
+            response = conn.getresponse()
+            assert response.status == 413
+            assert response.getheader("Connection") == "close"
+        finally:
+            conn.close()
 
 
 def test_bad_max_body_size_is_refused_at_the_call():
