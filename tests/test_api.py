@@ -83,6 +83,24 @@ def test_blocking_leaves_no_gevent_hub_on_its_helper_thread():
     assert seen == {"made": True, "left": None}
 
 
+def test_blocking_clears_gevent_workers_note_of_the_hub_it_destroys():
+    """gevent's worker remembers a hub left by an earlier task; after-fork cleanup destroys it."""
+    from gevent.threadpool import ThreadPool
+
+    from greenpool.api import _call_on_helper_thread
+
+    tp = ThreadPool(1)
+    try:
+        tp.apply(gevent.get_hub)  # an earlier, plain task leaves a hub on the worker
+        tp.apply(lambda: None)  # the worker notes it before waiting for the next task
+        (worker,) = tp._worker_greenlets
+        assert worker._hub_of_worker is not None
+        tp.apply(_call_on_helper_thread, (lambda: None, (), {}))
+        assert worker._hub_of_worker is None
+    finally:
+        tp.kill()
+
+
 def test_blocking_calls_overlap_on_one_hub(make_pool):
     p = make_pool(1)
     barrier = threading.Barrier(3, timeout=10)
