@@ -41,10 +41,10 @@ class _UnretrievedException:
     Attached to a future only when it fails, so successful tasks pay nothing.
     """
 
-    __slots__ = ("description", "exc")
+    __slots__ = ("fn", "exc")
 
-    def __init__(self, description: str, exc: BaseException) -> None:
-        self.description = description
+    def __init__(self, fn, exc: BaseException) -> None:
+        self.fn = fn  # described only if logged: repr() is user code, it may fail
         self.exc = exc
 
     def __del__(self) -> None:
@@ -52,9 +52,18 @@ class _UnretrievedException:
         if exc is not None:
             log.error(
                 "exception in task %s was never retrieved",
-                self.description,
+                _describe(self.fn),
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
+
+
+def _describe(fn) -> str:
+    if fn is None:
+        return "(unknown)"
+    try:
+        return getattr(fn, "__qualname__", None) or repr(fn)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the exception
+        return f"<{type(fn).__name__} object with a failing repr>"
 
 
 class Future(_base.Future):
@@ -87,11 +96,21 @@ class Future(_base.Future):
 
     # -- introspection -------------------------------------------------
 
-    def _describe(self) -> str:
-        fn = self._fn
-        if fn is None:
-            return f"<Future at {id(self):#x}>"
-        return getattr(fn, "__qualname__", None) or repr(fn)
+    def _invoke_callbacks(self) -> None:
+        for callback in self._done_callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("exception calling callback for %r", self)
+            except BaseException:
+                # On a hub (the task's own completion) there is nobody to hand
+                # SystemExit or KeyboardInterrupt to, and letting it out would
+                # end the hub's runner mid-bookkeeping: log it and go on.
+                from greenpool.hub import current_hub
+
+                if current_hub() is None:
+                    raise
+                log.exception("callback for %r raised on a hub; ignored", self)
 
     def cancelled(self) -> bool:
         return self._state in _CANCELLED_STATES
@@ -179,7 +198,7 @@ class Future(_base.Future):
             self._exception = exception
             if exception is not None and not isinstance(exception, GreenletExit):
                 # Before anyone can see the state change and retrieve it.
-                self._unretrieved = _UnretrievedException(self._describe(), exception)
+                self._unretrieved = _UnretrievedException(self._fn, exception)
             self._state = state
             wakers, self._wakers = self._wakers, None
             for waiter in self._waiters:

@@ -286,6 +286,10 @@ class Hub:
                 self.tasks_done += 1
                 if not mailbox and not self._nrunning:
                     self._became_idle()
+                elif pool._idle_waiters and self._nrunning == 1 and not mailbox:
+                    # A join() from inside the pool counts its own task: it
+                    # may be waiting for exactly this (see Pool.join).
+                    pool._hub_idle(self)
                 if (
                     self._yields != yields
                     or _getrefcount(me) > refs
@@ -321,6 +325,8 @@ class Hub:
             self._mailbox.popleft()
         for task in list(self._running):
             task.cancel()
+        if self.pool._space_waiters:  # the queue emptied: spawners waiting for room go on
+            self.pool._room_made()
         if not self._mailbox and not self._nrunning:
             self._became_idle()
         if self._retired:

@@ -95,6 +95,14 @@ def rebind(sock: GeventSocket) -> GeventSocket:
             "cannot rebind a socket that a greenlet on its old hub is still waiting on; "
             "hand it over only when nothing on the old hub uses it"
         )
+    if getattr(sock, "_io_refs", 0) > 0:
+        # An open makefile() keeps a reference count on the old object: the new
+        # one could then never really close the descriptor.
+        raise WrongHubError(
+            "cannot rebind a socket with open makefile() objects; close them first "
+            "(their buffers may hold data already read) or move the connection before "
+            "calling makefile()"
+        )
     cls = type(sock)
     new = cls.__new__(cls)
     for name in _slot_names(cls):

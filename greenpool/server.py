@@ -209,12 +209,68 @@ def _bind_listeners(family: int, sockaddr: tuple, backlog: int, spread: str, hub
 
 
 def _wrap_tls(ssl_context, sock):
-    """Server-side TLS over a gevent socket; the handshake runs here, cooperatively."""
+    """Server-side TLS over a gevent socket; the handshake runs here, cooperatively.
+
+    The wrapper takes over the descriptor before the handshake, so whatever
+    ends the handshake (a client error, the idle timeout, ``GreenletExit``
+    from stop()) must close the wrapper, or the descriptor stays open until
+    the garbage collector finds it and the client never sees the close.
+    """
     if isinstance(ssl_context, gevent.ssl.SSLContext):
-        return ssl_context.wrap_socket(sock, server_side=True)
-    # A stdlib context: gevent's SSLSocket drives any SSLContext through its
-    # ``_context`` argument (what gevent.ssl.SSLContext.wrap_socket passes).
-    return gevent.ssl.SSLSocket(sock=sock, server_side=True, _context=ssl_context)
+        tls = ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    else:
+        # A stdlib context: gevent's SSLSocket drives any SSLContext through its
+        # ``_context`` argument (what gevent.ssl.SSLContext.wrap_socket passes).
+        tls = gevent.ssl.SSLSocket(
+            sock=sock, server_side=True, do_handshake_on_connect=False, _context=ssl_context
+        )
+    try:
+        tls.do_handshake()
+    except BaseException:
+        tls.close()
+        raise
+    return tls
+
+
+def check_server_context(ssl_context) -> None:
+    """Refuse, at the call, an ``ssl_context`` that would fail every handshake.
+
+    A client-purpose context (``check_hostname``) or one with no certificate
+    loaded would otherwise be accepted and every connection would fail later,
+    per connection and far from the mistake. The certificate is checked with
+    one in-memory handshake against a client that verifies nothing.
+    """
+    if not isinstance(ssl_context, _StdSSLContext):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}")
+    if ssl_context.check_hostname:
+        raise ValueError(
+            "ssl_context is a client context (check_hostname=True); a server needs "
+            "ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER) or "
+            "ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), then load_cert_chain()"
+        )
+    import ssl
+
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = ssl_context.wrap_bio(to_server, to_client, server_side=True)
+    client = client_context.wrap_bio(to_client, to_server)
+    for _ in range(8):  # a TLS 1.2/1.3 handshake needs at most a few round trips
+        for side in (client, server):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                continue
+            except ssl.SSLError as exc:
+                if side is server and "NO_SHARED_CIPHER" in str(exc).upper():
+                    raise ValueError(
+                        "ssl_context has no certificate: call "
+                        "ssl_context.load_cert_chain(certfile, keyfile) before serving"
+                    ) from None
+                return  # some other policy (client certificates required, ...): not ours
+        if server.version() is not None and client.version() is not None:
+            return
 
 
 class Server:
@@ -502,7 +558,11 @@ class Server:
                     log.warning("%r: %d connections ignored being closed", self, self._live)
             if self._owns_pool:
                 inside = current_hub() is not None and current_hub().pool is self.pool
-                self.pool.shutdown(wait=not inside)
+                # Handlers that ignored GreenletExit would hold a waiting
+                # shutdown forever: stop() keeps its timeout and gives up on
+                # them, as gevent's does (their hubs end when they return).
+                stubborn = self._live > target
+                self.pool.shutdown(wait=not inside and not stubborn, cancel_futures=stubborn)
         finally:
             self._stopped.set_result(None)
 
@@ -633,8 +693,8 @@ def serve(
     _check_positive("backlog", backlog, allow_none=False)
     _check_positive("max_connections", max_connections)
     _check_positive("idle_timeout", idle_timeout, kind=(int, float))
-    if ssl_context is not None and not isinstance(ssl_context, _StdSSLContext):
-        raise TypeError(f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}")
+    if ssl_context is not None:
+        check_server_context(ssl_context)
     if pool is not None:
         if not isinstance(pool, Pool):
             raise TypeError(f"pool must be a greenpool.Pool, got {type(pool).__name__}")

@@ -116,6 +116,35 @@ def test_socket_files_are_refused_with_a_message_naming_the_fix(pool):
         pool.spawn_on(0, hand_over_file).result(10)
 
 
+def test_rebind_refuses_a_socket_with_an_open_makefile(pool):
+    """Its reference count would stay on the new object, which could then never close."""
+    server, client = pool.spawn_on(0, socketpair_on_hub).result(10)
+    reader = server.makefile("rb")
+
+    def on_hub_1():
+        with pytest.raises(WrongHubError, match="open makefile"):
+            greenpool.rebind(server)
+        reader.close()  # once the file is closed, the move is fine
+        return greenpool.rebind(server)
+
+    moved = pool.spawn_on(1, on_hub_1).result(10)
+
+    def close_and_check():
+        fd = moved.fileno()
+        moved.close()
+        return fd, moved.fileno()
+
+    fd, after = pool.spawn_on(1, close_and_check).result(10)
+    assert fd >= 0 and after == -1  # really closed
+
+    def peer_sees_the_close():
+        with client:
+            client.settimeout(5)
+            return client.recv(1)
+
+    assert pool.spawn_on(0, peer_sees_the_close).result(10) == b""
+
+
 def test_a_tls_connection_moved_between_hubs_keeps_its_session(pool, tmp_path):
     cert, key = make_certificate(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -175,3 +175,88 @@ def test_fork_from_inside_a_task_gives_broken_pool_and_the_child_exits():
     assert result.returncode == 0, result.stderr
     assert "child: BrokenPool" in result.stdout
     assert "parent saw child exit 0" in result.stdout
+
+
+# -- a third review: the executor and future contracts ----------------------------
+
+
+def test_a_failing_task_whose_callable_has_a_broken_repr_still_completes(make_pool):
+    """Describing the task for the unretrieved-exception log must not run under its lock."""
+    import functools
+
+    class Opaque(functools.partial):
+        def __repr__(self):
+            raise ValueError("no repr for you")
+
+    def boom():
+        raise KeyError("from the task")
+
+    p = make_pool(1)
+    f = p.spawn(Opaque(boom))
+    assert isinstance(f.exception(5), KeyError)
+    assert p.join(5)
+
+
+def test_a_done_callback_raising_systemexit_on_a_hub_is_logged_and_the_hub_goes_on(
+    make_pool, caplog
+):
+    p = make_pool(1)
+    release = threading.Event()
+    f = p.spawn(release.wait, 10)
+    f.add_done_callback(lambda _f: (_ for _ in ()).throw(SystemExit(3)))
+    later = []
+    f.add_done_callback(later.append)  # the next callback still runs
+    with caplog.at_level("ERROR", logger="greenpool"):
+        release.set()
+        assert f.result(5) is True
+        assert p.join(5)
+    assert later == [f]
+    assert "raised on a hub; ignored" in caplog.text
+    assert p.spawn(lambda: "still serving").result(5) == "still serving"
+    assert p.hubs[0].live == 0
+
+
+def test_a_done_callback_raising_systemexit_in_a_plain_thread_propagates():
+    """Off the hubs the stdlib's behaviour stands: nothing swallows SystemExit there."""
+    f = greenpool.Future()
+    f.add_done_callback(lambda _f: (_ for _ in ()).throw(SystemExit(3)))
+    with pytest.raises(SystemExit):
+        f.set_result(1)
+
+
+@pytest.mark.timeout(20)
+def test_kill_releases_spawners_blocked_on_max_pending(make_pool):
+    p = make_pool(1, max_pending=2)
+    release, started = threading.Event(), threading.Event()
+    blocker = p.spawn(lambda: (started.set(), release.wait(10)))  # holds the hub natively
+    assert started.wait(5)
+    p.spawn(lambda: None)
+    p.spawn(lambda: None)
+    assert p.full()
+    outcome = []
+    spawner = threading.Thread(target=lambda: outcome.append(p.spawn(lambda: "late")))
+    spawner.start()
+    try:
+        p.kill(block=False)  # runs on the hub as soon as it is free: cancels the queue
+    finally:
+        release.set()
+    spawner.join(5)
+    assert not spawner.is_alive(), "a spawner blocked on max_pending was never released"
+    assert blocker.done()
+    assert outcome[0].result(5) == "late"
+
+
+def test_join_from_inside_returns_when_the_last_other_task_on_its_own_hub_ends(make_pool):
+    """The caller's own task keeps its hub at one live task: that must still wake it."""
+    import time
+
+    p = make_pool(1)
+
+    def parent():
+        greenpool.spawn(gevent.sleep, 0.05)
+        began = time.monotonic()
+        done = p.join(timeout=10)
+        return done, time.monotonic() - began
+
+    done, took = p.spawn(parent).result(15)
+    assert done and took < 5

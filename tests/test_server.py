@@ -492,8 +492,74 @@ def test_a_tls_client_that_never_says_hello_does_not_hold_a_graceful_stop(pool, 
         stopper.join(10)
         assert not stopper.is_alive()
         assert server.connections == 0
+        silent.settimeout(5)  # and its descriptor was closed, not left to the GC
+        try:
+            assert silent.recv(1) == b""
+        except ConnectionResetError:
+            pass
     finally:
         silent.close()
+
+
+@pytest.mark.timeout(30)
+def test_stop_gives_up_on_a_handler_that_ignores_greenletexit(monkeypatch, caplog):
+    """stop(timeout) stays bounded: the private pool is not waited for such a handler."""
+    import greenpool.server as server_module
+
+    monkeypatch.setattr(server_module, "_KILL_GRACE", 0.2)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stubborn(sock, addr):
+        entered.set()
+        while not release.is_set():
+            try:
+                gevent.sleep(0.02)
+            except gevent.GreenletExit:
+                pass  # a handler that refuses to die
+
+    server = greenpool.serve(stubborn, hubs=2)
+    client = socket.create_connection(server.address)
+    try:
+        assert entered.wait(10)
+        began = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="greenpool"):
+            server.stop(timeout=0.2)
+        assert time.monotonic() - began < 5.0
+        assert "1 connections ignored being closed" in caplog.text
+    finally:
+        release.set()
+        client.close()
+    assert all(hub.wait_stopped(10) for hub in server.pool.hubs)  # ends once it returns
+
+
+def test_a_client_ssl_context_is_refused_at_the_call(pool, certificate):
+    cert, key = certificate
+    ctx = ssl.create_default_context()  # Purpose.SERVER_AUTH: for clients
+    ctx.load_cert_chain(cert, key)
+    with pytest.raises(ValueError, match="client context .*PROTOCOL_TLS_SERVER"):
+        greenpool.serve(echo, pool=pool, ssl_context=ctx)
+
+
+def test_an_ssl_context_without_a_certificate_is_refused_at_the_call(pool):
+    with pytest.raises(ValueError, match="no certificate: call ssl_context.load_cert_chain"):
+        greenpool.serve(echo, pool=pool, ssl_context=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+
+
+def test_an_ssl_context_requiring_client_certificates_is_accepted(pool, servers, certificate):
+    cert, key = certificate
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(cert)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    server = greenpool.serve(echo, pool=pool, ssl_context=ctx)
+    servers.append(server)
+    client_ctx = client_context(cert)
+    client_ctx.load_cert_chain(cert, key)
+    with socket.create_connection(server.address) as raw:
+        with client_ctx.wrap_socket(raw, server_hostname="localhost") as client:
+            client.sendall(b"mutual")
+            assert client.recv(100) == b"mutual"
 
 
 @pytest.mark.timeout(30)
