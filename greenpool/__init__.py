@@ -13,6 +13,13 @@ from greenpool.patching import PatchingError
 from greenpool.pool import Pool
 from greenpool.rebind import rebind
 from greenpool.sync import BoundedSemaphore, Condition, Event, Lock, Queue, RLock, Semaphore
+from greenpool.waiting import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    as_completed,
+    wait,
+)
 
 __version__ = "0.1.0"
 
@@ -29,6 +36,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "BoundedSemaphore",
     "BrokenPool",
     "CancelledError",
@@ -46,6 +56,7 @@ __all__ = [
     "Semaphore",
     "TimeoutError",
     "WrongHubError",
+    "as_completed",
     "blocking",
     "current_hub",
     "current_pool",
@@ -54,4 +65,5 @@ __all__ = [
     "run",
     "serve",
     "spawn",
+    "wait",
 ]
