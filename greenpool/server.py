@@ -679,6 +679,12 @@ def serve(
         1 hub (any spread) vs gevent StreamServer: 8.6k/s vs 6.5k/s, 38 vs 40 us
         per new connection; 31.7k/s vs 36.5k/s, 11.2 vs 11.2 us keep-alive.
 
+    A hub held by an unpatched blocking call also holds the new connections
+    routed to it: with ``reuseport`` about 1/N of them (10-15 of 40 with 4
+    hubs), with ``dispatch`` all of them when the held hub is the acceptor's,
+    with ``shared`` none (the other hubs accept). Prefer ``shared`` when
+    handlers make such calls.
+
     Errors: a handler exception is logged with its traceback at ERROR;
     network errors (``ConnectionError``, timeouts, TLS errors) at DEBUG.
     Stop the server before shutting a shared pool down: ``shutdown(wait=True)``
