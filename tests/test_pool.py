@@ -10,6 +10,7 @@ import pytest
 
 import greenpool
 from greenpool._native import get_ident
+from tests.helpers import run_python
 
 
 def hub_index():
@@ -391,3 +392,26 @@ def test_cpu_affinity_pins_every_hub_thread_and_only_them(make_pool):
 def test_bad_cpu_affinity_raises_at_the_call(bad, error):
     with pytest.raises(error, match="cpu_affinity"):
         greenpool.Pool(1, cpu_affinity=bad)
+
+
+def test_interpreter_exit_cancels_tasks_still_running_and_unwinds_them():
+    """A pool left running at exit is shut down with cancel_futures: finally blocks run."""
+    proc = run_python(
+        """
+        import threading, gevent, greenpool
+        pool = greenpool.Pool(2)
+        started = [threading.Event(), threading.Event()]
+        def forever(i):
+            started[i].set()
+            try:
+                gevent.sleep(60)
+            finally:
+                print("unwound", flush=True)
+        futures = [pool.spawn(forever, i) for i in range(2)]
+        assert all(e.wait(5) for e in started)
+        print("exiting", flush=True)
+        """,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["exiting", "unwound", "unwound"]
