@@ -3,8 +3,9 @@
 It keeps the stdlib's state machine and its private fields (``_condition``,
 ``_state``, ``_waiters``) so ``concurrent.futures.wait`` and ``as_completed``
 accept it (from plain threads; inside a pool greenlet use the cooperative
-:func:`greenpool.wait` and :func:`greenpool.as_completed`), but swaps the threading.Condition for a native lock plus a list of
-:mod:`greenpool._waiter` wake-ups. That buys two things the stdlib Future
+:func:`greenpool.wait` and :func:`greenpool.as_completed`), but swaps the
+threading.Condition for a native lock plus a list of :mod:`greenpool._waiter`
+wake-ups. That buys two things the stdlib Future
 cannot give: ``result()`` inside a pool greenlet parks only that greenlet while
 its hub keeps serving, and it stays correct after ``gevent.monkey.patch_all()``
 (the stdlib Future would then wait on gevent locks). It is also several times
