@@ -414,4 +414,5 @@ def test_interpreter_exit_cancels_tasks_still_running_and_unwinds_them():
         timeout=30,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["exiting", "unwound", "unwound"]
+    # two hub threads print at once: count, their lines may interleave
+    assert proc.stdout.startswith("exiting") and proc.stdout.count("unwound") == 2
