@@ -12,10 +12,12 @@ pool hub or a foreign gevent hub, natively in a plain thread.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from concurrent.futures._base import DoneAndNotDoneFutures
 
+from greenpool._native import allocate_lock
 from greenpool._waiter import make_waiter
 from greenpool.errors import TimeoutError
 from greenpool.future import _DONE_STATES, FINISHED, Future
@@ -38,28 +40,65 @@ def _futures(fs: Iterable, caller: str) -> set:
     return fs
 
 
-def _wait_for_any(pending: Iterable[Future], deadline: float | None) -> bool:
-    """Wait until one of ``pending`` is done; False if ``deadline`` passed first."""
-    waiter = make_waiter()
-    registered = []
-    try:
-        for f in pending:
+class _Collector:
+    """Collects the futures of one wait() or as_completed() call as they finish.
+
+    It is registered once on each future, through the stdlib's ``_waiters``
+    protocol (``add_result``/``add_exception``/``add_cancelled``, called under
+    the future's lock when it completes), so N futures cost N registrations
+    however many times the caller wakes. Each wait arms a fresh one-shot
+    waiter from :func:`~greenpool._waiter.make_waiter`.
+    """
+
+    __slots__ = ("finished", "_lock", "_waiter")
+
+    def __init__(self) -> None:
+        self.finished: deque = deque()
+        self._lock = allocate_lock()
+        self._waiter = None
+
+    def _add(self, future: Future) -> None:
+        self.finished.append(future)
+        with self._lock:
+            waiter = self._waiter
+        if waiter is not None:
+            waiter.wake()
+
+    add_result = add_exception = add_cancelled = _add
+
+    def register(self, fs: Iterable[Future]) -> list:
+        """Register on every unfinished future; finished ones are collected at once."""
+        registered = []
+        for f in fs:
             with f._condition:
                 if f._state in _DONE_STATES:
-                    return True
-                if f._wakers is None:
-                    f._wakers = [waiter]
+                    self.finished.append(f)
                 else:
-                    f._wakers.append(waiter)
-            registered.append(f)
-        if deadline is None:
-            return waiter.wait(None)
-        return waiter.wait(max(0.0, deadline - time.monotonic()))
-    finally:
+                    f._waiters.append(self)
+                    registered.append(f)
+        return registered
+
+    def unregister(self, registered: list) -> None:
         for f in registered:
             with f._condition:
-                if f._wakers is not None and waiter in f._wakers:
-                    f._wakers.remove(waiter)
+                try:
+                    f._waiters.remove(self)
+                except ValueError:
+                    pass
+
+    def wait(self, deadline: float | None) -> bool:
+        """Until something was collected (True) or ``deadline`` passed (False)."""
+        waiter = make_waiter()
+        with self._lock:
+            self._waiter = waiter  # armed before the check: no wake-up is lost
+        try:
+            if self.finished:
+                return True
+            waiter.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            return bool(self.finished)
+        finally:
+            with self._lock:
+                self._waiter = None
 
 
 def _failed(f: Future) -> bool:
@@ -79,25 +118,31 @@ def wait(
         raise ValueError(
             f"return_when must be one of {', '.join(_RETURN_WHEN)}; got {return_when!r}"
         )
-    pending = _futures(fs, "wait")
-    done: set = set()
+    fs = _futures(fs, "wait")
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        finished = {f for f in pending if f._state in _DONE_STATES}
-        done |= finished
-        pending -= finished
-        if (
-            not pending
-            or (return_when == FIRST_COMPLETED and done)
-            or (return_when == FIRST_EXCEPTION and any(_failed(f) for f in done))
-        ):
-            break
-        if not _wait_for_any(pending, deadline):
-            finished = {f for f in pending if f._state in _DONE_STATES}
-            done |= finished
-            pending -= finished
-            break
-    return DoneAndNotDoneFutures(done, pending)
+    collector = _Collector()
+    registered = collector.register(fs)
+    done: set = set()
+    failed = False
+    try:
+        while True:
+            while collector.finished:
+                f = collector.finished.popleft()
+                done.add(f)
+                failed = failed or _failed(f)
+            if (
+                len(done) == len(fs)
+                or (return_when == FIRST_COMPLETED and done)
+                or (return_when == FIRST_EXCEPTION and failed)
+            ):
+                break
+            if not collector.wait(deadline):
+                break
+        while collector.finished:
+            done.add(collector.finished.popleft())
+    finally:
+        collector.unregister(registered)
+    return DoneAndNotDoneFutures(done, fs - done)
 
 
 def as_completed(fs: Iterable[Future], timeout: float | None = None) -> Iterator[Future]:
@@ -106,19 +151,21 @@ def as_completed(fs: Iterable[Future], timeout: float | None = None) -> Iterator
     Raises ``TimeoutError`` if some are still pending ``timeout`` seconds
     after this call (not after the first ``next()``, as in the stdlib).
     """
-    pending = _futures(fs, "as_completed")
+    fs = _futures(fs, "as_completed")
     deadline = None if timeout is None else time.monotonic() + timeout
-    return _completed(pending, deadline, len(pending))
+    return _completed(fs, deadline)
 
 
-def _completed(pending: set, deadline: float | None, total: int) -> Iterator[Future]:
-    while pending:
-        finished = [f for f in pending if f._state in _DONE_STATES]
-        if finished:
-            for f in finished:
-                pending.discard(f)
-                yield f
-            continue
-        if not _wait_for_any(pending, deadline):
-            if not any(f._state in _DONE_STATES for f in pending):
-                raise TimeoutError(f"{len(pending)} (of {total}) futures unfinished")
+def _completed(fs: set, deadline: float | None) -> Iterator[Future]:
+    collector = _Collector()
+    registered = collector.register(fs)  # on the first next(): a generator never run holds none
+    total, yielded = len(fs), 0
+    try:
+        while yielded < total:
+            if not collector.finished and not collector.wait(deadline):
+                raise TimeoutError(f"{total - yielded} (of {total}) futures unfinished")
+            while collector.finished:
+                yielded += 1
+                yield collector.finished.popleft()
+    finally:
+        collector.unregister(registered)

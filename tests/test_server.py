@@ -546,6 +546,16 @@ def test_an_ssl_context_without_a_certificate_is_refused_at_the_call(pool):
         greenpool.serve(echo, pool=pool, ssl_context=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
 
 
+def test_a_tls12_only_context_with_uncommon_ciphers_is_accepted(pool, servers, certificate):
+    """The probe's client must not refuse what real clients may still speak."""
+    cert, key = certificate
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE-ECDSA-AES256-SHA")  # SHA-1 MAC: outside default client lists
+    servers.append(greenpool.serve(echo, pool=pool, ssl_context=ctx))
+
+
 def test_an_ssl_context_requiring_client_certificates_is_accepted(pool, servers, certificate):
     cert, key = certificate
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -77,9 +77,41 @@ def test_wait_leaves_no_waiter_registered_on_futures_it_gave_up_on(make_pool):
     slow = p.spawn(greenpool.blocking, release.wait, 10)
     for _ in range(20):
         greenpool.wait([slow], timeout=0.001)
-    assert not slow._wakers
+    list(greenpool.as_completed([p.spawn(lambda: 1)], timeout=5))
+    assert not slow._waiters and not slow._wakers
     release.set()
     assert slow.result(5) is True
+
+
+@pytest.mark.parametrize("how", ["wait", "as_completed"])
+def test_waiting_registers_once_per_future_however_often_it_wakes(how):
+    """Linear in the number of futures: re-registering on every wake-up is quadratic."""
+    futures = [greenpool.Future() for _ in range(200)]
+    result = []
+
+    def waiter():
+        if how == "wait":
+            result.append(greenpool.wait(futures, timeout=30))
+        else:
+            result.append(list(greenpool.as_completed(futures, timeout=30)))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not futures[-1]._waiters and time.monotonic() < deadline:
+        time.sleep(0.001)  # bounded: until the waiter has registered
+    registrations = []
+    for f in futures:  # one at a time: the waiter wakes many times
+        registrations.append(sum(len(g._waiters) for g in futures if not g.done()))
+        f.set_result(None)
+    thread.join(30)
+    assert registrations[0] == len(futures)  # exactly one registration per future
+    assert all(n == len(futures) - i for i, n in enumerate(registrations))
+    assert all(not f._waiters for f in futures)
+    if how == "wait":
+        assert result[0].done == set(futures) and not result[0].not_done
+    else:
+        assert sorted(map(id, result[0])) == sorted(map(id, futures))
 
 
 def test_bad_arguments_raise_at_the_call():
