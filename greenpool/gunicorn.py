@@ -67,21 +67,52 @@ class _Handler(PyWSGIHandler):
     busy ones are closed after their current response.
     """
 
+    _closing = False
+
     def read_requestline(self) -> str:
         server = self.server
         if server.draining:
             return ""
+        keepalive = server.worker.cfg.keepalive
         server.idle.add(self)
         try:
+            if keepalive and keepalive > 0:
+                # gunicorn's gevent worker waits ``keepalive`` seconds for a
+                # request line; a silent client is closed, not kept forever.
+                with gevent.Timeout(keepalive, False):
+                    return super().read_requestline()
+                return ""
             return super().read_requestline()
         finally:
             server.idle.discard(self)
 
+    def read_request(self, raw_requestline):
+        """pywsgi's parsing, plus gunicorn's ``limit_request_*`` settings (400 past them)."""
+        cfg = self.server.worker.cfg
+        if cfg.limit_request_line and len(raw_requestline) > cfg.limit_request_line:
+            raise ValueError(f"request line over limit_request_line ({cfg.limit_request_line})")
+        result = super().read_request(raw_requestline)
+        if cfg.limit_request_fields and len(self.headers) > cfg.limit_request_fields:
+            raise ValueError(f"more headers than limit_request_fields ({cfg.limit_request_fields})")
+        size = cfg.limit_request_field_size
+        if size and any(len(k) + len(v) + 2 > size for k, v in self.headers.items()):
+            raise ValueError(f"a header over limit_request_field_size ({size})")
+        return result
+
     def handle_one_response(self) -> None:
-        try:
-            super().handle_one_response()
-        finally:
-            self.server.worker.count_request()
+        worker = self.server.worker
+        # Counted first, as gunicorn does: the request that reaches max_requests
+        # is the last on its connection and says so (Connection: close).
+        worker.count_request()
+        if not worker.alive or self.server.draining or not worker.cfg.keepalive:
+            self.close_connection = True
+            self._closing = True
+        super().handle_one_response()
+
+    def start_response(self, status, headers, exc_info=None):
+        if self._closing and not any(name.lower() == "connection" for name, _ in headers):
+            headers = [*headers, ("Connection", "close")]
+        return super().start_response(status, headers, exc_info)
 
 
 class _Server(PyWSGIServer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import signal
+import socket
 import ssl
 import textwrap
 import threading
@@ -181,3 +182,62 @@ def test_certfile_serves_https_and_a_bad_certificate_stops_gunicorn(app_dir):
     with ServerProcess(cmd, cwd=app_dir) as bad:
         assert bad.wait_exit(timeout=20) == 3  # gunicorn's "worker failed to boot"
         assert "SSLError" in bad.output
+
+
+def raw_exchange(address, data: bytes, timeout: float = 10) -> bytes:
+    """Send ``data``, read until the server closes (bounded by ``timeout``)."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+@pytest.mark.timeout(60)
+def test_keep_alive_and_request_limits_are_honoured_like_the_gevent_worker(app_dir):
+    server, address = start_gunicorn(
+        app_dir, "-w", "1", "--threads", "2", "--keep-alive", "1",
+        "--limit-request-line", "100", "--limit-request-fields", "5",
+        "--limit-request-field_size", "60",
+    )
+    with server:
+        get_ok(address)
+        # an idle keep-alive connection is closed after --keep-alive seconds
+        began = time.monotonic()
+        reply = raw_exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 ") and time.monotonic() - began < 8
+        # so is a client that never finishes its request line
+        assert raw_exchange(address, b"GET / HT") == b""
+        long_line = b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n\r\n"
+        assert raw_exchange(address, long_line).startswith(b"HTTP/1.1 400 ")
+        many = b"GET / HTTP/1.1\r\n" + b"".join(b"X%d: y\r\n" % i for i in range(8)) + b"\r\n"
+        assert raw_exchange(address, many).startswith(b"HTTP/1.1 400 ")
+        big = b"GET / HTTP/1.1\r\nX: " + b"y" * 100 + b"\r\n\r\n"
+        assert raw_exchange(address, big).startswith(b"HTTP/1.1 400 ")
+        assert server.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.timeout(60)
+def test_the_response_that_reaches_max_requests_says_connection_close(app_dir):
+    server, address = start_gunicorn(
+        app_dir, "-w", "1", "--threads", "1", "--max-requests", "3", "--keep-alive", "5"
+    )
+    with server:
+        get_ok(address)  # 1: the worker is up
+        conn = http.client.HTTPConnection(*address, timeout=10)
+        try:
+            conn.request("GET", "/")
+            first = conn.getresponse()
+            first.read()
+            assert first.status == 200 and first.getheader("Connection") is None
+            conn.request("GET", "/")
+            last = conn.getresponse()
+            last.read()
+            assert last.status == 200 and last.getheader("Connection") == "close"
+        finally:
+            conn.close()
+        server.wait_for(r"Autorestarting worker")
+        assert server.stop(signal.SIGINT) == 0
