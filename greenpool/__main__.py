@@ -123,6 +123,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _check_address_free(address: tuple[str, int]) -> None:
+    """Fail if something already listens on ``address``, even with SO_REUSEPORT.
+
+    The reuseport spread sets SO_REUSEPORT, so a second server (a stale
+    instance) would otherwise start on a busy port and silently take a share
+    of its connections. As in gunicorn, sharing a port takes ``--reuse-port``.
+    """
+    import socket
+
+    from greenpool.server import resolve_address
+
+    family, sockaddr = resolve_address(address)
+    if sockaddr[1] == 0:
+        return
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            where = _format_url("tcp", sockaddr).removeprefix("tcp://")
+            raise OSError(
+                exc.errno,
+                f"{where} is already in use ({exc.strerror}); stop the other server, "
+                "or pass --reuse-port to share it",
+            ) from None
+
+
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 
@@ -185,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="listen backlog (default 1024)")
     wsgi.add_argument("--max-connections", type=_positive_int, default=None, metavar="N",
                       help="stop accepting while N connections are open (default: no limit)")
+    wsgi.add_argument("--reuse-port", action="store_true",
+                      help="share the port with servers already listening on it "
+                           "(SO_REUSEPORT); by default a busy port is an error")
     wsgi.add_argument("--max-body-size", type=byte_size, default=None, metavar="SIZE",
                       help="answer 413 to request bodies over SIZE bytes (K/M/G suffixes; "
                            "default: no limit)")
@@ -291,6 +321,8 @@ def run_wsgi(args: argparse.Namespace) -> int:
     stop = _StopSignals()
     try:
         try:
+            if not args.reuse_port:
+                _check_address_free(args.bind)
             server = wsgi.serve(
                 app,
                 args.bind,

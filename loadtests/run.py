@@ -496,7 +496,9 @@ def verdict(settings: Settings, outcome: Outcome) -> list[str]:
     else:
         total = summary["total"]
         if total["requests"] == 0:
-            reasons.append("no requests were made")
+            # Requests may have been sent: none completed, none failed (a target
+            # that accepts connections and never answers looks like this).
+            reasons.append("no request completed (did the target accept and never answer?)")
         elif total["failures"]:
             top = summary["errors"][0] if summary["errors"] else None
             detail = (f"; most common: {top['error']} ({top['occurrences']}x on "

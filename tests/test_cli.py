@@ -193,6 +193,27 @@ def test_busy_address_is_a_one_line_error(app_dir, capsys):
     assert f"127.0.0.1:{port}" in err
 
 
+def test_a_port_another_reuseport_server_listens_on_is_busy_unless_reuse_port(app_dir, capsys):
+    """SO_REUSEPORT must not let a second (stale) server take a share of the port."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert main(["wsgi", "cli_app:app", "--bind", f"127.0.0.1:{port}", "--hubs", "1"]) == 1
+        err = capsys.readouterr().err
+        assert f"127.0.0.1:{port} is already in use" in err and "--reuse-port" in err
+        # with --reuse-port it shares the port, as the user asked
+        server, address = start_cli(
+            "cli_app:app", "--hubs", "1", "--bind", f"127.0.0.1:{port}", "--reuse-port",
+            cwd=app_dir,
+        )
+        with server:
+            assert address == ("127.0.0.1", port)
+            assert server.stop(signal.SIGTERM) == 0
+
+
 def test_keyfile_without_certfile_is_refused(app_dir, capsys):
     assert main(["wsgi", "cli_app:app", "--keyfile", "key.pem"]) == 2
     assert "--keyfile needs --certfile" in capsys.readouterr().err
