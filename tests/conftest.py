@@ -5,18 +5,7 @@ from __future__ import annotations
 import pytest
 
 import greenpool
-
-#: How long a fixture waits for a pool's hubs to stop after its test. Bounded
-#: because pytest-timeout stops timing a test once it has failed: an unbounded
-#: shutdown(wait=True) in the teardown of a failed test could hang the run.
-TEARDOWN_SECONDS = 30.0
-
-
-def shut_down(p: greenpool.Pool) -> None:
-    """Cancel what is left on ``p`` and wait (bounded) for its hubs to stop."""
-    p.shutdown(wait=False, cancel_futures=True)
-    stuck = [hub.name for hub in p.hubs if not hub.wait_stopped(TEARDOWN_SECONDS)]
-    assert not stuck, f"hubs {stuck} still running {TEARDOWN_SECONDS:g}s after the test"
+from tests.helpers import shut_down
 
 
 @pytest.fixture

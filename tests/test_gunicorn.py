@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import signal
-import socket
 import ssl
 import textwrap
 import threading
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from tests.helpers import make_certificate
+from tests.helpers import make_certificate, raw_request
 from tests.procs import ServerProcess, check_graceful_sigterm, get, python_cmd
 
 pytestmark = pytest.mark.timeout(45)
@@ -190,18 +189,6 @@ def test_certfile_serves_https_and_a_bad_certificate_stops_gunicorn(app_dir):
         assert "SSLError" in bad.output
 
 
-def raw_exchange(address, data: bytes, timeout: float = 10) -> bytes:
-    """Send ``data``, read until the server closes (bounded by ``timeout``)."""
-    with socket.create_connection(address, timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-
-
 @pytest.mark.timeout(60)
 def test_keep_alive_and_request_limits_are_honoured_like_the_gevent_worker(app_dir):
     server, address = start_gunicorn(
@@ -213,16 +200,16 @@ def test_keep_alive_and_request_limits_are_honoured_like_the_gevent_worker(app_d
         get_ok(address)
         # an idle keep-alive connection is closed after --keep-alive seconds
         began = time.monotonic()
-        reply = raw_exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = raw_request(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 200 ") and time.monotonic() - began < 8
         # so is a client that never finishes its request line
-        assert raw_exchange(address, b"GET / HT") == b""
+        assert raw_request(address, b"GET / HT") == b""
         long_line = b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n\r\n"
-        assert raw_exchange(address, long_line).startswith(b"HTTP/1.1 400 ")
+        assert raw_request(address, long_line).startswith(b"HTTP/1.1 400 ")
         many = b"GET / HTTP/1.1\r\n" + b"".join(b"X%d: y\r\n" % i for i in range(8)) + b"\r\n"
-        assert raw_exchange(address, many).startswith(b"HTTP/1.1 400 ")
+        assert raw_request(address, many).startswith(b"HTTP/1.1 400 ")
         big = b"GET / HTTP/1.1\r\nX: " + b"y" * 100 + b"\r\n\r\n"
-        assert raw_exchange(address, big).startswith(b"HTTP/1.1 400 ")
+        assert raw_request(address, big).startswith(b"HTTP/1.1 400 ")
         assert server.stop(signal.SIGTERM) == 0
 
 

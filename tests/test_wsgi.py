@@ -18,7 +18,7 @@ import pytest
 
 import greenpool
 from greenpool import wsgi
-from tests.helpers import make_certificate
+from tests.helpers import make_certificate, raw_request
 from tests.test_server import client_context, recv_exactly
 
 pytestmark = pytest.mark.timeout(30)
@@ -74,17 +74,6 @@ def http_get(address, path="/", **headers):
         return response.status, response.read()
     finally:
         conn.close()
-
-
-def raw_request(address, data: bytes) -> bytes:
-    with socket.create_connection(address, timeout=10) as sock:
-        sock.sendall(data)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
 
 
 def test_hello_is_served_on_several_hubs(serve):

@@ -23,6 +23,7 @@ import pytest
 
 import greenpool
 from greenpool.server import idle
+from tests.helpers import shut_down
 from tests.procs import ServerProcess
 from tests.reliability._support import (
     REPO_ROOT,
@@ -53,7 +54,7 @@ def pool():
     try:
         yield p
     finally:
-        p.shutdown(wait=True, cancel_futures=True)
+        shut_down(p)
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def clients():
     try:
         yield p
     finally:
-        p.shutdown(wait=True, cancel_futures=True)
+        shut_down(p)
 
 
 def run_clients(clients: greenpool.Pool, client, count: int, timeout: float) -> list:

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 import greenpool
 import greenpool.wsgi
+from tests.helpers import shut_down
 from tests.procs import ServerProcess
 from tests.reliability._http import (
     CLIENT_TIMEOUT,
@@ -50,7 +51,7 @@ def server():
         yield srv
     finally:
         srv.stop(5)
-        pool.shutdown(wait=True, cancel_futures=True)
+        shut_down(pool)
 
 
 def assert_every_hub_still_serves(server) -> float:
