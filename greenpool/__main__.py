@@ -132,7 +132,7 @@ def _check_address_free(address: tuple[str, int]) -> None:
     """
     import socket
 
-    from greenpool.server import resolve_address
+    from greenpool.server import _format_address, resolve_address
 
     family, sockaddr = resolve_address(address)
     if sockaddr[1] == 0:
@@ -142,11 +142,10 @@ def _check_address_free(address: tuple[str, int]) -> None:
         try:
             probe.bind(sockaddr)
         except OSError as exc:
-            where = _format_url("tcp", sockaddr).removeprefix("tcp://")
             raise OSError(
                 exc.errno,
-                f"{where} is already in use ({exc.strerror}); stop the other server, "
-                "or pass --reuse-port to share it",
+                f"{_format_address(sockaddr)} is already in use ({exc.strerror}); "
+                "stop the other server, or pass --reuse-port to share it",
             ) from None
 
 
@@ -292,10 +291,9 @@ class _StopSignals:
 
 
 def _format_url(scheme: str, address: tuple) -> str:
-    host, port = address[0], address[1]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
+    from greenpool.server import _format_address
+
+    return f"{scheme}://{_format_address(address)}"
 
 
 def run_wsgi(args: argparse.Namespace) -> int:
