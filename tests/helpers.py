@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -24,6 +26,25 @@ def shut_down(p: greenpool.Pool) -> None:
     p.shutdown(wait=False, cancel_futures=True)
     stuck = [hub.name for hub in p.hubs if not hub.wait_stopped(TEARDOWN_SECONDS)]
     assert not stuck, f"hubs {stuck} still running {TEARDOWN_SECONDS:g}s after the test"
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, what: str = "the condition",
+    interval: float = 0.005,
+) -> object:
+    """Poll a condition other threads make true; fail naming ``what`` after ``timeout`` s.
+
+    For states a test cannot be told about (a counter on a hub, a kernel
+    queue): bounded, so never a timing guess. Returns the truthy value.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
 
 
 def raw_request(address, data: bytes, timeout: float = 10.0) -> bytes:

@@ -13,7 +13,7 @@ import pytest
 
 import greenpool
 from greenpool.server import SPREADS, idle
-from tests.helpers import make_certificate
+from tests.helpers import make_certificate, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -36,15 +36,6 @@ def recv_exactly(sock, size: int) -> bytes:
         chunks.append(data)
         size -= len(data)
     return b"".join(chunks)
-
-
-def wait_until(predicate, timeout: float = 10.0) -> None:
-    """Poll a condition the test cannot be told about (bounded)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 @pytest.fixture(scope="module")

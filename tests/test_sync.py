@@ -20,18 +20,9 @@ import pytest
 import greenpool
 from greenpool import sync
 
-from .helpers import run_python
+from .helpers import run_python, wait_until
 
 WAIT = 10  # seconds any single wait in a test may take before it counts as lost
-
-
-def wait_until(predicate, timeout: float = WAIT) -> None:
-    """Poll a condition that other threads make true (bounded; not a timing guess)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.001)
 
 
 def hub_index() -> int:

@@ -10,6 +10,7 @@ import gevent
 import pytest
 
 import greenpool
+from tests.helpers import wait_until
 
 
 def test_wait_inside_a_pool_greenlet_lets_children_on_the_same_hub_finish(make_pool):
@@ -97,9 +98,7 @@ def test_waiting_registers_once_per_future_however_often_it_wakes(how):
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not futures[-1]._waiters and time.monotonic() < deadline:
-        time.sleep(0.001)  # bounded: until the waiter has registered
+    wait_until(lambda: futures[-1]._waiters, what="the waiter to register")
     registrations = []
     for f in futures:  # one at a time: the waiter wakes many times
         registrations.append(sum(len(g._waiters) for g in futures if not g.done()))

@@ -11,12 +11,12 @@ from __future__ import annotations
 import gc
 import os
 import resource
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import wait_until  # noqa: F401 - the reliability tests import it from here
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 #: The repository root: the working directory of helper processes that import ``tests``.
@@ -117,19 +117,6 @@ def restore_fd_limit(soft: int) -> None:
     """Put RLIMIT_NOFILE's soft limit back (the hard one is left as it is)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.01) -> object:
-    """Poll ``predicate`` until it is truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def percentile(samples: list[float], fraction: float) -> float:
