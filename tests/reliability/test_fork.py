@@ -16,13 +16,14 @@ import json
 import pytest
 
 from tests.helpers import run_python
-from tests.reliability._support import sized
+from tests.reliability._support import REPO_ROOT, sized
 
 FORK_SCRIPT = """
     import json, logging, os, sys, threading, time
     import gevent
     import greenpool
     from greenpool import BrokenPool
+    from tests.reliability._children import wait_child
 
     FORKS = __FORKS__
     sys.setswitchinterval(1e-5)  # hand the GIL over often: forks land anywhere
@@ -82,18 +83,7 @@ FORK_SCRIPT = """
             except BaseException:
                 code = 13
             os._exit(code)
-        deadline = time.monotonic() + 10
-        while True:
-            got, status = os.waitpid(pid, os.WNOHANG)
-            if got:
-                code = os.waitstatus_to_exitcode(status)
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                code = "hung"
-                break
-            time.sleep(0.002)
+        code = wait_child(pid, 10)
         if code != 0:
             failures[code] = failures.get(code, 0) + 1
     stop.set()
@@ -111,7 +101,9 @@ CHILD_CODES = (
 
 @sized(50, 500, fast_timeout=60, full_timeout=300)
 def test_fork_under_load_breaks_the_pool_in_the_child_only(record, size):
-    result = run_python(FORK_SCRIPT.replace("__FORKS__", str(size)), timeout=40 + size / 2)
+    result = run_python(
+        FORK_SCRIPT.replace("__FORKS__", str(size)), timeout=40 + size / 2, cwd=REPO_ROOT
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     failures = outcome["failures"]
@@ -128,6 +120,7 @@ def test_fork_under_load_breaks_the_pool_in_the_child_only(record, size):
 FORK_RACE_SCRIPT = """
     import json, os, sys, threading, time
     import greenpool
+    from tests.reliability._children import wait_child
 
     STEP = "__STEP__"
     pool = greenpool.Pool(1, name="race")
@@ -165,18 +158,7 @@ FORK_RACE_SCRIPT = """
     if pid == 0:
         ok = future.done() and isinstance(future.exception(0), greenpool.BrokenPool)
         os._exit(0 if ok else 11)
-    deadline = time.monotonic() + 5
-    while True:
-        got, status = os.waitpid(pid, os.WNOHANG)
-        if got:
-            code = os.waitstatus_to_exitcode(status)
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            code = "hung"
-            break
-        time.sleep(0.005)
+    code = wait_child(pid, 5, 0.005)
     resume.set()
     parent = future.result(5)
     pool.shutdown()
@@ -195,7 +177,7 @@ FORK_RACE_SCRIPT = """
 def test_fork_at_the_worst_moment_fails_the_task_in_the_child_and_not_the_parent(
     record, step, moment
 ):
-    result = run_python(FORK_RACE_SCRIPT.replace("__STEP__", step), timeout=25)
+    result = run_python(FORK_RACE_SCRIPT.replace("__STEP__", step), timeout=25, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     record(
