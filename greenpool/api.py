@@ -31,14 +31,42 @@ _default_pool: Pool | None = None
 _default_lock = allocate_lock()
 
 
+#: Environment variable: number of hubs of the default pool (default: the CPU count).
+HUBS_ENV = "GREENPOOL_HUBS"
+
+
 def default_pool() -> Pool:
-    """The pool :func:`spawn` uses outside any pool; created (CPU-count hubs) on first use."""
+    """The pool :func:`spawn` uses outside any pool; created on first use.
+
+    It has ``GREENPOOL_HUBS`` hubs (a positive integer; unset or empty: the
+    CPU count). A process patched with ``greenpool.monkey.patch_all()`` runs
+    the threads it starts outside any pool here, so that variable is how many
+    of their blocking calls can overlap. Raises ``ValueError`` naming the
+    variable when its value is not a positive integer.
+    """
     global _default_pool
     with _default_lock:
         pool = _default_pool
         if pool is None or pool._state is not RUNNING:
-            pool = _default_pool = Pool(name="greenpool-default")
+            pool = _default_pool = Pool(default_size(), name="greenpool-default")
         return pool
+
+
+def default_size() -> int:
+    """The default pool's size from ``GREENPOOL_HUBS``, else the CPU count."""
+    raw = os.environ.get(HUBS_ENV, "").strip()
+    if not raw:
+        return os.cpu_count() or 1
+    try:
+        size = int(raw)
+    except ValueError:
+        size = None
+    if size is None or size < 1:
+        raise ValueError(
+            f"{HUBS_ENV}={os.environ[HUBS_ENV]!r} is not a number of hubs: set it to a "
+            f"positive integer such as {os.cpu_count() or 1} (the CPU count), or unset it"
+        )
+    return size
 
 
 def _reset_default_after_fork() -> None:
@@ -64,14 +92,28 @@ def spawn(fn: Callable, /, *args, **kwargs) -> Future:
     greenlet of :func:`run` it is dispatched over the pool; elsewhere it goes
     to :func:`default_pool`, round-robin.
     """
+    pool = dispatching_pool()
+    if pool is not None:
+        return pool.spawn(fn, *args, **kwargs)
+    hub = current_hub()
+    check_callable(fn, "spawn")
+    return hub.pool._spawn_on(hub, fn, args, kwargs)
+
+
+def dispatching_pool() -> Pool | None:
+    """The pool whose dispatcher places a spawn made here; None: it stays on this hub.
+
+    The one pinning rule, shared by :func:`spawn` and patched thread starts:
+    outside any pool, the default pool; in the top-level greenlet of
+    :func:`run`, that run's pool; in any other pool greenlet, None.
+    """
     hub = current_hub()
     if hub is None:
-        return default_pool().spawn(fn, *args, **kwargs)
+        return default_pool()
     pool = hub.pool
     if getcurrent() in pool._toplevel:
-        return pool.spawn(fn, *args, **kwargs)
-    check_callable(fn, "spawn")
-    return pool._spawn_on(hub, fn, args, kwargs)
+        return pool
+    return None
 
 
 def blocking(fn: Callable, /, *args, **kwargs) -> Any:

@@ -1,0 +1,137 @@
+"""An app-level ThreadPoolExecutor of blocking psycopg2 queries: real threads vs patched.
+
+Issue 10's figure: ``ThreadPoolExecutor(8)`` running 2 ms PostgreSQL queries
+(``SELECT pg_sleep(0.002)``) with plain psycopg2, no wait callback, so each
+query is a C call that blocks its thread while releasing the GIL. Each worker
+keeps its own connection (a ``threading.local``), as a thread-style app does.
+
+Three modes, each in its own fresh interpreter (patching is per process):
+
+* ``threads``: unpatched, real OS threads (the reference);
+* ``gevent``: ``gevent.monkey.patch_all()``: every worker is a greenlet on the
+  main thread's hub, so the queries run one at a time;
+* ``greenpool``: ``greenpool.monkey.patch_all()`` with ``GREENPOOL_HUBS``
+  (default 8) hubs: workers started from the main thread are dispatched over
+  the default pool's hubs.
+
+A run does the whole batch once untimed (workers start and connect), then
+times the same batch. Runs alternate between modes; medians are printed with
+the raw figures, and the ratio of each mode's median throughput to real
+threads'.
+
+Usage: python benchmarks/threads.py [--queries 800] [--workers 8] [--runs 5]
+       [--hubs 8] [--modes threads,gevent,greenpool] [--dsn ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+
+DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    mode, dsn, queries, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    if mode == "gevent":
+        from gevent import monkey
+        monkey.patch_all()
+    elif mode == "greenpool":
+        from greenpool import monkey
+        monkey.patch_all()
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg2
+
+    local = threading.local()
+    connections = []
+
+    def query(_):
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = psycopg2.connect(dsn)
+            conn.autocommit = True
+            connections.append(conn)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_sleep(0.002)")
+            cur.fetchall()
+        return threading.get_ident()
+
+    hubs = set()
+
+    def where(_):
+        import greenpool
+        hub = greenpool.current_hub()
+        hubs.add(None if hub is None else hub.index)
+
+    with ThreadPoolExecutor(workers) as executor:
+        list(executor.map(query, range(queries)))  # warm-up: workers start, connect
+        t0 = time.perf_counter()
+        idents = set(executor.map(query, range(queries)))
+        elapsed = time.perf_counter() - t0
+        list(executor.map(where, range(workers * 4)))
+    for conn in connections:
+        conn.close()
+    print(json.dumps({"seconds": elapsed, "threads": len(idents),
+                      "hubs": sorted(h for h in hubs if h is not None)}))
+    """
+)
+
+
+def run_once(mode: str, args) -> dict:
+    env = dict(os.environ, GREENPOOL_HUBS=str(args.hubs))
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, args.dsn, str(args.queries), str(args.workers)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} run failed (exit {proc.returncode}):\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=800)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--hubs", type=int, default=8)
+    parser.add_argument("--modes", default="threads,gevent,greenpool")
+    parser.add_argument("--dsn", default=DSN)
+    args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - {"threads", "gevent", "greenpool"}
+    if unknown:
+        parser.error(f"unknown modes {sorted(unknown)}; choose from threads, gevent, greenpool")
+    raw: dict[str, list[float]] = {m: [] for m in modes}
+    print(
+        f"ThreadPoolExecutor({args.workers}), {args.queries} x SELECT pg_sleep(0.002), "
+        f"GREENPOOL_HUBS={args.hubs}, {args.runs} alternating runs"
+    )
+    for run in range(args.runs):
+        for mode in modes:
+            result = run_once(mode, args)
+            rate = args.queries / result["seconds"]
+            raw[mode].append(rate)
+            print(
+                f"  run {run + 1} {mode:9s} {result['seconds']:.3f} s  {rate:7.0f} queries/s  "
+                f"workers={result['threads']} hubs={result['hubs']}"
+            )
+    medians = {m: statistics.median(v) for m, v in raw.items()}
+    print("medians (queries/s):")
+    for mode in modes:
+        ratio = ""
+        if "threads" in medians and mode != "threads":
+            ratio = f"  {medians[mode] / medians['threads']:.2f}x real threads"
+        print(f"  {mode:9s} {medians[mode]:7.0f}{ratio}  raw {[round(r) for r in raw[mode]]}")
+
+
+if __name__ == "__main__":
+    main()
