@@ -66,6 +66,7 @@ servers, ``hub.threadpool``                     :func:`greenpool.rebind`.
 from __future__ import annotations
 
 import time
+from _thread import TIMEOUT_MAX
 from collections import deque
 from collections.abc import Callable
 from queue import Empty, Full
@@ -91,9 +92,9 @@ __all__ = [
 
 
 class _Entry:
-    """One parked caller: its waiter and what a waker handed it."""
+    """One parked caller: its waiter, what a waker handed it, and since when it waits."""
 
-    __slots__ = ("waiter", "value")
+    __slots__ = ("waiter", "value", "since")
 
     def __init__(self, value: Any = None) -> None:
         if isinstance(getcurrent(), _GeventHub):
@@ -189,53 +190,196 @@ class _HandOffCounter:
         entry.waiter.wake()
 
 
-class Lock(_HandOffCounter):
+#: A waiter that has waited longer than this switches a :class:`Lock` to
+#: starvation mode (direct hand-off), as Go's ``sync.Mutex`` does.
+STARVATION_THRESHOLD = 0.001
+
+
+class Lock:
     """A mutex like ``threading.Lock`` that any hub or thread can wait on cooperatively.
 
-    FIFO: ``release()`` hands the lock to the longest waiter. As with
-    ``threading.Lock`` (and unlike ``RLock``) anyone may release it.
+    The lock itself is a native lock, so the uncontended ``acquire()`` and
+    ``release()`` cost one C call each; waiters queue under a second native
+    lock only when it is contended. The policy is Go's ``sync.Mutex``:
+
+    * normal mode: ``release()`` frees the lock and wakes the longest waiter,
+      which competes with newcomers (barging). A lock released while that
+      waiter's hub is stuck in a blocking call is taken at once by a hub that
+      can run, instead of staying handed to one that cannot (a FIFO hand-off
+      convoys: measured 0.55x the throughput of a native lock);
+    * starvation mode: a woken waiter that lost the race after waiting more
+      than :data:`STARVATION_THRESHOLD` (1 ms) switches the lock to direct
+      hand-off: ``release()`` gives the lock to the head waiter and newcomers
+      queue behind it, until the queue drains or a waiter is served within
+      1 ms. So nobody starves.
+
+    As with ``threading.Lock`` (and unlike ``RLock``) anyone may release it.
     """
 
-    __slots__ = ()
+    __slots__ = ("_inner", "_try", "_free", "_mutex", "_waiters", "_starving", "__weakref__")
 
     def __init__(self) -> None:
-        super().__init__(1)
+        inner = allocate_lock()
+        self._inner = inner
+        self._try = inner.acquire  # bound C methods: the fast paths are one call
+        self._free = inner.release
+        self._mutex = allocate_lock()
+        self._waiters: deque[_Entry] = deque()
+        self._starving = False
 
     def __repr__(self) -> str:
-        state = "locked" if self.locked() else "unlocked"
-        return f"<greenpool.Lock {state} waiters={len(self._waiters)}>"
+        state = "locked" if self._inner.locked() else "unlocked"
+        return (
+            f"<{state} {type(self).__module__}.{type(self).__qualname__} object "
+            f"waiters={len(self._waiters)} at {id(self):#x}>"
+        )
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock; False if ``blocking`` is false or ``timeout`` expires first."""
-        return self._acquire(blocking, _lock_timeout(blocking, timeout))
+        if timeout == -1 and self._try(False):
+            return True
+        return self._acquire_slow(blocking, timeout)
+
+    def __enter__(self) -> bool:
+        if self._try(False):
+            return True
+        return self._acquire_slow(True, -1)
 
     def release(self) -> None:
-        """Release the lock, handing it to the longest waiter if there is one."""
+        """Release the lock; wake a waiter (normal mode) or hand it over (starvation)."""
+        if self._starving:
+            return self._release_slow()
+        self._free()  # before looking at the waiters: see _acquire_slow
+        if self._waiters:
+            self._wake_one()
+
+    def __exit__(self, *exc_info) -> None:
+        if self._starving:
+            return self._release_slow()
+        self._free()
+        if self._waiters:
+            self._wake_one()
+
+    def locked(self) -> bool:
+        return self._inner.locked()
+
+    def _at_fork_reinit(self) -> None:
+        # threading calls this in a forked child: the lock is free, nobody waits.
+        self._inner = inner = allocate_lock()
+        self._try = inner.acquire
+        self._free = inner.release
+        self._mutex = allocate_lock()
+        self._waiters = deque()
+        self._starving = False
+
+    # The protocol threading.Condition looks for; for a plain lock it means "held".
+    def _is_owned(self) -> bool:
+        return self._inner.locked()
+
+    def _release_save(self) -> None:
+        self.release()
+
+    def _acquire_restore(self, _state) -> None:
+        self.acquire()
+
+    def _wake_one(self) -> None:
         with self._mutex:
-            if self._value:
-                raise RuntimeError("release unlocked lock")
             if not self._waiters:
-                self._value = 1
                 return
             entry = self._waiters.popleft()
         entry.waiter.wake()
 
-    def locked(self) -> bool:
-        return not self._value
+    def _release_slow(self) -> None:
+        entry = None
+        with self._mutex:
+            waiters = self._waiters
+            if self._starving and waiters:
+                if not self._inner.locked():
+                    raise RuntimeError("release unlocked lock")
+                # Direct hand-off: the lock stays held, now by the head waiter.
+                entry = waiters.popleft()
+                entry.value = True
+                if not waiters or time.monotonic() - entry.since < STARVATION_THRESHOLD:
+                    self._starving = False
+            else:
+                self._starving = False
+                self._free()
+                if waiters:
+                    entry = waiters.popleft()
+        if entry is not None:
+            entry.waiter.wake()
 
-    def __enter__(self) -> bool:
-        return self._acquire(True, None)
-
-    def __exit__(self, *exc_info) -> None:
-        self.release()
-
-    def _is_owned(self) -> bool:
-        # Condition's check for a lock without an owner (the stdlib's trick).
-        if self.acquire(False):
-            self.release()
+    def _acquire_slow(self, blocking: bool, timeout: float) -> bool:
+        deadline = None
+        if not blocking:
+            if timeout != -1:
+                raise ValueError("can't specify a timeout for a non-blocking call")
             return False
-        return True
-
+        if timeout != -1:
+            if timeout < 0:
+                raise ValueError("timeout value must be positive")
+            if timeout > TIMEOUT_MAX:
+                raise OverflowError("timeout value is too large")
+            if self._try(False):
+                return True
+            deadline = time.monotonic() + timeout
+        since = time.monotonic()
+        woken = False
+        while True:
+            entry = _Entry()
+            entry.since = since
+            with self._mutex:
+                # Queue first, then try: a release() frees the lock before it
+                # looks for waiters, so either this try sees the lock free or
+                # that release sees this entry. A woken waiter that lost the
+                # race goes back to the head of the queue (Go's rule) and, once
+                # it has waited past the threshold, turns on starvation mode.
+                if woken:
+                    self._waiters.appendleft(entry)
+                else:
+                    self._waiters.append(entry)
+                if woken or not self._starving:
+                    if self._try(False):
+                        if woken:
+                            self._waiters.popleft()
+                        else:
+                            self._waiters.pop()
+                        return True
+                    if woken and time.monotonic() - since > STARVATION_THRESHOLD:
+                        self._starving = True
+            if deadline is None:
+                left = None
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    left = 0.0
+            try:
+                got = entry.waiter.wait(left)
+            except BaseException:
+                with self._mutex:
+                    queued = _remove(self._waiters, entry)
+                if not queued:
+                    if entry.value:
+                        self.release()  # handed the lock while being killed: pass it on
+                    elif self._try(False):
+                        self.release()  # woken while being killed: wake the next one
+                raise
+            if not got:
+                with self._mutex:
+                    if _remove(self._waiters, entry):
+                        return False
+                # Woken (or handed the lock) just as the timeout expired.
+                if entry.value:
+                    return True
+                if self._try(False):
+                    return True
+                # Someone else holds it; their release wakes the next waiter.
+                return False
+            if entry.value:
+                return True  # handed over in starvation mode
+            if self._try(False):
+                return True
+            woken = True
 
 class Semaphore(_HandOffCounter):
     """A counting semaphore like ``threading.Semaphore``, FIFO, usable across hubs."""
@@ -309,7 +453,11 @@ class RLock:
     """A reentrant lock owned by a greenlet (a plain thread's main greenlet outside hubs).
 
     Like the patched ``threading.RLock``, ownership is per greenlet: two
-    greenlets on one hub exclude each other. Built on :class:`Lock`, so FIFO.
+    greenlets on one hub exclude each other. Built on :class:`Lock`, so it
+    shares its barging/starvation policy. It has the private protocol
+    ``threading.Condition`` and ``threading`` use (``_is_owned``,
+    ``_release_save``, ``_acquire_restore``, ``_recursion_count``,
+    ``_at_fork_reinit``), so it can stand in for ``threading.RLock``.
     """
 
     __slots__ = ("_lock", "_owner", "_count", "__weakref__")
@@ -320,40 +468,53 @@ class RLock:
         self._count = 0
 
     def __repr__(self) -> str:
-        return f"<greenpool.RLock owner={self._owner!r} count={self._count}>"
+        state = "locked" if self._lock.locked() else "unlocked"
+        return (
+            f"<{state} {type(self).__module__}.{type(self).__qualname__} object "
+            f"owner={self._owner!r} count={self._count} at {id(self):#x}>"
+        )
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock, or count one more level if this greenlet holds it already."""
         me = getcurrent()
         if self._owner is me:
             self._count += 1
             return True
-        if not self._lock.acquire(blocking, timeout):
+        lock = self._lock
+        if not (timeout == -1 and lock._try(False)) and not lock._acquire_slow(
+            blocking, timeout
+        ):
             return False
         self._owner = me
         self._count = 1
         return True
 
+    __enter__ = acquire
+
     def release(self) -> None:
+        """Drop one level; the last one releases the lock. Only the owner may."""
         if self._owner is not getcurrent():
             raise RuntimeError("cannot release un-acquired lock")
-        self._count -= 1
-        if not self._count:
+        self._count = count = self._count - 1
+        if not count:
             self._owner = None
             self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-    __enter__ = acquire
 
     def __exit__(self, *exc_info) -> None:
         self.release()
 
-    # The protocol threading.Condition uses; Condition below uses it too.
+    def locked(self) -> bool:
+        return self._lock.locked()
+
     def _is_owned(self) -> bool:
         return self._owner is getcurrent()
 
+    def _recursion_count(self) -> int:
+        return self._count if self._owner is getcurrent() else 0
+
     def _release_save(self) -> tuple:
+        if not self._count or self._owner is not getcurrent():
+            raise RuntimeError("cannot release un-acquired lock")
         state = (self._count, self._owner)
         self._count = 0
         self._owner = None
@@ -363,6 +524,11 @@ class RLock:
     def _acquire_restore(self, state: tuple) -> None:
         self._lock.acquire()
         self._count, self._owner = state
+
+    def _at_fork_reinit(self) -> None:
+        self._lock._at_fork_reinit()
+        self._owner = None
+        self._count = 0
 
 
 class Condition:

@@ -79,7 +79,34 @@ def test_lock_is_fifo_across_hubs(pool):
     assert order == list(range(8))
 
 
-def test_lock_release_hands_the_lock_to_a_waiter_no_barging(pool):
+def test_lock_release_frees_it_for_a_newcomer_while_the_woken_waiter_is_not_running(pool):
+    """Normal mode barges: a hub stuck elsewhere does not keep the lock from runnable ones."""
+    lock = sync.Lock()
+    stuck, let_go = threading.Event(), sync.Event()
+
+    def waiter_on_a_stuck_hub():
+        def block_the_hub():
+            stuck.wait(WAIT)  # a native wait: the hub's thread is stuck, like a C call
+
+        greenpool.spawn(block_the_hub)
+        assert lock.acquire(timeout=WAIT)
+        assert let_go.wait(WAIT)
+        lock.release()
+
+    lock.acquire()
+    waiting = pool.spawn_on(1, waiter_on_a_stuck_hub)
+    wait_until(lambda: len(lock._waiters) == 1)
+    lock.release()  # wakes the waiter, whose hub cannot run it now
+    assert pool.spawn_on(2, lock.acquire, False).result(WAIT) is True  # another hub takes it
+    lock.release()
+    stuck.set()
+    let_go.set()
+    assert waiting.result(WAIT) is None
+    assert not lock.locked() and not lock._starving
+
+
+def test_lock_waiter_that_lost_the_race_after_1ms_gets_a_direct_hand_off(pool):
+    """Starvation mode (Go's sync.Mutex): no barging until the starving waiter is served."""
     lock = sync.Lock()
     let_go = sync.Event()
 
@@ -91,9 +118,15 @@ def test_lock_release_hands_the_lock_to_a_waiter_no_barging(pool):
     lock.acquire()
     waiting = pool.spawn_on(1, waiter)
     wait_until(lambda: len(lock._waiters) == 1)
+    time.sleep(2 * sync.STARVATION_THRESHOLD)  # the waiter has now waited past the threshold
     lock.release()
-    # The lock now belongs to the waiter, even before its hub has woken it.
+    assert lock.acquire(blocking=False) is True  # barged in before the woken waiter ran
+    wait_until(lambda: lock._starving, what="the woken waiter to lose and turn starvation on")
+    assert len(lock._waiters) == 1  # back at the head of the queue
+    lock.release()  # hands the lock over: it stays locked, now owned by the waiter
+    assert lock.locked() and not lock._waiters
     assert lock.acquire(blocking=False) is False
+    assert not lock._starving  # the queue drained: back to normal mode
     let_go.set()
     waiting.result(WAIT)
     assert not lock.locked()
