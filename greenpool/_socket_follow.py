@@ -1,5 +1,239 @@
-"""Placeholder: filled in by the issue-10 work (see greenpool/monkey.py)."""
+"""Gevent sockets follow the greenlet that uses them (part of ``greenpool.monkey``).
+
+A gevent socket belongs to one hub: its ``hub`` and its two libev I/O watchers
+live on that hub's loop, so a thread-style app that shares a socket (through a
+``requests.Session``, a redis-py pool, a DB driver's connection pool) between
+hubs fails with "Cannot switch to a different thread". After :func:`install`,
+the socket *moves*, in place, to the hub of whichever greenlet has to wait on
+it: same object, same descriptor, same buffered bytes (``makefile()``), same
+OpenSSL state. Only the wait path and close/shutdown are patched: a send or
+receive that does not have to wait never looks at the hub, and a wait on the
+socket's own hub costs one identity check more than gevent's.
+
+The move is safe only while nothing waits on the old hub's watchers: they are
+inactive, so they are in no loop and can be dropped from any thread (libev's
+``ev_io_stop`` on an inactive watcher touches nothing, and the cython
+watcher's dealloc never touches its loop). A dropped watcher is pointed at a
+destroyed loop, so a greenlet that still held it (a racing use from its old
+hub) fails at once instead of waiting on a watcher nobody will wake.
+
+Two greenlets on different hubs waiting on one socket at the same time is
+refused with :class:`ConcurrentSocketUseError`, as gevent refuses two waiting
+greenlets on one hub (``ConcurrentObjectUseError``).
+"""
+
+from __future__ import annotations
+
+from gevent import _socketcommon
+from gevent._hub_local import get_hub_if_exists
+from gevent._hub_local import get_hub_noargs as get_hub
+from gevent._hub_primitives import wait_on_socket as _gevent_wait
+from gevent.exceptions import ConcurrentObjectUseError
+from gevent.monkey import get_original
+
+from greenpool.errors import WrongHubError
+
+__all__ = ["ConcurrentSocketUseError", "install", "installed", "adopt"]
+
+_RLock = get_original("_thread", "RLock")
+_move_lock = _RLock()
+_Mixin = _socketcommon.SocketMixin
+_installed = False
+_originals: dict[str, object] = {}
+_dead_loops: dict[type, object] = {}
+
+
+class ConcurrentSocketUseError(WrongHubError, ConcurrentObjectUseError):
+    """Greenlets on two hubs waited on one socket at the same time.
+
+    A ``WrongHubError`` for greenpool code and a gevent
+    ``ConcurrentObjectUseError`` (what one hub raises for the same bug), but
+    deliberately not an ``OSError``: connection pools catch ``OSError`` as a
+    network failure and would retry the shared socket, hiding the bug.
+    """
+
+
+def installed() -> bool:
+    """True once :func:`install` ran: sockets move to the hub that waits on them."""
+    return _installed
+
+
+def _hub_name(hub) -> str:
+    if hub is None:
+        return "a thread without a hub"
+    owner = getattr(hub, "greenpool_hub", None)
+    if owner is not None:
+        return f"hub {owner.name!r}"
+    return f"the gevent hub of thread {getattr(hub, 'thread_ident', '?')}"
+
+
+def _busy_error(sock, owner, hub) -> ConcurrentSocketUseError:
+    return ConcurrentSocketUseError(
+        f"{sock!r} is in use by a greenlet on {_hub_name(owner)} while a greenlet on "
+        f"{_hub_name(hub)} tries to use it: one socket serves one caller at a time, as "
+        "between threads; give each its own connection (a pool does), or hand it over "
+        "only when the other is done with it"
+    )
+
+
+def _loop_alive(loop) -> bool:
+    try:
+        return bool(loop.ptr)
+    except Exception:  # a loop implementation without ``ptr``: assume alive
+        return True
+
+
+def _dead_loop(loop, fd: int):
+    """A destroyed loop of ``loop``'s class: watchers pointed at it refuse to start.
+
+    False where the loop implementation does not refuse (then retired watchers
+    are only dropped).
+    """
+    cls = type(loop)
+    dead = _dead_loops.get(cls)
+    if dead is None:
+        dead = False
+        try:
+            candidate = cls(default=False)
+            candidate.destroy()
+            probe = loop.io(fd, 1)
+            probe.loop = candidate
+            try:
+                probe.start(id)
+            except ValueError:
+                dead = candidate  # refused, as a retired watcher must
+            else:  # pragma: no cover - an implementation that ignores its loop
+                probe.loop = loop
+                probe.stop()
+        except Exception:  # pragma: no cover - e.g. libuv: no retirement
+            dead = False
+        _dead_loops[cls] = dead
+    return dead
+
+
+def _busy(watcher) -> bool:
+    return watcher.callback is not None or watcher.active or watcher.pending
+
+
+def adopt(sock, hub=None):
+    """Move ``sock`` to ``hub`` (the caller's by default) in place; return ``sock``.
+
+    Raises :class:`ConcurrentSocketUseError` when a greenlet on a live hub
+    still waits on it. A closed socket is left as it is.
+    """
+    if hub is None:
+        hub = get_hub()
+    with _move_lock:
+        old = sock.hub
+        if old is hub:
+            return sock
+        read, write = sock._read_event, sock._write_event
+        if read is None or write is None:
+            return sock  # closed or detached: its methods raise EBADF themselves
+        fd = sock._sock.fileno()
+        if fd < 0:
+            return sock
+        alive = old is not None and _loop_alive(old.loop)
+        dead = _dead_loop(read.loop, fd)
+        new_read = hub.loop.io(fd, 1)
+        new_write = hub.loop.io(fd, 2)
+        if not read.ref:
+            new_read.ref = new_write.ref = False
+        # From the check to the swap, only attribute reads and writes: the old
+        # hub's thread (which does not take the lock) cannot start a watcher in
+        # between without the re-check seeing it.
+        if alive and (_busy(read) or _busy(write)):
+            raise _busy_error(sock, old, hub)
+        if dead:
+            read.loop = write.loop = dead
+            if alive and (_busy(read) or _busy(write)):
+                read.loop = write.loop = old.loop  # started just before: undo
+                raise _busy_error(sock, old, hub)
+        sock._read_event, sock._write_event = new_read, new_write
+        sock.hub = hub
+        return sock
+
+
+def _wait(self, watcher, timeout_exc=None):
+    """``SocketMixin._wait``: move to the waiting greenlet's hub first if needed."""
+    hub = get_hub()
+    if self.hub is not hub:
+        adopt(self, hub)
+        if watcher is not None and watcher.events & 2:
+            watcher = self._write_event
+        else:
+            watcher = self._read_event
+    try:
+        _gevent_wait(self, watcher, timeout_exc)
+    except ValueError:
+        # A watcher retired by a move from another hub while this greenlet was
+        # about to wait on it: the two are using the socket at the same time.
+        if watcher is not None and watcher.loop is _dead_loops.get(type(watcher.loop)):
+            raise _busy_error(self, self.hub, hub) from None
+        raise
+
+
+def _drop_events_and_close(self, closefd=True, _cancel_wait_ex=_socketcommon.cancel_wait_ex):
+    """``SocketMixin._drop_events_and_close`` that never touches another thread's loop."""
+    hub = get_hub_if_exists()
+    old = self.hub
+    if old is hub and old is not None and _loop_alive(old.loop):
+        return _originals["_drop_events_and_close"](self, closefd, _cancel_wait_ex)
+    with _move_lock:
+        read, write = self._read_event, self._write_event
+        alive = old is not None and _loop_alive(old.loop)
+        busy = alive and any(w is not None and _busy(w) for w in (read, write))
+        if busy:
+            owner = getattr(old, "greenpool_hub", None)
+            if owner is None or not owner.is_alive():
+                raise _busy_error(self, old, hub)
+            # Its waiter must be woken on its own loop (gevent's close semantics:
+            # it gets EBADF); the owning greenpool hub runs the real close.
+            self._read_event = self._write_event = None
+            owner.call_soon_threadsafe(
+                old.cancel_waits_close_and_then,
+                (read, write), _cancel_wait_ex,
+                self._drop_ref_on_close if closefd else id, self._sock,
+            )
+            return None
+        self._read_event = self._write_event = None
+        fd = self._sock.fileno()
+        for watcher in (read, write):
+            if watcher is not None and fd >= 0:
+                dead = _dead_loop(watcher.loop, fd)
+                if dead:
+                    watcher.loop = dead
+    # No watcher of any loop we know waits on it: close the descriptor directly
+    # (gevent's closing_fd() dance exists to wake such waiters).
+    if closefd:
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+    return None
+
+
+def _shutdown(self, how):
+    """``SocketMixin.shutdown``: from another hub, let the kernel wake its waiters."""
+    hub = self.hub
+    if hub is get_hub_if_exists() and hub is not None and _loop_alive(hub.loop):
+        return _originals["shutdown"](self, how)
+    # shutdown() makes the descriptor readable/writable: a waiter on the owning
+    # hub wakes through its own loop, which this thread must not touch.
+    return self._sock.shutdown(how)
 
 
 def install() -> None:
-    """Idempotent: install this piece of greenpool.monkey.patch_all()."""
+    """Idempotent: patch gevent's socket wait and close paths so sockets follow their user."""
+    global _installed
+    with _move_lock:
+        if _installed:
+            return
+        for name, replacement in (
+            ("_wait", _wait),
+            ("_drop_events_and_close", _drop_events_and_close),
+            ("shutdown", _shutdown),
+        ):
+            _originals[name] = _Mixin.__dict__[name]
+            setattr(_Mixin, name, replacement)
+        _installed = True
