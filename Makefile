@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test stress bench loadtest lint clean
+.PHONY: demo test stress bench loadtest lint docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PIP) install -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-docs: pyproject.toml | $(PY)
+	$(PIP) install -e '.[docs]'
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(PY)
@@ -42,7 +46,13 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/plot.py
 
 lint: $(VENV)/.installed-test
-	$(PY) -m ruff check greenpool tests benchmarks examples loadtests
+	$(PY) -m ruff check greenpool tests benchmarks examples loadtests docs/hooks.py
+	$(PY) -m mypy greenpool/
+
+# The documentation site, built strictly into site/: a broken link, a missing reference
+# or a docstring that does not render fails the build (mkdocs names the page).
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info loadtests/reports
+	rm -rf $(VENV) build dist site *.egg-info loadtests/reports

@@ -1,0 +1,169 @@
+"""The docs cannot rot: their code runs, their reference covers the API, their build is strict.
+
+* Every ``python`` block of the tutorial, the how-to guides and the other prose pages
+  runs in a fresh interpreter (tests/docblocks.py has the conventions); blocks marked
+  ``<!-- test: skip ... -->`` are compiled only.
+* Every name in ``greenpool.__all__`` has a ``::: ...`` directive in docs/reference/,
+  and every directive names something that exists.
+* The CLI reference is rendered from the parser, and the gunicorn settings table names
+  every setting the worker reads.
+* With the ``docs`` extra installed (``make docs``), the strict build passes, and a
+  broken reference or link fails it with a message naming the page.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.docblocks import ROOT, check_block, python_blocks
+
+DOCS = ROOT / "docs"
+REFERENCE = DOCS / "reference"
+PROSE = sorted(p for p in DOCS.rglob("*.md") if REFERENCE not in p.parents)
+BLOCKS = [block for page in PROSE for block in python_blocks(page)]
+RUNNABLE = [b for b in BLOCKS if b.skip is None]
+DIRECTIVE = re.compile(r"^:::\s+([\w.]+)\s*$", re.M)
+
+
+def _directives() -> list[str]:
+    return [t for page in sorted(REFERENCE.glob("*.md")) for t in DIRECTIVE.findall(page.read_text())]
+
+
+def test_the_guides_have_code_that_runs():
+    tutorial = [b for b in RUNNABLE if "tutorial" in b.path.parts]
+    guides = [b for b in RUNNABLE if "how-to" in b.path.parts]
+    assert len(tutorial) >= 8 and len(guides) >= 8, (len(tutorial), len(guides))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
+def test_docs_code_block_runs(block, tmp_path):
+    check_block(block, tmp_path)
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+def test_docs_code_block_compiles(block):
+    compile(block.code, block.id, "exec")
+
+
+def test_every_public_name_is_in_the_reference():
+    import greenpool
+
+    documented = {target.rsplit(".", 1)[-1] for target in _directives()}
+    missing = sorted(set(greenpool.__all__) - documented)
+    assert not missing, f"names in greenpool.__all__ with no ::: directive in docs/reference: {missing}"
+
+
+def test_every_reference_directive_names_something_real():
+    for target in _directives():
+        parts = target.split(".")
+        for cut in range(len(parts), 0, -1):
+            name = ".".join(parts[:cut])
+            if importlib.util.find_spec(name) is not None:
+                obj = importlib.import_module(name)
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)  # AttributeError names the broken directive
+                break
+        else:
+            pytest.fail(f"::: {target}: no such module")
+
+
+def test_modules_the_issue_names_are_in_the_reference():
+    targets = set(_directives())
+    for module in ("greenpool.monkey", "greenpool.wsgi", "greenpool.gunicorn"):
+        assert any(t == module or t.startswith(module + ".") for t in targets), module
+
+
+def _load_hooks():
+    spec = importlib.util.spec_from_file_location("greenpool_docs_hooks", DOCS / "hooks.py")
+    if importlib.util.find_spec("mkdocs") is None:
+        pytest.skip("mkdocs is not installed (make docs installs the docs extra)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_reference_is_rendered_from_the_parser():
+    from greenpool.__main__ import build_parser
+
+    assert "<!-- greenpool:cli -->" in (REFERENCE / "cli.md").read_text()
+    rendered = _load_hooks().render_cli()
+    parser = build_parser()
+    wsgi = next(a for a in parser._actions if a.choices and "wsgi" in a.choices).choices["wsgi"]
+    for action in wsgi._actions:
+        for option in action.option_strings:
+            assert f"`{option}`" in rendered, option
+        if action.help:
+            assert " ".join(action.help.split())[:40] in rendered, action.help
+
+
+def test_gunicorn_settings_table_covers_what_the_worker_reads():
+    page = (REFERENCE / "gunicorn.md").read_text()
+    table = set(re.findall(r"^\| `(\w+)`", page, re.M))
+    source = (ROOT / "greenpool" / "gunicorn.py").read_text()
+    read = set(re.findall(r"\bcfg\.(\w+)", source))
+    assert read <= table, f"gunicorn settings the worker reads but docs/reference/gunicorn.md " \
+                          f"does not list: {sorted(read - table)}"
+    config = pytest.importorskip("gunicorn.config")
+    known = {cls.name for cls in config.KNOWN_SETTINGS} | {"is_ssl"}
+    assert table <= known, f"not gunicorn settings: {sorted(table - known)}"
+
+
+# -- the build itself (needs the docs extra) --------------------------------------------
+
+
+def _mkdocs() -> list[str]:
+    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None:
+        pytest.skip("the docs extra is not installed (make docs installs it)")
+    return [sys.executable, "-m", "mkdocs"]
+
+
+def _build(config: Path, site: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*_mkdocs(), "build", "--strict", "--config-file", str(config), "--site-dir", str(site)],
+        capture_output=True, text=True, timeout=120, cwd=config.parent,
+        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+
+
+@pytest.mark.timeout(150)
+def test_docs_build_strictly(tmp_path):
+    result = _build(ROOT / "mkdocs.yml", tmp_path / "site")
+    assert result.returncode == 0, result.stdout + result.stderr
+    site = tmp_path / "site"
+    assert (site / "reference" / "api" / "index.html").is_file()
+    cli = (site / "reference" / "cli" / "index.html").read_text()
+    assert "--graceful-timeout" in cli
+    assert (site / "assets" / "benchmarks" / "servers.png").is_file()
+
+
+@pytest.mark.timeout(150)
+def test_broken_reference_fails_the_build_naming_the_page(tmp_path):
+    copy = tmp_path / "repo"
+    copy.mkdir()
+    shutil.copytree(DOCS, copy / "docs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
+    (copy / "benchmarks").symlink_to(ROOT / "benchmarks")
+    (copy / "greenpool").symlink_to(ROOT / "greenpool")
+    broken = copy / "docs" / "how-to" / "shutdown.md"
+    broken.write_text(broken.read_text() + "\n\nSee [nowhere](no-such-page.md).\n")
+    result = _build(copy / "mkdocs.yml", tmp_path / "site")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "how-to/shutdown.md" in output and "no-such-page.md" in output, output
+
+    broken.write_text(broken.read_text().replace("[nowhere](no-such-page.md)", "nothing"))
+    api = copy / "docs" / "reference" / "api.md"
+    api.write_text(api.read_text() + "\n::: greenpool.NoSuchName\n")
+    result = _build(copy / "mkdocs.yml", tmp_path / "site2")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "greenpool.NoSuchName" in output and "reference/api.md" in output, output
