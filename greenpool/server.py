@@ -28,8 +28,7 @@ import errno
 import functools
 import logging
 import socket as _socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -45,7 +44,7 @@ from greenpool.future import Future
 from greenpool.hub import current_hub
 from greenpool.pool import Pool
 
-__all__ = ["DEFAULT_SPREAD", "SPREADS", "Server", "idle", "serve"]
+__all__ = ["DEFAULT_SPREAD", "SPREADS", "Server", "idle", "idle_scope", "serve"]
 
 log = logging.getLogger("greenpool")
 
@@ -94,8 +93,27 @@ class _Connection:
 _current: ContextVar[_Connection | None] = ContextVar("greenpool_connection", default=None)
 
 
-@contextmanager
-def idle() -> Iterator[None]:
+class _IdleScope:
+    """The context manager :func:`idle` and :func:`idle_scope` return; reusable."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: _Connection | None) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            if conn.server._stopping:
+                raise GreenletExit
+            conn.idle = True
+
+    def __exit__(self, *exc_info) -> None:
+        if self.conn is not None:
+            self.conn.idle = False
+
+
+def idle() -> _IdleScope:
     """Mark the calling connection idle (waiting for its next request) during the block.
 
     A graceful :meth:`Server.stop` closes idle connections at once instead of
@@ -104,17 +122,16 @@ def idle() -> Iterator[None]:
     server is stopping raises ``GreenletExit``, which ends the handler and
     closes the connection. Outside a connection handler it does nothing.
     """
-    conn = _current.get()
-    if conn is None:
-        yield
-        return
-    conn.idle = True
-    try:
-        if conn.server._stopping:
-            raise GreenletExit
-        yield
-    finally:
-        conn.idle = False
+    return _IdleScope(_current.get())
+
+
+def idle_scope() -> _IdleScope:
+    """:func:`idle` for the calling connection, made once and entered once per wait.
+
+    For protocol handlers that wait between requests on every request: the
+    connection is looked up once, not on every ``with``.
+    """
+    return _IdleScope(_current.get())
 
 
 def _check_positive(name: str, value, kind=(int,), allow_none: bool = True):
@@ -176,8 +193,8 @@ def _listen(family: int, sockaddr: tuple, backlog: int, reuseport: bool):
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         if family in (_socket.AF_INET, _socket.AF_INET6):
             # Accepted sockets inherit it (Linux). Without it a response sent
-            # in two writes (pywsgi: headers, then body) waits ~40 ms for the
-            # client's delayed ACK on every keep-alive request (Nagle).
+            # in two writes (a streamed head, then its body) waits ~40 ms for
+            # the client's delayed ACK on every keep-alive request (Nagle).
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         if reuseport:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)

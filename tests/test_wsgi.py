@@ -1,4 +1,4 @@
-"""greenpool.wsgi: HTTP over real sockets, served by pywsgi on every hub."""
+"""greenpool.wsgi: HTTP over real sockets, served by greenpool's HTTP core on every hub."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import pytest
 
 import greenpool
 from greenpool import wsgi
+from greenpool.http.body import IncompleteBody, Input
+from greenpool.http.parser import Limits, RequestParser
 from tests.helpers import make_certificate, raw_request
 from tests.test_server import client_context, recv_exactly
 
@@ -248,6 +250,9 @@ def test_bad_app_and_access_log_are_type_errors():
         wsgi.serve(hello, access_log=42)
 
 
+CHUNKED_POST = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
 def chunked(*pieces: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
@@ -273,14 +278,15 @@ def test_content_length_over_max_body_size_gets_413_before_the_app_runs(serve, c
 
     server = serve(app, max_body_size=10)
     with caplog.at_level(logging.WARNING, logger="greenpool.wsgi"):
-        reply = raw_request(server.address, b"POST /big HTTP/1.1\r\nContent-Length: 11\r\n"
+        reply = raw_request(server.address, b"POST /big HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 11\r\n"
                             b"Expect: 100-continue\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 413 ")
     assert b"100 Continue" not in reply  # refused before the client sends the body
     assert calls == []
     assert "over max_body_size 10" in caplog.text
     # at the limit is fine, and so is the server afterwards
-    reply = raw_request(server.address, b"POST /ok HTTP/1.1\r\nConnection: close\r\n"
+    reply = raw_request(server.address, b"POST /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                         b"Content-Length: 10\r\n\r\n0123456789")
     assert reply.startswith(b"HTTP/1.1 200 ") and b"0123456789" in reply
     assert calls == ["/ok"]
@@ -288,14 +294,14 @@ def test_content_length_over_max_body_size_gets_413_before_the_app_runs(serve, c
 
 def test_chunked_body_over_max_body_size_gets_413_when_the_app_reads_it(serve):
     server = serve(echo_body, max_body_size=8)
-    reply = raw_request(server.address, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    reply = raw_request(server.address, CHUNKED_POST
                         + chunked(b"1234", b"5678", b"9"))
     assert reply.startswith(b"HTTP/1.1 413 ")
     assert b"got" not in reply
     # exactly at the limit: answered, and the connection stays usable (keep-alive)
     with socket.create_connection(server.address, timeout=10) as sock:
         for _ in range(2):
-            sock.sendall(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            sock.sendall(CHUNKED_POST
                          + chunked(b"1234", b"5678"))
             head = b""
             while b"0\r\n\r\n" not in head:
@@ -303,20 +309,34 @@ def test_chunked_body_over_max_body_size_gets_413_when_the_app_reads_it(serve):
             assert head.startswith(b"HTTP/1.1 200 ") and b"got " in head and b"12345678" in head
 
 
+def body_reader(raw: bytes, limit: int | None, read_size: int = 4096):
+    """``(wsgi.input, stream)`` for the request ``raw``, read ``read_size`` bytes at a time."""
+    stream = io.BytesIO(raw)
+    parser = RequestParser(Limits(max_body_size=limit))
+    parser.feed(stream.read(len(raw.partition(b"\r\n\r\n")[0]) + 4))
+    request = parser.ready.popleft()
+
+    def pull():
+        data = stream.read(read_size)
+        if not data:
+            raise IncompleteBody("end of stream")
+        parser.feed(data)
+
+    return Input(request, pull), stream
+
+
 def test_chunked_body_over_the_limit_is_never_buffered_past_it():
-    """An app reading wsgi.input whole gets BodyTooLarge after at most limit + 1 bytes."""
+    """An app reading wsgi.input whole gets BodyTooLarge after at most limit + 1 chunk."""
     limit = 1000
-    body = chunked(*[b"y" * 4096] * 64)  # 256 KiB in 4 KiB chunks
-    stream = io.BytesIO(body)
-    limited = wsgi._LimitedInput(stream, None, chunked_input=True, limit=limit)
+    head = CHUNKED_POST
+    body, stream = body_reader(head + chunked(*[b"y" * 4096] * 64), limit)  # 256 KiB
     with pytest.raises(wsgi.BodyTooLarge, match="over 1000 bytes"):
-        limited.read()
-    assert stream.tell() < limit + 4096 + 64  # read into the first chunk that crossed it
-    limited = wsgi._LimitedInput(io.BytesIO(chunked(b"a\n", b"bc\n")), None,
-                                 chunked_input=True, limit=5)
-    assert limited.readline() == b"a\n"
-    assert limited.read(3) == b"bc\n"
-    assert limited.read() == b""
+        body.read()
+    assert stream.tell() < len(head) + limit + 4096 + 64  # read into the chunk that crossed it
+    body, _ = body_reader(head + chunked(b"a\n", b"bc\n"), 5, read_size=3)
+    assert body.readline() == b"a\n"
+    assert body.read(3) == b"bc\n"
+    assert body.read() == b""
 
 
 def test_app_that_answered_without_reading_an_oversized_chunked_body_closes_the_connection(
@@ -324,8 +344,8 @@ def test_app_that_answered_without_reading_an_oversized_chunked_body_closes_the_
 ):
     server = serve(hello, max_body_size=4)
     with caplog.at_level(logging.WARNING, logger="greenpool.wsgi"):
-        reply = raw_request(server.address, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                            + chunked(b"x" * 100) + b"GET / HTTP/1.1\r\n\r\n")
+        reply = raw_request(server.address, CHUNKED_POST
+                            + chunked(b"x" * 100) + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     # the app's own answer, once: the rest of the stream is not parsed as a second request
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert reply.count(b"HTTP/1.1 ") == 1
@@ -351,7 +371,7 @@ def test_app_that_swallows_body_too_large_cannot_let_the_rest_of_the_body_in_as_
 
     server = serve(catching, max_body_size=8)
     hidden = b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
-    reply = raw_request(server.address, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    reply = raw_request(server.address, CHUNKED_POST
                         + chunked(b"123456789" + hidden))
     assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
     assert served == ["/"]
@@ -363,7 +383,7 @@ def test_app_error_with_an_unread_oversized_body_is_still_a_logged_500(serve, ca
 
     server = serve(broken_without_reading, max_body_size=4)
     with caplog.at_level(logging.WARNING, logger="greenpool.wsgi"):
-        reply = raw_request(server.address, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        reply = raw_request(server.address, CHUNKED_POST
                             + chunked(b"x" * 100))
     assert reply.startswith(b"HTTP/1.1 500 ")
     assert "WSGI application failed" in caplog.text and "application exploded" in caplog.text

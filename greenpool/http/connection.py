@@ -1,0 +1,570 @@
+"""One HTTP/1.1 connection running a WSGI app (PEP 3333), on a gevent socket.
+
+:func:`serve_connection` reads requests with :class:`~greenpool.http.parser.RequestParser`,
+calls the app once per request and frames its response; a :class:`Service`
+holds what all connections of one server share (app, base environ, limits,
+logs) and the hooks through which a server (``greenpool.wsgi``, the gunicorn
+worker) takes part: waiting between requests, counting requests, access log.
+
+The hot path, per request: parse (llhttp, callbacks into plain attributes), a
+copy of the connection's base environ, the app, and for a list result one
+``sendall`` of head and body. Nothing is spawned per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
+
+from gevent.socket import socket as GeventSocket
+from greenlet import GreenletExit
+
+from greenpool.http.body import BodyTooLarge, IncompleteBody, Input, InvalidBody
+from greenpool.http.parser import HTTPError, Limits, Request, RequestParser
+from greenpool.http.response import FileWrapper, check_headers, check_status, date_header
+
+__all__ = ["Service", "error_response", "serve_connection"]
+
+log = logging.getLogger("greenpool.wsgi")
+
+#: Bytes read from the socket at a time.
+RECV_SIZE = 65536
+#: After refusing a request, how long (seconds) and how much (bytes) of what
+#: the client is still sending to read and drop before closing, so that it
+#: reads the refusal instead of a connection reset ("lingering close", as
+#: nginx does): closing with unread input makes the kernel send a reset.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 2**20
+#: Unread request body the server reads and drops after a response to keep
+#: the connection; past it the connection is closed.
+DISCARD_BYTES = 2**20
+
+_REASONS = {
+    400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
+    414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 505: "HTTP Version Not Supported",
+}
+
+
+def error_response(status: int) -> bytes:
+    """A complete, closing response with an empty body, for refusals."""
+    return (b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            % (status, _REASONS[status].encode("ascii")))
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_HTTP11 = b"HTTP/1.1 "
+_CRLF = b"\r\n"
+_CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+# Request header name -> environ key; bounded (names are the client's choice).
+_ENV_KEYS: dict[bytes, str | None] = {b"content-type": "CONTENT_TYPE",
+                                      b"content-length": "CONTENT_LENGTH"}
+_ENV_KEYS_MAX = 2048
+
+
+def _env_key(name: bytes) -> str | None:
+    """The environ key of a request header name; None for names with ``_`` (dropped).
+
+    Dropped because ``X_Forwarded_For`` would otherwise arrive as
+    ``HTTP_X_FORWARDED_FOR``, spoofing what a proxy in front sets.
+    """
+    if name in _ENV_KEYS:
+        return _ENV_KEYS[name]
+    text = name.decode("latin-1")
+    upper = text.upper().replace("-", "_")
+    if upper in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        key: str | None = upper
+    else:
+        key = None if "_" in text else "HTTP_" + upper
+    if len(_ENV_KEYS) < _ENV_KEYS_MAX:
+        _ENV_KEYS[name] = key
+    return key
+
+
+class Service:
+    """What the connections of one server share, and the hooks a server overrides.
+
+    ``environ`` is the base environ (``SERVER_NAME``, ``SERVER_PORT``,
+    ``wsgi.url_scheme``...), copied for every request. ``access_log`` is None,
+    a file-like object with ``write``, or a ``logging.Logger``.
+    """
+
+    #: Seconds to wait for a request head (None: only the socket's timeout).
+    head_timeout: float | None = None
+    #: Sent when a request head is cut short by a timeout (None: just close).
+    timeout_response: bytes | None = error_response(408)
+
+    def __init__(self, app: Callable, environ: dict, limits: Limits, access_log=None) -> None:
+        self.app = app
+        self.limits = limits
+        self.environ = {
+            "wsgi.version": (1, 0),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.url_scheme": "http",
+            "SCRIPT_NAME": "",
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_SOFTWARE": "greenpool",
+            **environ,
+        }
+        self._access_write = _access_writer(access_log)
+        if self._access_write is None and type(self).access is Service.access:
+            self.access = None  # type: ignore[assignment]  # skipped per request
+
+    def waiting(self) -> contextlib.AbstractContextManager:
+        """A reusable context manager entered while a connection waits for its next request."""
+        from greenpool.server import idle_scope
+
+        return idle_scope()
+
+    #: Called before each request's app call; returns False to close after
+    #: the response (None: always keep alive when the client does).
+    before_request: Callable[[dict], bool] | None = None
+
+    def access(self, environ: dict, status: str, headers: list, sent: int,
+               seconds: float) -> None:
+        """Log one request: ``client - - [time] "request line" status bytes seconds``."""
+        line = (
+            f'{environ.get("REMOTE_ADDR", "-")} - - [{time.strftime("%d/%b/%Y %H:%M:%S")}] '
+            f'"{environ["REQUEST_METHOD"]} {environ["RAW_URI"]} {environ["SERVER_PROTOCOL"]}" '
+            f'{status.split(" ", 1)[0]} {sent} {seconds:.6f}\n'
+        )
+        self._access_write(line)
+
+
+def _access_writer(access_log) -> Callable[[str], None] | None:
+    if access_log is None:
+        return None
+    if hasattr(access_log, "write"):
+        return access_log.write
+    if hasattr(access_log, "log"):  # a logging.Logger
+        return lambda line: access_log.info("%s", line.rstrip("\n"))
+    raise TypeError(
+        "access_log must be None, a file-like object with write(), or a logging.Logger; "
+        f"got {type(access_log).__name__}"
+    )
+
+
+class _ClientGone(ConnectionError):
+    """Writing to the client failed: the connection is over, quietly."""
+
+
+def serve_connection(service: Service, sock, addr) -> None:
+    """Serve HTTP requests on ``sock`` until the client or the server closes it."""
+    _Connection(service, sock, addr).run()
+
+
+class _Connection:
+    """The state of one connection and of the request it is serving."""
+
+    __slots__ = (
+        "service", "sock", "addr", "parser", "base", "plain", "waiting", "start_response",
+        "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
+        "no_body", "continue_sent",
+    )
+
+    def __init__(self, service: Service, sock, addr) -> None:
+        self.service = service
+        self.sock = sock
+        self.addr = addr
+        self.parser = RequestParser(service.limits)
+        base = self.base = service.environ.copy()
+        if isinstance(addr, tuple):
+            base["REMOTE_ADDR"] = addr[0]
+            base["REMOTE_PORT"] = str(addr[1])
+        else:
+            base["REMOTE_ADDR"] = addr or ""
+        self.plain = type(sock) is GeventSocket
+        self.waiting = service.waiting()
+        self.start_response = self._start_response
+        self.pull = self._pull
+
+    # -- the request loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        ready = self.parser.ready
+        try:
+            while True:
+                if not ready and not self._read_head():
+                    return
+                req = ready.popleft()
+                if not self._serve(req):
+                    return
+                if not req.complete and not self._finish_body(req):
+                    return
+        except _ClientGone:
+            return
+
+    def _read_head(self) -> bool:
+        """Read until a request head is ready; False (after any refusal) to close."""
+        parser = self.parser
+        sock = self.sock
+        service = self.service
+        timeout = service.head_timeout
+        if timeout is not None:
+            previous = sock.gettimeout()
+            sock.settimeout(timeout)
+        try:
+            while not parser.ready:
+                if parser.error is not None:
+                    self._refuse(parser.error)
+                    return False
+                if parser.upgraded:
+                    return False
+                try:
+                    if parser.in_head:
+                        data = sock.recv(RECV_SIZE)
+                    else:
+                        with self.waiting:
+                            data = sock.recv(RECV_SIZE)
+                except TimeoutError:
+                    if parser.in_head and service.timeout_response is not None:
+                        self._send_quietly(service.timeout_response)
+                    return False
+                except OSError:
+                    return False
+                if not data:
+                    return False
+                parser.feed(data)
+        finally:
+            if timeout is not None:
+                sock.settimeout(previous)
+        return True
+
+    def _refuse(self, error: HTTPError) -> None:
+        """Answer a refused request and close; bad requests are logged at WARNING."""
+        log.warning("(from %s) %d: %s", self._client(), error.status, error.reason)
+        if self._send_quietly(error_response(error.status)):
+            self._linger()
+
+    def _client(self) -> str:
+        addr = self.addr
+        return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr or "-")
+
+    def _send_quietly(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def _linger(self) -> None:
+        """Stop sending, then read and drop the rest of the request for a bounded time."""
+        sock = self.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            left = LINGER_BYTES
+            while left > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+                data = sock.recv(min(RECV_SIZE, left))
+                if not data:
+                    break
+                left -= len(data)
+        except OSError:  # reset, timeout: nothing more to do for this client
+            pass
+
+    def _finish_body(self, req: Request) -> bool:
+        """After a response: drop the unread rest of the body to keep the connection."""
+        if req.expect_continue and not self.continue_sent:
+            return False  # the client waits for a 100 that never came; it may never send
+        if self.parser.error is None and Input(req, self.pull).discard(DISCARD_BYTES):
+            return True
+        if req.exceeded:
+            log.warning("(from %s) request body over max_body_size %s; closing",
+                        self._client(), self.service.limits.max_body_size)
+        self._linger()
+        return False
+
+    def _pull(self) -> None:
+        """Read once more of the current request's body (``wsgi.input``'s source)."""
+        req = self.req
+        if req.expect_continue and not self.continue_sent and not self.head_sent:
+            self.continue_sent = True
+            self._sendall(_CONTINUE)
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except TimeoutError:
+            raise IncompleteBody("timed out waiting for the request body") from None
+        if not data:
+            raise IncompleteBody("the client closed the connection in the request body")
+        self.parser.feed(data)
+
+    # -- one request -----------------------------------------------------------------
+
+    def _environ(self, req: Request) -> dict:
+        env = self.base.copy()
+        target = req.target
+        raw = target.decode("latin-1")
+        env["RAW_URI"] = env["REQUEST_URI"] = raw
+        if target[:1] != b"/":
+            target = _origin_form(target)
+        path, _, query = target.partition(b"?")
+        if b"#" in query or b"#" in path:
+            path, _, query = target.partition(b"#")[0].partition(b"?")
+        env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+        env["QUERY_STRING"] = query.decode("latin-1")
+        env["REQUEST_METHOD"] = req.method
+        env["SERVER_PROTOCOL"] = "HTTP/" + req.version
+        for name, value in req.headers:
+            key = _ENV_KEYS[name] if name in _ENV_KEYS else _env_key(name)
+            if key is None:
+                continue
+            if key in env and key.startswith("HTTP_"):
+                env[key] += ", " + value.decode("latin-1")
+            else:
+                env[key] = value.decode("latin-1")
+        env["wsgi.input"] = Input(req, self.pull)
+        return env
+
+    def _serve(self, req: Request) -> bool:
+        """Run the app for ``req`` and send its response; False to close the connection."""
+        service = self.service
+        began = time.time() if service.access is not None else 0.0
+        self.req = req
+        self.status = None
+        self.headers = None
+        self.head_sent = False
+        self.chunked = False
+        self.length = None
+        self.sent = 0
+        self.close = not req.keep_alive
+        self.no_body = req.method == "HEAD"
+        self.continue_sent = False
+        env = self._environ(req)
+        if service.before_request is not None and not service.before_request(env):
+            self.close = True
+        result = None
+        try:
+            result = service.app(env, self.start_response)
+            self._send_result(result)
+        except _ClientGone:
+            raise
+        except GreenletExit:
+            raise
+        except Exception as exc:
+            self._app_failed(exc, env)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("close() of the WSGI app's response failed")
+                    self.close = True
+        if service.access is not None:
+            service.access(env, self.status or "500", self.headers or [], self.sent,
+                           time.time() - began)
+        return not self.close
+
+    def _send_result(self, result) -> None:
+        if type(result) is list:
+            if not self.head_sent:
+                body = b"".join(result)
+                head = self._head(len(body))
+                if self.no_body:
+                    self._sendall(head)
+                else:
+                    self._sendall(head + self._frame_known(body))
+                return
+        elif type(result) is FileWrapper and self.plain and not self.head_sent:
+            if self._sendfile(result):
+                return
+        for data in result:
+            if data:
+                self._write(data)
+            elif type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
+                raise TypeError(f"WSGI app yielded {type(data).__name__}, not bytes")
+        if not self.head_sent:
+            self._sendall(self._head(0))
+        elif self.chunked:
+            self._sendall(_LAST_CHUNK)
+        if self.length is not None and self.sent < self.length and not self.no_body:
+            log.warning("WSGI app sent %d of the %d bytes its Content-Length promised; closing",
+                        self.sent, self.length)
+            self.close = True
+
+    def _frame_known(self, body: bytes) -> bytes:
+        """A whole body whose size the head already told: trimmed to a promised length."""
+        length = self.length
+        self.sent = len(body)
+        if length is not None and len(body) != length:
+            self.close = True
+            if len(body) > length:
+                log.warning("WSGI app sent more than its Content-Length %d; cut off", length)
+                body = body[:length]
+                self.sent = length
+        return body
+
+    def _sendfile(self, wrapper: FileWrapper) -> bool:
+        """Send a file with os.sendfile; False to fall back to iterating it."""
+        filelike = wrapper.filelike
+        try:
+            fd = filelike.fileno()
+            offset = filelike.tell()
+            size = os.fstat(fd).st_size - offset
+        except (AttributeError, OSError, ValueError):
+            return False
+        if size < 0:
+            return False
+        head = self._head(size)
+        self._sendall(head)
+        if self.no_body:
+            return True
+        count = size if self.length is None else min(size, self.length)
+        try:
+            sent = self.sock.sendfile(filelike, offset, count) if count else 0
+        except OSError as exc:
+            raise _ClientGone(str(exc)) from None
+        self.sent = sent
+        if self.length is not None and sent < self.length:
+            self.close = True
+        return True
+
+    def _start_response(self, status: str, headers: list, exc_info=None) -> Callable:
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response was already called (pass exc_info to "
+                                 "replace the response after an error)")
+        check_status(status)
+        check_headers(headers)
+        self.status = status
+        self.headers = headers
+        return self._write
+
+    def _head(self, known: int | None) -> bytes:
+        """The response head; ``known`` is the body's size when the whole body is at hand."""
+        status = self.status
+        if status is None:
+            raise AssertionError("the WSGI app did not call start_response before its body")
+        code = int(status[:3])
+        parts = [_HTTP11, status.encode("latin-1"), _CRLF]
+        length = None
+        has_date = False
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname == "content-length":
+                length = int(value)
+                if length < 0 or not value.strip().isdigit():
+                    raise ValueError(f"invalid Content-Length {value!r} from the WSGI app")
+            elif lname == "connection":
+                if "close" in value.lower():
+                    self.close = True
+                continue
+            elif lname == "transfer-encoding" or lname == "keep-alive":
+                continue  # hop-by-hop: the server frames the response
+            elif lname == "date":
+                has_date = True
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if not has_date:
+            parts.append(date_header())
+        if code < 200 or code == 204 or code == 304:
+            self.no_body = True
+            if code < 200:
+                self.close = True  # a final response the client would wait behind
+        elif length is not None:
+            self.length = length
+        elif known is not None:
+            self.length = known
+            parts.append(b"Content-Length: %d\r\n" % known)
+        elif self.no_body:
+            pass  # HEAD without a length: no framing to announce
+        elif self.req.version == "1.1":
+            self.chunked = True
+            parts.append(_CHUNKED)
+        else:
+            self.close = True  # HTTP/1.0: the body ends where the connection does
+        if self.close:
+            parts.append(_CLOSE)
+        elif self.req.version == "1.0":
+            parts.append(_KEEP_ALIVE)
+        parts.append(_CRLF)
+        self.head_sent = True
+        return b"".join(parts)
+
+    def _write(self, data: bytes) -> None:
+        """PEP 3333's ``write()``, and how iterated bodies are sent."""
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise TypeError(f"WSGI body data must be bytes, got {type(data).__name__}")
+            data = bytes(data)
+        head = b"" if self.head_sent else self._head(None)
+        if self.no_body or not data:
+            if head:
+                self._sendall(head)
+            return
+        if self.chunked:
+            self.sent += len(data)
+            self._sendall(b"%s%x\r\n%s\r\n" % (head, len(data), data))
+            return
+        length = self.length
+        if length is not None and self.sent + len(data) > length:
+            log.warning("WSGI app sent more than its Content-Length %d; cut off", length)
+            data = data[:length - self.sent]
+            self.close = True
+        self.sent += len(data)
+        self._sendall(head + data if head else data)
+
+    def _sendall(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            self.close = True
+            raise _ClientGone(str(exc)) from None
+
+    def _app_failed(self, exc: Exception, env: dict) -> None:
+        """The app (or reading its body) raised: answer what fits, log what is ours to log."""
+        self.close = True
+        if isinstance(exc, BodyTooLarge):
+            log.warning("(from %s) request body over max_body_size %s; closing",
+                        self._client(), self.service.limits.max_body_size)
+            status = 413
+        elif isinstance(exc, (InvalidBody, IncompleteBody)):
+            log.warning("(from %s) bad request body: %s", self._client(), exc)
+            status = 400
+        else:
+            log.error("WSGI application failed on %s %s from %s", env["REQUEST_METHOD"],
+                      env["RAW_URI"], self._client(), exc_info=exc)
+            status = 500
+        if not self.head_sent:
+            self.status = f"{status} {_REASONS[status]}"
+            self.headers = []
+            self.sent = 0
+            self._send_quietly(error_response(status))
+        if status == 413:
+            self._linger()
+
+
+def _origin_form(target: bytes) -> bytes:
+    """The path and query of an absolute-form target (``http://host/p?q`` -> ``/p?q``)."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep:
+        return target  # asterisk-form ("*") or garbage llhttp let through: kept as is
+    slash = rest.find(b"/")
+    query = rest.find(b"?")
+    if slash < 0 or 0 <= query < slash:
+        return b"/" + rest[query:] if query >= 0 else b"/"
+    return rest[slash:]
+

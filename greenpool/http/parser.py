@@ -1,0 +1,278 @@
+"""Request parsing: llhttp (httptools) plus the RFC 9112 checks it leaves to its user.
+
+Free of I/O, like h11: :class:`RequestParser` is fed bytes and queues
+:class:`Request` heads; the connection decides when to read more. llhttp in
+its default (strict) mode already refuses, with a parse error (400):
+``Content-Length`` together with ``Transfer-Encoding``, duplicate or
+non-digit ``Content-Length`` (``+5``, ``1, 1``), whitespace before the colon,
+CR/LF/NUL and other control bytes in values, obs-fold, bare LF line ends,
+invalid chunk framing, a second ``Transfer-Encoding`` header. On top of it,
+this module refuses what llhttp lets through:
+
+* a transfer coding other than one final ``chunked`` (``gzip, chunked``,
+  ``xchunked``): 501, the connection closed (RFC 9112 6.1);
+* ``Transfer-Encoding`` in an HTTP/1.0 request: 400 (faulty framing, 6.1);
+* an HTTP/1.1 request without exactly one ``Host``: 400 (3.2);
+* a version other than HTTP/1.0 and HTTP/1.1: 505;
+* ``CONNECT``: 501 (a WSGI server cannot tunnel); an ``Upgrade`` request
+  that declares a body: 400 (llhttp would not frame that body);
+* the limits of :class:`Limits`: 414 (request line), 431 (a header field,
+  the header block), 400 (number of headers), 413 (``Content-Length`` over
+  ``max_body_size``, checked by the connection before the app runs).
+
+Any refusal leaves the parser broken: nothing after it on the connection is
+parsed, so no byte a Content-Length-framing proxy counts as part of a
+refused request is ever answered as a request of its own.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import httptools
+from httptools.parser.errors import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserInvalidMethodError,
+    HttpParserUpgrade,
+)
+
+__all__ = ["HTTPError", "Limits", "Request", "RequestParser"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much of a request head (and body) the server takes before refusing it.
+
+    ``request_line``: bytes of method, target and version (414 above it);
+    ``header_count``: header fields (400 above it); ``header_field``: bytes of
+    one field, name and value (431; None: only the block limit applies);
+    ``header_block``: bytes of all names and values (431); ``max_body_size``:
+    bytes of body (413; None: no limit, the app bounds ``wsgi.input``).
+    """
+
+    request_line: int = 8190
+    header_count: int = 100
+    header_field: int | None = None
+    header_block: int = 64 * 1024
+    max_body_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("request_line", "header_count", "header_field", "header_block",
+                     "max_body_size"):
+            value = getattr(self, name)
+            if value is None and name in ("header_field", "max_body_size"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Limits.{name} must be an int (bytes or a count)"
+                                f"{' or None' if name in ('header_field', 'max_body_size') else ''}"
+                                f", got {type(value).__name__}")
+            if value < (0 if name == "max_body_size" else 1):
+                raise ValueError(f"Limits.{name} must be positive, got {value}")
+
+
+class HTTPError(Exception):
+    """A request refused by the server: ``status`` is what the client gets; always closes."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _BodyOverLimit(Exception):
+    """Raised in on_body to stop llhttp once a chunked body passed max_body_size."""
+
+
+class Request:
+    """One parsed request head, and the body bytes llhttp has handed over so far.
+
+    ``body`` holds chunks not yet read by the app; ``complete`` is True once
+    the whole message (body included) was parsed; ``exceeded`` once a
+    chunked body passed ``max_body_size`` (the excess is never kept);
+    ``error`` when the body stopped being parseable (bad chunks, the limit).
+    """
+
+    __slots__ = (
+        "method", "target", "version", "headers", "keep_alive", "content_length", "chunked",
+        "expect_continue", "upgrade", "head_done", "complete", "body", "received", "exceeded",
+        "host_count", "header_bytes", "error",
+    )
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.target = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.upgrade = False
+        self.head_done = False
+        self.complete = False
+        self.body: deque[bytes] = deque()
+        self.received = 0
+        self.exceeded = False
+        self.host_count = 0
+        self.header_bytes = 0
+        #: Why the rest of the body cannot be parsed (set with a refusal mid-body).
+        self.error: HTTPError | None = None
+
+
+_TE = b"transfer-encoding"
+_CL = b"content-length"
+_HOST = b"host"
+_EXPECT = b"expect"
+_OWS = b" \t"
+
+
+class RequestParser:
+    """Feed bytes with :meth:`feed`; complete heads queue up in :attr:`ready`.
+
+    ``current`` is the request whose body is being parsed (the last one
+    begun). After a refusal, :attr:`error` holds the :class:`HTTPError` for
+    the request that caused it (requests queued before it are sound) and
+    :meth:`feed` refuses more data.
+    """
+
+    __slots__ = ("_parser", "_limits", "ready", "current", "error", "_pending", "upgraded")
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self.ready: deque[Request] = deque()
+        self.current: Request | None = None
+        self.error: HTTPError | None = None
+        self._pending = 0  # bytes of the request head received so far
+        self.upgraded = False
+
+    @property
+    def in_head(self) -> bool:
+        """True while part of a request head has arrived but not all of it."""
+        cur = self.current
+        return cur is not None and not cur.head_done
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; refusals are recorded in :attr:`error`, never raised."""
+        if self.error is not None or self.upgraded:
+            return
+        was_in_head = self.in_head
+        try:
+            self._parser.feed_data(data)
+        except HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HTTPError):
+                self.error = cause
+            elif isinstance(cause, _BodyOverLimit):
+                limit = self._limits.max_body_size
+                self.error = HTTPError(413, f"request body over {limit} bytes")
+            else:  # a bug in a callback: refuse rather than guess the framing
+                self.error = HTTPError(400, f"invalid request ({cause!r})")
+        except HttpParserUpgrade:
+            # llhttp stops after an upgrade (CONNECT, Upgrade + Connection: upgrade)
+            # request; nothing after it is parsed: the connection closes after it.
+            self.upgraded = True
+        except HttpParserInvalidMethodError:
+            self.error = HTTPError(400, "invalid request method")
+        except HttpParserError as exc:
+            reason = str(exc)
+            if "overflow" in reason and "Content-Length" in reason:
+                self.error = HTTPError(413, "Content-Length too large")
+            else:
+                self.error = HTTPError(400, reason or "malformed request")
+        if self.error is not None:
+            cur = self.current
+            if cur is not None and cur.head_done and not cur.complete:
+                cur.error = self.error
+        elif self.in_head:
+            # A head that trickles in without completing a field (a value that
+            # never ends) is bounded here; counted from the first feed that
+            # starts inside it, so body bytes before it are not counted.
+            self._pending += len(data) if was_in_head else 0
+            limit = self._limits.header_block + self._limits.request_line + 4096
+            if self._pending > limit:
+                self.error = HTTPError(431, "request head too large")
+
+    # -- llhttp callbacks --------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.current = Request()
+        self._pending = 0
+
+    def on_url(self, url: bytes) -> None:
+        req = self.current
+        req.target += url
+        if len(req.target) + 16 > self._limits.request_line:
+            raise HTTPError(414, f"request line over {self._limits.request_line} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.current
+        if req.head_done:
+            return  # a trailer field of a chunked body: not passed to the app
+        limits = self._limits
+        value = value.rstrip(_OWS)
+        size = len(name) + len(value)
+        req.header_bytes += size
+        if len(req.headers) >= limits.header_count:
+            raise HTTPError(400, f"more than {limits.header_count} header fields")
+        if limits.header_field is not None and size + 2 > limits.header_field:
+            raise HTTPError(431, f"a header field over {limits.header_field} bytes")
+        if req.header_bytes > limits.header_block:
+            raise HTTPError(431, f"header fields over {limits.header_block} bytes")
+        lname = name.lower()
+        if lname == _TE:
+            if value.lower() != b"chunked":
+                raise HTTPError(501, "transfer coding other than a final 'chunked'")
+            req.chunked = True
+        elif lname == _CL:
+            req.content_length = int(value)  # digits only: llhttp checked them
+        elif lname == _HOST:
+            req.host_count += 1
+        elif lname == _EXPECT and value.lower() == b"100-continue":
+            req.expect_continue = True
+        req.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self.current
+        parser = self._parser
+        req.head_done = True
+        version = req.version = parser.get_http_version()
+        req.method = method = parser.get_method().decode("ascii")
+        req.keep_alive = parser.should_keep_alive()
+        if version != "1.1":
+            if version != "1.0":
+                raise HTTPError(505, f"HTTP/{version} is not supported")
+            if req.chunked:
+                raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        elif req.host_count != 1:
+            raise HTTPError(400, "an HTTP/1.1 request needs exactly one Host header")
+        if method == "CONNECT":
+            raise HTTPError(501, "CONNECT is not supported")
+        if parser.should_upgrade():
+            if req.chunked or req.content_length:
+                raise HTTPError(400, "an Upgrade request with a body")
+            req.upgrade = True
+            req.keep_alive = False
+        limit = self._limits.max_body_size
+        if limit is not None and req.content_length is not None and req.content_length > limit:
+            raise HTTPError(413, f"Content-Length {req.content_length} over max_body_size {limit}")
+        self.ready.append(req)
+
+    def on_body(self, data: bytes) -> None:
+        req = self.current
+        limit = self._limits.max_body_size
+        received = req.received + len(data)
+        if limit is not None and received > limit:
+            room = limit - req.received
+            if room > 0:
+                req.body.append(data[:room])
+                req.received = limit
+            req.exceeded = True
+            raise _BodyOverLimit
+        req.received = received
+        req.body.append(data)
+
+    def on_message_complete(self) -> None:
+        self.current.complete = True

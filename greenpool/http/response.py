@@ -1,0 +1,93 @@
+"""Response heads: checking what the app gives ``start_response``, the ``Date`` header, files.
+
+Whatever reaches the client is what the app sent, framed by the server: a
+status or header with CR, LF or NUL in it, or outside latin-1, is refused
+(the app gets ``ValueError``, the client a 500) instead of being written.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from email.utils import formatdate
+
+__all__ = ["FileWrapper", "check_headers", "check_status", "date_header"]
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_STATUS = re.compile(r"[1-9][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*\Z")
+
+_date_cache = [0, b""]
+
+
+def date_header() -> bytes:
+    """``Date: ...\\r\\n`` for now, formatted once per second."""
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[1] = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        _date_cache[0] = now
+    return _date_cache[1]
+
+
+def check_status(status) -> int:
+    """The status code of a PEP 3333 status string such as ``"200 OK"``; ValueError if bad."""
+    if type(status) is not str:
+        raise TypeError(f"WSGI status must be a str, got {type(status).__name__}")
+    if not _STATUS.match(status):
+        raise ValueError(f"invalid WSGI status {status!r}: expected '200 OK' (3 digits, a "
+                         "space, a reason without control characters)")
+    try:
+        status.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"WSGI status {status!r} is not latin-1") from None
+    return int(status[:3])
+
+
+def check_headers(headers) -> None:
+    """Refuse response headers that are not (str, str) tuples of a token and a clean value."""
+    if type(headers) is not list:
+        raise TypeError(f"WSGI response headers must be a list, got {type(headers).__name__}")
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise TypeError(f"WSGI response header {item!r} must be a (name, value) tuple")
+        name, value = item
+        if type(name) is not str or type(value) is not str:
+            raise TypeError(f"WSGI response header {item!r}: name and value must be str")
+        if not _TOKEN.match(name):
+            raise ValueError(f"invalid response header name {name!r}")
+        if _BAD_VALUE.search(value):
+            raise ValueError(f"response header {name!r} has a control character (CR, LF, NUL...)"
+                             " in its value")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"response header {name!r} value {value!r} is not latin-1") from None
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: an iterable over a file; the server may send it with ``sendfile``.
+
+    Iterating reads ``blksize`` bytes at a time (what a TLS connection, or
+    any socket where ``os.sendfile`` does not apply, gets). ``close()``
+    closes the file, as PEP 3333 asks.
+    """
+
+    __slots__ = ("filelike", "blksize")
+
+    def __init__(self, filelike, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self):
+        read = self.filelike.read
+        size = self.blksize
+        while True:
+            data = read(size)
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
