@@ -1,5 +1,83 @@
-"""Placeholder: filled in by the issue-10 work (see greenpool/monkey.py)."""
+"""Cross-hub ``threading``, ``_thread`` and ``queue`` primitives for ``greenpool.monkey``.
+
+gevent's patched locks, events and queues assume one hub (see the table in
+:mod:`greenpool.sync`). Rather than a second implementation of every stdlib
+primitive, this puts greenpool's cross-hub :class:`~greenpool.sync.Lock` and
+:class:`~greenpool.sync.RLock` under the stdlib's own pure-Python classes:
+``threading.Condition``, ``Semaphore``, ``BoundedSemaphore``, ``Event``,
+``Barrier`` (and so ``Timer``), ``queue.Queue``, ``LifoQueue``,
+``PriorityQueue`` and ``queue._PySimpleQueue`` are written on ``Lock`` and
+``_allocate_lock`` and behave exactly as the stdlib's, because they *are* the
+stdlib's: CPython's ``lock_tests.py`` and ``test_queue.py`` pass with their
+threads on different hubs (``tests/stdlib``). Only the lock underneath is new.
+
+The queues get a little more, for speed (see :mod:`greenpool._stdqueue`):
+``queue.Queue`` and its Lifo/Priority subclasses are the stdlib's classes with
+fast uncontended ``put``/``get`` paths (same lock, conditions and hooks), and
+``SimpleQueue`` replaces the C ``_queue.SimpleQueue`` (which blocks a hub's
+thread natively). ``benchmarks/sync.py`` has the figures.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from gevent import monkey
+
+from greenpool import _stdqueue, sync
+
+_installed = False
+
+
+def _original(module: str, name: str):
+    """The stdlib object gevent replaced (or the current one if it did not)."""
+    return monkey.get_original(module, name)
 
 
 def install() -> None:
-    """Idempotent: install this piece of greenpool.monkey.patch_all()."""
+    """Idempotent: put greenpool's primitives into ``threading``, ``_thread`` and ``queue``."""
+    global _installed
+    if _installed:
+        return
+    import _queue
+    import _thread
+    import concurrent.futures.thread as cf_thread
+    import queue
+    import threading
+
+    Lock, RLock = sync.Lock, sync.RLock
+    _thread.allocate_lock = Lock
+    _thread.LockType = Lock
+    threading.Lock = Lock
+    threading._allocate_lock = Lock
+    threading.RLock = RLock
+    threading._PyRLock = RLock
+    threading._CRLock = None
+    if hasattr(threading, "_set_sentinel"):  # Thread.join's lock before 3.13
+        threading._set_sentinel = Lock
+    # gevent swapped Event for its one-hub version; the stdlib's is built on
+    # Condition(Lock()), which now works across hubs.
+    threading.Event = _original("threading", "Event")
+    # Locks made at import that threads of any hub take: gevent already gave
+    # them its (one-hub) lock while no other thread existed, so neither is held.
+    threading._active_limbo_lock = Lock()
+    if hasattr(cf_thread, "_global_shutdown_lock"):
+        cf_thread._global_shutdown_lock = Lock()
+    if "logging" in sys.modules:
+        _relock_logging(sys.modules["logging"])
+
+    queue.Queue = _stdqueue.Queue
+    queue.LifoQueue = _stdqueue.LifoQueue
+    queue.PriorityQueue = _stdqueue.PriorityQueue
+    queue.SimpleQueue = _stdqueue.SimpleQueue
+    _queue.SimpleQueue = _stdqueue.SimpleQueue
+    _installed = True
+
+
+def _relock_logging(logging) -> None:
+    """Give logging's module lock and existing handlers cross-hub RLocks (as gevent does)."""
+    logging._lock = sync.RLock()
+    for ref in list(logging._handlerList):
+        handler = ref() if callable(ref) else ref
+        if handler is not None and getattr(handler, "lock", None) is not None:
+            handler.lock = sync.RLock()

@@ -20,7 +20,10 @@ Usage: call :func:`patch_all` first thing in the main module, or run
 
 from __future__ import annotations
 
-__all__ = ["patch_all", "is_patched"]
+import os
+import sys
+
+__all__ = ["patch_all", "is_patched", "main"]
 
 _patched = False
 
@@ -34,11 +37,18 @@ def patch_all(**kwargs) -> None:
     """Patch like ``gevent.monkey.patch_all(**kwargs)``, then install the cross-hub pieces.
 
     Calling it again is harmless. Called after greenpool started hub threads,
-    it raises :class:`greenpool.PatchingError` (nothing is patched).
+    it raises :class:`greenpool.PatchingError` (nothing is patched), even
+    when gevent's own patching had already been done: the cross-hub pieces
+    would come too late for the locks and sockets those hubs already hold.
     """
     global _patched
     from gevent import monkey
 
+    if not _patched:
+        from greenpool.patching import refuse_if_hubs_run
+
+        refuse_if_hubs_run("greenpool.monkey.patch_all()")
+    # Again: gevent's no-op for what is patched, its PatchingError for anything new.
     monkey.patch_all(**kwargs)
     from greenpool import _patch_sync, _patch_threads, _socket_follow
 
@@ -49,3 +59,43 @@ def patch_all(**kwargs) -> None:
     if kwargs.get("thread", True):
         _patch_threads.install()
     _patched = True
+
+
+_USAGE = """usage: python -m greenpool.monkey [--module] SCRIPT_OR_MODULE [ARGS...]
+
+Run a script (or, with --module, a module as with python -m) after
+greenpool.monkey.patch_all(), as `python -m gevent.monkey` does with gevent's
+patching."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m greenpool.monkey [--module] script.py [args]``."""
+    import runpy
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_module = False
+    if argv and argv[0] == "--module":
+        as_module = True
+        del argv[0]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_USAGE)
+        if not argv:
+            sys.exit(2)
+        return
+    if argv[0].startswith("-"):
+        sys.exit(f"{_USAGE}\n\nunknown option {argv[0]!r}")
+    # Patch through the importable module, not this __main__ copy of it, so
+    # greenpool.monkey.is_patched() (and a second patch_all()) see one state.
+    from greenpool import monkey
+
+    monkey.patch_all()
+    sys.argv[:] = argv
+    if as_module:
+        runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+    else:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+        runpy.run_path(argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()

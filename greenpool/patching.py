@@ -23,6 +23,8 @@ from gevent import events
 
 __all__ = ["PatchingError", "running_pools"]
 
+_warned_half_patched = False
+
 
 class PatchingError(RuntimeError):
     """gevent monkey patching was attempted after greenpool had started hub threads."""
@@ -79,6 +81,52 @@ def _refuse_late_patching(event) -> None:
         "servers created before patching stay native and can deadlock a hub. Fix: call "
         "gevent.monkey.patch_all() first, at the very top of the main module, before "
         "importing greenpool or creating any Pool (or run `python -m gevent.monkey app.py`)."
+    )
+
+
+def refuse_if_hubs_run(what: str) -> None:
+    """Raise :class:`PatchingError` if any pool has live hubs (``what`` is the late call)."""
+    pools = running_pools()
+    if pools:
+        names = ", ".join(repr(pool.name) for pool in pools)
+        raise PatchingError(
+            f"{what} was called after greenpool started hub threads (pool {names}); "
+            "nothing was patched. Fix: call greenpool.monkey.patch_all() first, at the very "
+            "top of the main module, before creating any Pool (or run "
+            "`python -m greenpool.monkey app.py`)."
+        )
+
+
+def warn_if_half_patched(size: int) -> None:
+    """Warn once when gevent patched threading but greenpool.monkey did not, and size > 1.
+
+    gevent's locks, events and queues serve one hub; shared by several they
+    lose wake-ups (see :mod:`greenpool.sync`). Warning rather than completing
+    the patching here: locks, queues and sockets the app made since gevent's
+    patching are already gevent's, and replacing the classes now would leave
+    those behind, half and half.
+    """
+    global _warned_half_patched
+    if size <= 1 or _warned_half_patched:
+        return
+    from gevent import monkey
+
+    if not monkey.is_module_patched("threading"):
+        return
+    from greenpool import monkey as greenpool_monkey
+
+    if greenpool_monkey.is_patched():
+        return
+    _warned_half_patched = True
+    import warnings
+
+    warnings.warn(
+        f"gevent.monkey.patch_all() alone patched this process, and a Pool of {size} hubs "
+        "is starting: gevent's patched locks, events, queues and sockets serve one hub and "
+        "break when shared across hubs. Call greenpool.monkey.patch_all() instead (or run "
+        "`python -m greenpool.monkey app.py`).",
+        RuntimeWarning,
+        stacklevel=3,
     )
 
 

@@ -34,6 +34,7 @@ from greenpool.errors import BrokenPool, PoolFull, check_callable
 from greenpool.future import FINISHED, Future
 from greenpool.hub import Hub, current_hub
 from greenpool.monitor import BlockedHubMonitor, HubStats, measure
+from greenpool.patching import warn_if_half_patched
 
 RUNNING, DRAINING, TERMINATING, TERMINATED, BROKEN = (
     "running", "draining", "terminating", "terminated", "broken",
@@ -133,6 +134,7 @@ class Pool(Executor):
         if cpu_affinity is not None:
             on_start = _chain(_pin_to(_check_cpus(cpu_affinity)), on_start)
         _prepare_for_patched_threads()
+        warn_if_half_patched(size)
         hubs: list[Hub] = []
         self._monitor = None
         if blocked_hub_threshold is not None:
