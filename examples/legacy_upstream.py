@@ -9,7 +9,7 @@ response (headers and body) in one ``write``: a server that writes headers and
 body separately with Nagle's algorithm on makes every keep-alive response wait
 ~40 ms for the client's delayed ACK, and the benchmark would measure that wait
 instead of the app. Prints ``serving http://127.0.0.1:PORT/`` once listening;
-SIGINT/SIGTERM stop it with status 0.
+SIGINT/SIGTERM (and, with ``--stop-on-eof``, the end of stdin) stop it with status 0.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import argparse
 import asyncio
 import signal
 import socket
+import sys
+import threading
 
 BODY = b'{"upstream": "ok", "items": [1, 2, 3, 4, 5, 6, 7, 8]}'
 RESPONSE = (
@@ -94,7 +96,7 @@ def content_length(head: bytes) -> int:
     return 0
 
 
-async def serve(host: str, port: int, delay: float) -> None:
+async def serve(host: str, port: int, delay: float, stop_on_eof: bool = False) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Upstream(delay), host, port, backlog=1024)
     bound = server.sockets[0].getsockname()
@@ -102,6 +104,12 @@ async def serve(host: str, port: int, delay: float) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if stop_on_eof:
+        def watch_stdin() -> None:
+            sys.stdin.read()
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=watch_stdin, name="stdin-eof", daemon=True).start()
     async with server:
         await stop.wait()
 
@@ -112,10 +120,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001, help="0 picks a free port")
     parser.add_argument("--delay-ms", type=float, default=0.0,
                         help="answer each request this many milliseconds late (default 0)")
+    parser.add_argument("--stop-on-eof", action="store_true",
+                        help="also stop when stdin closes (a parent process that started it ended)")
     args = parser.parse_args()
     if args.delay_ms < 0:
         parser.error("--delay-ms must be 0 or more")
-    asyncio.run(serve(args.host, args.port, args.delay_ms / 1000))
+    asyncio.run(serve(args.host, args.port, args.delay_ms / 1000, args.stop_on_eof))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python -m loadtests.run --target wsgi --hubs 2 --users 20 --time 10s
     python -m loadtests.run --target echo --workers 2
     python -m loadtests.run --target mixed --hubs 1 --shape
+    python -m loadtests.run --target legacy --hubs 4 --users 32 --time 10s
     python -m loadtests.run --host http://127.0.0.1:8000 --locustfile my_locustfile.py
 
 The runner starts the target server in its own process (its own session, so
@@ -11,7 +12,12 @@ connections, runs locust headless for ``--time`` in another process (locust
 monkey-patches at import, so it never runs in this process or the server's),
 then stops the target with SIGTERM. WSGI targets are served by ``python -m
 greenpool wsgi`` where it exists (``--wsgi-server builtin``: by
-``loadtests/targets.py``). Reports go to ``loadtests/reports/``:
+``loadtests/targets.py``). The ``legacy`` target is
+``examples/legacy_flask_app.py`` (a thread-style Flask app; it needs
+PostgreSQL) under ``gunicorn -k greenpool.gunicorn.Worker --threads HUBS``,
+calling ``examples/legacy_upstream.py`` (``LEGACY_UPSTREAM_DELAY_MS`` delays
+its answers); after the run, every item the app queued to its background
+thread must have been consumed. Reports go to ``loadtests/reports/``:
 locust's CSV and HTML, a JSON summary, and both processes' logs.
 
 Exit status 0 means: requests were made, none failed, locust exited cleanly,
@@ -89,7 +95,10 @@ PROFILES = {
     "echo": Profile("echo", LOCUSTFILES / "echo_user.py", "tcp"),
     "wsgi": Profile("wsgi", LOCUSTFILES / "http_user.py", "http"),
     "mixed": Profile("wsgi", LOCUSTFILES / "mixed_user.py", "http"),
+    "legacy": Profile("legacy", LOCUSTFILES / "legacy_user.py", "http"),
 }
+#: How long the legacy app may take to consume its queue once the load stopped.
+DRAIN_TIMEOUT = 10.0
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -159,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--target", choices=sorted(PROFILES), default=env("TARGET", "wsgi"),
                         help="profile: echo (raw TCP), wsgi (HTTP), mixed (HTTP, some blocking "
-                             "requests) [env TARGET, default wsgi]")
+                             "requests), legacy (a thread-style Flask app under the gunicorn "
+                             "worker; needs PostgreSQL) [env TARGET, default wsgi]")
     parser.add_argument("--hubs", type=positive_int, default=env("HUBS") or None,
                         help="hub threads in the target server [env HUBS, default CPU count]")
     parser.add_argument("--users", type=positive_int, default=env("USERS", "20"),
@@ -382,6 +392,33 @@ def served_per_hub(host: str, port: int) -> dict[str, int] | str:
         conn.close()
 
 
+def legacy_app_stats(host: str, port: int, timeout: float = DRAIN_TIMEOUT) -> dict | str:
+    """The legacy app's counters once its writer thread consumed everything queued.
+
+    ``GET /stats?drain=1`` waits in the app (``queue.join()``) for the queue to
+    empty; a request the load left in flight may queue one more item after it,
+    so this asks again until ``queued == consumed`` or ``timeout`` passes.
+    Returns why the counters are unavailable instead, as a string.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection(host, port, timeout=max(1.0, deadline - time.monotonic()))
+        try:
+            conn.request("GET", "/stats?drain=1")
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                return f"GET /stats?drain=1 answered {response.status}"
+            stats = json.loads(body)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            return f"GET /stats?drain=1 failed: {exc!r} (did queue.join() hang?)"
+        finally:
+            conn.close()
+        if stats["queued"] == stats["consumed"] or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.1)
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -391,6 +428,8 @@ def describe(settings: Settings) -> str:
     if not settings.host:
         if settings.profile.server == "wsgi":
             fields["server"] = settings.wsgi_server
+        elif settings.profile.server == "legacy":
+            fields["server"] = "gunicorn-greenpool"
         fields["hubs"] = settings.hubs or "auto"
     fields.update(users=settings.users, **{"spawn-rate": f"{settings.spawn_rate:g}"},
                   time=settings.run_time, workers=settings.workers)
@@ -409,6 +448,7 @@ class Outcome:
     target_died: int | None = None
     target_stop: tuple[int, bool] | None = None
     per_hub: dict[str, int] | str | None = None
+    app_stats: dict | str | None = None
     files: list[Path] = dataclasses.field(default_factory=list)
 
 
@@ -467,6 +507,8 @@ def run(settings: Settings, out=sys.stdout) -> Outcome:
             if outcome.target_died is None:
                 if settings.profile.server == "wsgi" and settings.app == DEFAULT_APP:
                     outcome.per_hub = served_per_hub(bind_host, port)
+                elif settings.profile.server == "legacy":
+                    outcome.app_stats = legacy_app_stats(bind_host, port)
                 outcome.target_stop = stop(target)
     if summary_path.is_file():
         try:
@@ -507,6 +549,18 @@ def verdict(settings: Settings, outcome: Outcome) -> list[str]:
         if outcome.locust_status and not total["failures"]:
             reasons.append(f"locust exited with status {outcome.locust_status}: "
                            f"{last_line(locust_log)} (log: {locust_log})")
+    stats = outcome.app_stats
+    if isinstance(stats, str):
+        reasons.append(f"the legacy app's counters are unavailable: {stats}")
+    elif stats is not None:
+        if stats["consumed"] != stats["queued"]:
+            reasons.append(f"the legacy app queued {stats['queued']} items but its background "
+                           f"thread consumed {stats['consumed']} within {DRAIN_TIMEOUT:.0f} s")
+        answered = (summary or {}).get("total", {})
+        ok = answered.get("requests", 0) - answered.get("failures", 0)
+        if stats["queued"] < ok:
+            reasons.append(f"{ok} requests succeeded but the legacy app queued only "
+                           f"{stats['queued']} items")
     if outcome.target_stop is not None:
         status, killed = outcome.target_stop
         if killed:
@@ -551,6 +605,10 @@ def print_summary(settings: Settings, outcome: Outcome, out=sys.stdout) -> None:
             f"hub {hub}: {count}" for hub, count in outcome.per_hub.items()) or "none"), file=out)
     elif outcome.per_hub:
         print(f"  requests per hub: unavailable ({outcome.per_hub})", file=out)
+    if isinstance(outcome.app_stats, dict):
+        stats = outcome.app_stats
+        print(f"  legacy app: queued {stats['queued']}, consumed {stats['consumed']}, "
+              f"cache {stats['cached']} items / {stats['cache_hits']} hits", file=out)
     if outcome.files:
         suffixes = ",".join(sorted(p.name[len(settings.name):] for p in outcome.files))
         print(f"  reports: {display_path(settings.reports / settings.name)}{{{suffixes}}}",

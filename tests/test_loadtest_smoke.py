@@ -158,14 +158,63 @@ def test_target_dying_mid_run_fails_the_run_and_says_so(tmp_path):
     assert "the target died during the run (exit status 3" in line
 
 
+def need_postgres() -> None:
+    """Skip (fail under CI=true) unless PostgreSQL accepts connections on 127.0.0.1:5432."""
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError as exc:
+        message = f"PostgreSQL is not reachable on 127.0.0.1:5432 ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI=true requires it")
+        pytest.skip(f"{message}: the legacy target's app needs it")
+
+
+@pytest.mark.timeout(90)
+def test_legacy_flask_target_under_the_gunicorn_worker_passes_and_consumes_every_item(tmp_path):
+    need_postgres()
+    result = run_loadtest(
+        "--target", "legacy", "--hubs", "4", "--users", "16", "--time", "4s",
+        "--name", "legacy", reports=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = summary_of(tmp_path, "legacy")
+    assert summary["total"]["requests"] > 0
+    assert summary["total"]["failures"] == 0
+    match = re.search(r"legacy app: queued (\d+), consumed (\d+)", result.stdout)
+    assert match and match.group(1) == match.group(2), result.stdout
+    assert int(match.group(1)) >= summary["total"]["requests"]
+    target_log = (tmp_path / "legacy-target.log").read_text()
+    assert "Traceback" not in target_log, target_log
+
+
+@pytest.mark.timeout(60)
+def test_legacy_target_whose_queue_is_not_drained_fails_naming_it():
+    """The verdict reads the app's counters: a lost queue item fails the run."""
+    from loadtests import run as runner
+
+    settings = runner.settings_from(["--target", "legacy", "--time", "1s"])
+    summary = {"total": {"requests": 10, "failures": 0}, "errors": []}
+    lost = runner.Outcome(summary=summary, locust_status=0, target_stop=(0, False),
+                          app_stats={"queued": 10, "consumed": 9, "cached": 1, "cache_hits": 9})
+    assert runner.verdict(settings, lost) == [
+        "the legacy app queued 10 items but its background thread consumed 9 within 10 s"]
+    hung = runner.Outcome(summary=summary, locust_status=0, target_stop=(0, False),
+                          app_stats="GET /stats?drain=1 failed: TimeoutError()")
+    assert "counters are unavailable" in runner.verdict(settings, hung)[0]
+    fine = runner.Outcome(summary=summary, locust_status=0, target_stop=(0, False),
+                          app_stats={"queued": 10, "consumed": 10, "cached": 1, "cache_hits": 9})
+    assert runner.verdict(settings, fine) == []
+
+
 LOCUSTFILE_CHECKS = """
 import math, runpy, types
 base = "loadtests/locustfiles/"
 classes = {f: [n for n, v in runpy.run_path(base + f).items()
              if isinstance(v, type) and v.__module__ == "<run_path>"]
-         for f in ("echo_user.py", "http_user.py", "mixed_user.py")}
+         for f in ("echo_user.py", "http_user.py", "mixed_user.py", "legacy_user.py")}
 assert classes == {"echo_user.py": ["EchoMismatch", "EchoClient", "EchoUser"],
-                 "http_user.py": ["HelloUser"], "mixed_user.py": ["MixedUser"]}, classes
+                 "http_user.py": ["HelloUser"], "mixed_user.py": ["MixedUser"],
+                 "legacy_user.py": ["LegacyUser"]}, classes
 
 plugin = runpy.run_path(base + "harness_plugin.py")
 import collections
