@@ -22,6 +22,7 @@ from concurrent.futures import _base
 
 from greenlet import GreenletExit, getcurrent
 
+from greenpool._hublocal import current_hub
 from greenpool._native import allocate_lock
 from greenpool._waiter import make_waiter
 from greenpool.errors import CancelledError, TimeoutError
@@ -108,8 +109,6 @@ class Future(_base.Future):
                 # On a hub (the task's own completion) there is nobody to hand
                 # SystemExit or KeyboardInterrupt to, and letting it out would
                 # end the hub's runner mid-bookkeeping: log it and go on.
-                from greenpool.hub import current_hub
-
                 if current_hub() is None:
                     raise
                 log.exception("callback for %r raised on a hub; ignored", self)

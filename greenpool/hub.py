@@ -25,11 +25,11 @@ from collections import deque
 from weakref import getweakrefcount
 
 import gevent
-from gevent._hub_local import get_hub_if_exists
 from greenlet import GreenletExit, getcurrent
 from greenlet import error as greenlet_error
 from greenlet import greenlet as RawGreenlet
 
+from greenpool._hublocal import current_hub
 from greenpool._native import allocate_lock, get_ident, start_new_thread
 from greenpool._waiter import Signal
 from greenpool.errors import WrongHubError
@@ -391,9 +391,4 @@ def _explain(exc: BaseException) -> BaseException:
     return exc
 
 
-def current_hub() -> Hub | None:
-    """The greenpool :class:`Hub` whose thread is calling, or None outside any pool."""
-    gevent_hub = get_hub_if_exists()
-    if gevent_hub is None:
-        return None
-    return getattr(gevent_hub, "greenpool_hub", None)
+__all__ = ["Hub", "current_hub"]
