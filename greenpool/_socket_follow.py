@@ -77,6 +77,8 @@ def _busy_error(sock, owner, hub) -> ConcurrentSocketUseError:
 
 
 def _loop_alive(loop) -> bool:
+    if loop is None:  # hub.destroy() drops its loop
+        return False
     try:
         return bool(loop.ptr)
     except Exception:  # a loop implementation without ``ptr``: assume alive

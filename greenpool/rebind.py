@@ -9,6 +9,12 @@ caller's. The old object is left detached: closing it is a no-op (it must not
 close a descriptor it no longer owns) and any other use raises
 :class:`~greenpool.errors.WrongHubError` naming the fix.
 
+After ``greenpool.monkey.patch_all()`` sockets follow the greenlet that waits
+on them (``greenpool._socket_follow``), and :func:`rebind` moves the socket
+*in place* and returns the same object: old references stay valid, and socket
+files are fine to pass. Without the patch a new object is safer: the old
+object's unpatched methods would start watchers on another thread's loop.
+
 What is rebound: gevent sockets (``gevent.socket.socket`` and everything made
 by a patched ``socket`` module) and gevent TLS sockets (``gevent.ssl.SSLSocket``),
 passed to a task that crosses hubs as positional or keyword arguments, or as
@@ -30,6 +36,7 @@ import weakref
 import gevent
 from gevent.socket import socket as GeventSocket
 
+from greenpool import _socket_follow
 from greenpool.errors import WrongHubError
 
 __all__ = ["rebind"]
@@ -77,7 +84,9 @@ def rebind(sock: GeventSocket) -> GeventSocket:
 
     Call it on the hub that will use the connection. If ``sock`` already
     belongs to this hub it is returned unchanged. A socket a greenlet on its
-    old hub is still waiting on cannot be moved (``WrongHubError``).
+    old hub is still waiting on cannot be moved (``WrongHubError``). Once
+    ``greenpool.monkey.patch_all()`` ran, the move is in place and ``sock``
+    itself is returned.
     """
     if not isinstance(sock, GeventSocket):
         raise TypeError(
@@ -87,6 +96,8 @@ def rebind(sock: GeventSocket) -> GeventSocket:
     hub = gevent.get_hub()
     if sock.hub is hub:
         return sock
+    if _socket_follow.installed():
+        return _socket_follow.adopt(sock, hub)
     old_read, old_write = sock._read_event, sock._write_event
     if old_read is None or sock._sock is _DETACHED:
         raise WrongHubError("cannot rebind a closed or already rebound socket")
@@ -141,7 +152,11 @@ def _needs(value, gevent_hub, depth=0) -> bool:
         return any(_needs(item, gevent_hub, 1) for item in value)
     if isinstance(value, io.IOBase):
         inner = _file_socket(value)
-        if isinstance(inner, GeventSocket) and inner.hub is not gevent_hub:
+        if (
+            isinstance(inner, GeventSocket)
+            and inner.hub is not gevent_hub
+            and not _socket_follow.installed()  # then the file's socket follows its user
+        ):
             raise TypeError(
                 "socket files are not moved between hubs (their buffers may hold "
                 "data already read): pass the socket and call makefile() in the task"
