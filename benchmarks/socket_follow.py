@@ -1,0 +1,116 @@
+"""Same-hub cost of socket following: recv/send ping-pong on one hub, before and after.
+
+Two greenlets on the main hub of a ``gevent.monkey.patch_all()``'d interpreter
+bounce one byte over a loopback TCP connection; every recv has to wait, so
+every round trip goes through the socket wait path twice. Batches alternate,
+in the same process and on the same connection, between gevent's own wait
+("gevent") and the one ``greenpool._socket_follow.install()`` puts in its
+place ("follow"), so machine noise hits both alike. Prints every batch, the
+medians and the ratio per process, and the wrapper's own cost per wait
+(timed with gevent's wait replaced by a no-op: best of 7, so noise-free).
+
+Usage: python benchmarks/socket_follow.py [--rounds 2000] [--batches 15] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import statistics
+import subprocess
+import sys
+
+CHILD = r"""
+import sys, time
+from gevent import monkey; monkey.patch_all()
+from gevent import _socketcommon
+from greenpool import _socket_follow
+import gevent, socket
+
+rounds, batches = int(sys.argv[1]), int(sys.argv[2])
+original = _socketcommon.SocketMixin.__dict__["_wait"]
+_socket_follow.install()
+follow = _socketcommon.SocketMixin.__dict__["_wait"]
+assert follow is not original
+listener = socket.create_server(("127.0.0.1", 0))
+a = socket.create_connection(listener.getsockname())
+b, _ = listener.accept()
+for s in (a, b):
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+def echo():
+    while True:
+        data = b.recv(1)
+        if not data:
+            return
+        b.sendall(data)
+
+server = gevent.spawn(echo)
+gevent.sleep(0)
+
+def batch():
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        a.sendall(b"x")
+        a.recv(1)
+    return (time.perf_counter() - t0) / rounds * 1e6
+
+results = {"gevent": [], "follow": []}
+batch()  # warm-up
+for i in range(batches):
+    for mode in (("gevent", "follow") if i % 2 == 0 else ("follow", "gevent")):
+        _socketcommon.SocketMixin._wait = original if mode == "gevent" else follow
+        results[mode].append(batch())
+a.close()
+server.join()
+
+# The wrapper alone: both waits with gevent's wait replaced by a no-op, so only
+# what follow adds in front of it (one frame, get_hub(), an identity check) is timed.
+import timeit
+sock = socket.socket()
+event = sock._read_event
+noop = lambda self, watcher, timeout_exc=None: None
+_socket_follow._gevent_wait = noop
+for name, fn in (("bare", noop), ("wrapped", follow)):
+    best = min(timeit.repeat(lambda: fn(sock, event), number=100000, repeat=7))
+    results[name + "_ns"] = best / 100000 * 1e9
+sock.close()
+print(repr(results))
+"""
+
+MODES = ("gevent", "follow")
+
+
+def one_process(rounds: int, batches: int) -> dict[str, list[float]]:
+    """Microseconds per round trip, alternating batches of both modes in one interpreter."""
+    out = subprocess.run([sys.executable, "-c", CHILD, str(rounds), str(batches)],
+                         capture_output=True, text=True, check=True, timeout=600)
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2000, help="round trips per batch")
+    parser.add_argument("--batches", type=int, default=15, help="batches per mode and process")
+    parser.add_argument("--runs", type=int, default=3, help="processes")
+    args = parser.parse_args()
+    if min(args.rounds, args.batches, args.runs) < 1:
+        parser.error("--rounds, --batches and --runs must be at least 1")
+    ratios = []
+    for run in range(args.runs):
+        results = one_process(args.rounds, args.batches)
+        medians = {mode: statistics.median(results[mode]) for mode in MODES}
+        ratios.append(medians["follow"] / medians["gevent"])
+        for mode in MODES:
+            raw = " ".join(f"{v:.1f}" for v in results[mode])
+            print(f"run {run} {mode:6s} us/round trip: median {medians[mode]:.2f} "
+                  f"min {min(results[mode]):.2f}  ({raw})")
+        print(f"run {run} wait wrapper alone: {results['wrapped_ns'] - results['bare_ns']:.0f} ns "
+              f"per wait ({results['wrapped_ns']:.0f} ns vs {results['bare_ns']:.0f} ns for "
+              "a bare call; best of 7)")
+    print("follow / gevent, per run (median of batches): "
+          + " ".join(f"{r:.3f}" for r in ratios) + f"; median {statistics.median(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
