@@ -155,6 +155,56 @@ print("ok")
 
 
 @pytest.mark.timeout(60)
+def test_the_main_thread_and_a_native_thread_count_as_hubs_too(echo_port):
+    run_child("""
+from gevent.monkey import get_original
+start_new_thread = get_original("_thread", "start_new_thread")
+sock = on(0, socket.create_connection, ADDRESS)
+assert echo_while_waiting(sock, b"main\\n") == b"main\\n"   # the main thread's hub
+assert sock.hub is gevent.get_hub()
+
+box, done = [], get_original("threading", "Event")()
+def native():                       # a plain OS thread: its own hub on first wait
+    try:
+        box.append((echo_while_waiting(sock, b"native\\n"), sock.hub is gevent.get_hub()))
+    except BaseException as exc:
+        box.append(exc)
+    done.set()
+start_new_thread(native, ())
+assert done.wait(20) and box == [(b"native\\n", True)], box
+assert on(1, echo_while_waiting, sock, b"back\\n") == b"back\\n"
+sock.close()                         # from the main thread, the socket on hub 1
+pool.shutdown()
+print("ok")
+""", echo_port)
+
+
+@pytest.mark.timeout(60)
+def test_a_use_racing_a_move_fails_at_once_instead_of_waiting_on_a_dropped_watcher(echo_port):
+    """A greenlet that read ``sock._read_event`` just before another hub moved the socket."""
+    run_child("""
+from greenpool._socket_follow import ConcurrentSocketUseError
+sock = on(0, socket.create_connection, ADDRESS)
+stale = sock._read_event                       # what gevent's recv passes to _wait
+on(1, greenpool.rebind, sock)                  # moved away and back: new watchers
+on(0, greenpool.rebind, sock)
+assert sock._read_event is not stale
+
+def racing_wait():
+    try:
+        sock._wait(stale)                      # would wait on a watcher nobody wakes
+    except ConcurrentSocketUseError as exc:
+        return str(exc)
+
+assert "in use" in on(0, racing_wait)
+assert on(0, echo_while_waiting, sock, b"still fine\\n") == b"still fine\\n"
+on(0, sock.close)
+pool.shutdown()
+print("ok")
+""", echo_port)
+
+
+@pytest.mark.timeout(60)
 def test_tls_socket_keeps_its_session_and_handshakes_on_the_hub_that_waits(tls_echo):
     port, cafile = tls_echo
     run_child("""
