@@ -4,6 +4,8 @@ Blocking-style, I/O-heavy code runs as greenlets; a greenlet stays on the hub
 that started it, so its sockets never cross threads. See the README.
 """
 
+from typing import Any
+
 from greenpool.api import blocking, current_hub, current_pool, default_pool, run, spawn
 from greenpool.errors import BrokenPool, CancelledError, PoolFull, TimeoutError, WrongHubError
 from greenpool.future import Future
@@ -24,7 +26,7 @@ from greenpool.waiting import (
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # The servers import gevent.ssl and so the stdlib ssl module; imported
     # eagerly, they would make a patch_all() that follows `import greenpool`
     # warn that ssl was imported before patching.

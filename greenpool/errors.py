@@ -26,7 +26,7 @@ class WrongHubError(RuntimeError):
     """A hub-bound object (socket, greenlet, server) was used from another hub's thread."""
 
 
-def check_callable(fn, where: str) -> None:
+def check_callable(fn: object, where: str) -> None:
     """Raise at the call, not later in a hub, when a task is not callable."""
     if not callable(fn):
         raise TypeError(f"{where}() needs a callable, got {type(fn).__name__} {fn!r}")

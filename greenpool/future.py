@@ -18,7 +18,10 @@ hub runs it, and cancelling a running one kills its greenlet.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import _base
+from contextvars import Context
+from typing import TYPE_CHECKING, Any
 
 from greenlet import GreenletExit, getcurrent
 
@@ -26,6 +29,9 @@ from greenpool._hublocal import current_hub
 from greenpool._native import allocate_lock
 from greenpool._waiter import make_waiter
 from greenpool.errors import CancelledError, TimeoutError
+
+if TYPE_CHECKING:
+    from greenpool.hub import Hub
 
 log = logging.getLogger("greenpool")
 
@@ -46,7 +52,7 @@ class _UnretrievedException:
 
     __slots__ = ("fn", "exc")
 
-    def __init__(self, fn, exc: BaseException) -> None:
+    def __init__(self, fn: Any, exc: BaseException | None) -> None:
         self.fn = fn  # described only if logged: repr() is user code, it may fail
         self.exc = exc
 
@@ -81,21 +87,22 @@ class Future(_base.Future):
     def __init__(self) -> None:
         # Deliberately not calling super().__init__(): it builds a
         # threading.Condition (patched under monkey patching, and slow).
-        self._condition = allocate_lock()
-        self._state = PENDING
-        self._result = None
-        self._exception = None
-        self._waiters = []
-        self._done_callbacks = []
-        self._wakers = None
-        self._unretrieved = None
+        self._condition = allocate_lock()  # a native lock where the stdlib has a Condition
+        self._state: str = PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        # Duck-typed waiters (concurrent.futures' and greenpool.wait's collectors).
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future], object]] = []
+        self._wakers: list[Any] | None = None
+        self._unretrieved: _UnretrievedException | None = None
         # Task side, filled in by the pool; released once the task ends.
-        self._fn = None
-        self._args = ()
-        self._kwargs = None
-        self._context = None
-        self._hub = None
-        self._greenlet = None
+        self._fn: Callable[..., Any] | None = None
+        self._args: tuple[Any, ...] | None = ()
+        self._kwargs: dict[str, Any] | None = None
+        self._context: Context | None = None
+        self._hub: Hub | None = None
+        self._greenlet: Any = None
 
     # -- introspection -------------------------------------------------
 
@@ -123,7 +130,7 @@ class Future(_base.Future):
         return self._state in _DONE_STATES
 
     @property
-    def hub(self):
+    def hub(self) -> Hub | None:
         """The :class:`~greenpool.Hub` that runs (or ran) this task, or None."""
         return self._hub
 
@@ -151,7 +158,7 @@ class Future(_base.Future):
             if self._state not in _DONE_STATES:
                 raise TimeoutError()
 
-    def result(self, timeout: float | None = None):
+    def result(self, timeout: float | None = None) -> Any:
         """Return the task's result, waiting up to ``timeout`` seconds.
 
         Raises the task's exception, ``CancelledError`` or ``TimeoutError``.
@@ -168,7 +175,7 @@ class Future(_base.Future):
         try:
             raise exc
         finally:
-            exc = self = None
+            exc = self = None  # type: ignore[assignment]  # break the traceback's cycle
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Return the task's exception (None on success), waiting like :meth:`result`."""
@@ -217,12 +224,12 @@ class Future(_base.Future):
             self._invoke_callbacks()
         return previous
 
-    def set_result(self, result) -> None:
+    def set_result(self, result: Any) -> None:
         """Finish with ``result`` (for executors and tests; tasks do it themselves)."""
         if not self._complete(FINISHED, result, None):
             raise _base.InvalidStateError(f"{self!r} is already done")
 
-    def set_exception(self, exception: BaseException) -> None:
+    def set_exception(self, exception: BaseException | None) -> None:
         """Finish with ``exception``; logged once if nobody ever retrieves it."""
         if not self._complete(FINISHED, None, exception):
             raise _base.InvalidStateError(f"{self!r} is already done")

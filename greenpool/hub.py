@@ -22,6 +22,8 @@ import gc
 import logging
 import sys
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from weakref import getweakrefcount
 
 import gevent
@@ -34,6 +36,9 @@ from greenpool._native import allocate_lock, get_ident, start_new_thread
 from greenpool._waiter import Signal
 from greenpool.errors import WrongHubError
 from greenpool.future import FINISHED
+
+if TYPE_CHECKING:
+    from greenpool.pool import Pool
 
 log = logging.getLogger("greenpool")
 
@@ -55,19 +60,19 @@ class Hub:
     ``gevent_hub`` and ``loop`` (valid inside the hub's thread only).
     """
 
-    def __init__(self, pool, index: int, name: str) -> None:
+    def __init__(self, pool: Pool, index: int, name: str) -> None:
         self.pool = pool
         self.index = index
         self.name = name
         self.thread_ident: int | None = None
         self.native_id: int | None = None
-        self.gevent_hub = None
-        self.loop = None
+        self.gevent_hub: Any = None  # a gevent.hub.Hub once started (gevent is untyped)
+        self.loop: Any = None
         self.tasks_done = 0
         self._mailbox: deque = deque()
         self._control: deque = deque()
         self._wake_pending = False
-        self._wakeup = None
+        self._wakeup: Any = None
         self._wakeup_lock = allocate_lock()
         self._budget = 0
         self._yields = 0
@@ -107,7 +112,11 @@ class Hub:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self, on_start=None, on_stop=None) -> None:
+    def start(
+        self,
+        on_start: Callable[[Hub], Any] | None = None,
+        on_stop: Callable[[Hub], Any] | None = None,
+    ) -> None:
         """Start the thread and wait until its hub is serving (or raise its error)."""
         start_new_thread(self._thread_main, (on_start, on_stop))
         self._started.wait()
@@ -194,7 +203,7 @@ class Hub:
                     if self._wakeup is not None:
                         self._wakeup.send()
 
-    def call_soon_threadsafe(self, fn, *args) -> None:
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` in this hub's greenlet soon; callable from any thread.
 
         Once the hub's thread has ended the call is dropped: nothing is left

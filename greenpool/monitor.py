@@ -16,9 +16,14 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from greenpool._native import allocate_lock, start_new_thread
+
+if TYPE_CHECKING:
+    from greenpool.hub import Hub
 
 log = logging.getLogger("greenpool.monitor")
 
@@ -42,10 +47,10 @@ class HubStats:
     loop_lag: float | None
 
 
-def measure(hubs, timeout: float) -> list[HubStats]:
+def measure(hubs: Sequence[Hub], timeout: float) -> list[HubStats]:
     """Probe every hub's loop at once and read its counters."""
-    posted = {}
-    answered = {}
+    posted: dict[int, float] = {}
+    answered: dict[int, float] = {}
     done = allocate_lock()
     done.acquire()
     remaining = [sum(1 for h in hubs if h.is_alive())]
@@ -82,7 +87,7 @@ def measure(hubs, timeout: float) -> list[HubStats]:
 class BlockedHubMonitor:
     """Warns once when a hub stays out of its loop longer than ``threshold`` seconds."""
 
-    def __init__(self, hubs, threshold: float) -> None:
+    def __init__(self, hubs: Sequence[Hub], threshold: float) -> None:
         self.hubs = hubs
         self.threshold = threshold
         self.interval = threshold / 4
@@ -92,7 +97,7 @@ class BlockedHubMonitor:
         self._stop = allocate_lock()
         self._stop.acquire()
 
-    def install(self, hub) -> None:
+    def install(self, hub: Hub) -> None:
         """In ``hub``'s thread: start its heartbeat timer (unref'd: never keeps a loop alive)."""
         self._beats[hub.index] = time.monotonic()
         timer = hub.loop.timer(self.interval, self.interval, ref=False)
@@ -129,7 +134,7 @@ class BlockedHubMonitor:
                 self._reported.add(hub.index)
                 if frames is None:
                     frames = sys._current_frames()
-                frame = frames.get(hub.thread_ident)
+                frame = frames.get(hub.thread_ident)  # type: ignore[arg-type]  # alive: set
                 stack = "".join(traceback.format_stack(frame)) if frame else "(no frame)\n"
                 log.warning(
                     "hub %s has not returned to its event loop for %.2fs (threshold %.2fs); "

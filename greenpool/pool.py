@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from contextvars import copy_context
-from typing import Any
+from typing import Any, Literal, overload
 
 from greenlet import getcurrent
 
@@ -44,7 +44,7 @@ FULL_POLICIES = ("block", "raise")
 _live_pools: weakref.WeakSet = weakref.WeakSet()
 
 
-def _check_size(size) -> int:
+def _check_size(size: object) -> int:
     if size is None:
         return os.cpu_count() or 1
     if isinstance(size, bool) or not isinstance(size, int):
@@ -197,7 +197,7 @@ class Pool(Executor):
 
     # -- spawning ----------------------------------------------------------
 
-    def spawn(self, fn: Callable, /, *args, **kwargs) -> Future:
+    def spawn(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Run ``fn(*args, **kwargs)`` as a greenlet on the hub the dispatcher picks.
 
         With ``max_pending`` set this is where backpressure applies (explicit
@@ -215,7 +215,7 @@ class Pool(Executor):
 
     submit = spawn
 
-    def spawn_on(self, index: int, fn: Callable, /, *args, **kwargs) -> Future:
+    def spawn_on(self, index: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Run ``fn`` on hub number ``index`` (0 <= index < size)."""
         if isinstance(index, bool) or not isinstance(index, int):
             raise TypeError(f"hub index must be an int, got {type(index).__name__}")
@@ -227,12 +227,24 @@ class Pool(Executor):
         check_callable(fn, "spawn_on")
         return self._spawn_on(self._hubs[index], fn, args, kwargs)
 
-    def broadcast(self, fn: Callable, /, *args, **kwargs) -> list[Future]:
+    def broadcast(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> list[Future]:
         """Run ``fn`` once on every hub (per-hub servers, warm-up); one future per hub."""
         check_callable(fn, "broadcast")
         return [self._spawn_on(hub, fn, args, kwargs) for hub in self._hubs]
 
-    def _spawn_on(self, hub: Hub, fn, args, kwargs, bounded: bool = False) -> Future | None:
+    @overload
+    def _spawn_on(
+        self, hub: Hub, fn: Callable, args: tuple, kwargs: dict, bounded: Literal[False] = ...
+    ) -> Future: ...
+
+    @overload
+    def _spawn_on(
+        self, hub: Hub, fn: Callable, args: tuple, kwargs: dict, bounded: bool
+    ) -> Future | None: ...
+
+    def _spawn_on(
+        self, hub: Hub, fn: Callable, args: tuple, kwargs: dict, bounded: bool = False
+    ) -> Future | None:
         """Queue a task on ``hub``; None if ``bounded`` and the hub filled up meanwhile."""
         task = Future()
         task._fn = fn
@@ -249,7 +261,7 @@ class Pool(Executor):
                 raise BrokenPool(_FORK_MESSAGE)
             if not hub._accepting or self._state in (TERMINATING, TERMINATED):
                 raise RuntimeError(f"cannot spawn on {self!r}: it has shut down")
-            if bounded and len(hub._mailbox) >= self.max_pending:
+            if bounded and len(hub._mailbox) >= self.max_pending:  # type: ignore[operator]
                 return None
             if self._cancelling:
                 task.cancel()
@@ -263,7 +275,7 @@ class Pool(Executor):
                 if state is BROKEN:
                     raise BrokenPool(_FORK_MESSAGE)
                 raise RuntimeError(f"cannot spawn on {self!r}: it has been shut down")
-            if bounded and len(hub._mailbox) >= self.max_pending:
+            if bounded and len(hub._mailbox) >= self.max_pending:  # type: ignore[operator]
                 return None  # another spawner took the last slot: pick again
             if self._cancelling:
                 task.cancel()
@@ -273,7 +285,7 @@ class Pool(Executor):
 
     def _pick_hub(self) -> Hub:
         """The dispatcher's choice, or any hub with room; waits or raises when all are full."""
-        bound = self.max_pending
+        bound: int = self.max_pending  # type: ignore[assignment]  # set: only bounded spawns pick
         hub = self._choose()
         if len(hub._mailbox) < bound:
             return hub
@@ -364,7 +376,7 @@ class Pool(Executor):
     def _current_task(self) -> Future | None:
         hub = current_hub()
         me = getcurrent()
-        for task in list(hub._running):
+        for task in list(hub._running):  # type: ignore[union-attr]  # called inside the pool
             if task._greenlet is me:
                 return task
         return None
@@ -475,7 +487,7 @@ _FORK_MESSAGE = (
 )
 
 
-def _check_cpus(cpus) -> frozenset[int]:
+def _check_cpus(cpus: Any) -> frozenset[int]:
     if not hasattr(os, "sched_setaffinity"):
         raise ValueError("cpu_affinity needs os.sched_setaffinity (Linux)")
     try:

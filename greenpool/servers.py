@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
+from typing import Any
 
 from gevent.baseserver import BaseServer
 from gevent.greenlet import Greenlet
@@ -35,12 +36,14 @@ from greenpool.server import DEFAULT_SPREAD, _bind_listeners, _StdSocket, resolv
 __all__ = ["is_gevent_server", "run_gevent_server"]
 
 
-def is_gevent_server(obj) -> bool:
+def is_gevent_server(obj: object) -> bool:
     """True for gevent server objects (what ``greenpool.run`` serves instead of calling)."""
     return isinstance(obj, BaseServer)
 
 
-def run_gevent_server(server: StreamServer, size: int | None = None, **pool_options) -> None:
+def run_gevent_server(
+    server: StreamServer, size: int | None = None, **pool_options: Any
+) -> None:
     """Serve ``server`` on every hub of a new pool until SIGINT/SIGTERM; then return None.
 
     ``size`` and ``pool_options`` are :class:`greenpool.Pool`'s. The given
@@ -78,7 +81,7 @@ def _listeners_for(server: StreamServer, hubs: int) -> list:
 
 
 def _serve_on_hub(template: StreamServer, listeners: list) -> None:
-    raw = listeners[current_hub().index % len(listeners)]
+    raw = listeners[current_hub().index % len(listeners)]  # type: ignore[union-attr]
     listener = raw.dup()  # this hub's own descriptor, closed by its server
     listener.setblocking(False)
     clone = _clone(template, listener)
