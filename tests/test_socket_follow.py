@@ -299,21 +299,43 @@ print("ok")
 
 
 @pytest.mark.timeout(60)
-def test_sockets_whose_hub_stopped_close_silently_even_at_exit(echo_port):
-    """Today: 'ValueError: operation on destroyed loop' from close() and at exit."""
+def test_shutdown_from_another_hub_wakes_the_waiter_through_the_kernel(echo_port):
+    run_child("""
+sock = on(0, socket.create_connection, ADDRESS)
+waiting = pool.spawn_on(0, sock.recv, 64)
+bounded_wait(lambda: sock._read_event.callback is not None, "hub 0 to wait")
+on(1, sock.shutdown, socket.SHUT_RDWR)          # hub 0's loop is left alone
+assert waiting.result(10) == b""                # EOF, as between threads
+on(1, sock.close)
+pool.shutdown()
+print("ok")
+""", echo_port)
+
+
+@pytest.mark.timeout(60)
+def test_sockets_whose_hub_stopped_close_silently_even_at_exit(echo_port, tls_echo):
+    """Without it: 'ValueError: operation on destroyed loop' from close() and at exit."""
+    tls_port, cafile = tls_echo
     run_child("""
 import gc
 socks = [on(n, socket.create_connection, ADDRESS) for n in range(4)]
 reader = socks[3].makefile("rb")
+context = ssl.create_default_context(cafile=CAFILE)
+TLS_ADDRESS = (ADDRESS[0], int(sys.argv[3]))
+tls = on(1, lambda: context.wrap_socket(socket.create_connection(TLS_ADDRESS),
+                                        server_hostname="localhost"))
+other_tls = on(2, lambda: context.wrap_socket(socket.create_connection(TLS_ADDRESS),
+                                              server_hostname="localhost"))
 pool.shutdown()                               # every hub stops: their loops are destroyed
 socks[0].close()                              # in the main thread
 threading.Thread(target=socks[1].close).start()   # in a thread without a hub
 socks[1].close()
 socks.pop(2)
 gc.collect()                                  # dropped without close
-leftover = socks                              # socks[3] and its reader: closed at exit
+tls.close()
+leftover = socks, other_tls                   # closed at exit
 print("ok")
-""", echo_port)
+""", echo_port, cafile, tls_port)
 
 
 @pytest.mark.timeout(60)
