@@ -114,7 +114,8 @@ def _dead_loop(loop, fd: int):
 
 
 def _busy(watcher) -> bool:
-    return watcher.callback is not None or watcher.active or watcher.pending
+    """Started (gevent's waits set the callback on start and clear it on stop)."""
+    return watcher is not None and watcher.callback is not None
 
 
 def adopt(sock, hub=None):
@@ -141,15 +142,16 @@ def adopt(sock, hub=None):
         new_write = hub.loop.io(fd, 2)
         if not read.ref:
             new_read.ref = new_write.ref = False
-        # From the check to the swap, only attribute reads and writes: the old
-        # hub's thread (which does not take the lock) cannot start a watcher in
-        # between without the re-check seeing it.
-        if alive and (_busy(read) or _busy(write)):
+        # Check, retire, re-check, with no call in between (so no switch to
+        # another thread in CPython 3.11+): a watcher its old hub's thread starts
+        # after the retirement refuses to start (that greenlet gets the error);
+        # one started just before is seen by the re-check and the move undone.
+        if alive and (read.callback is not None or write.callback is not None):
             raise _busy_error(sock, old, hub)
         if dead:
             read.loop = write.loop = dead
-            if alive and (_busy(read) or _busy(write)):
-                read.loop = write.loop = old.loop  # started just before: undo
+            if alive and (read.callback is not None or write.callback is not None):
+                read.loop = write.loop = old.loop
                 raise _busy_error(sock, old, hub)
         sock._read_event, sock._write_event = new_read, new_write
         sock.hub = hub
@@ -184,7 +186,15 @@ def _drop_events_and_close(self, closefd=True, _cancel_wait_ex=_socketcommon.can
     with _move_lock:
         read, write = self._read_event, self._write_event
         alive = old is not None and _loop_alive(old.loop)
-        busy = alive and any(w is not None and _busy(w) for w in (read, write))
+        fd = self._sock.fileno()
+        both = read is not None and write is not None
+        dead = _dead_loop(read.loop, fd) if both and fd >= 0 else False
+        busy = alive and (_busy(read) or _busy(write))
+        if not busy and dead:  # retire, re-check: as in adopt()
+            read.loop = write.loop = dead
+            busy = alive and (read.callback is not None or write.callback is not None)
+            if busy:
+                read.loop = write.loop = old.loop
         if busy:
             owner = getattr(old, "greenpool_hub", None)
             if owner is None or not owner.is_alive():
@@ -199,12 +209,6 @@ def _drop_events_and_close(self, closefd=True, _cancel_wait_ex=_socketcommon.can
             )
             return None
         self._read_event = self._write_event = None
-        fd = self._sock.fileno()
-        for watcher in (read, write):
-            if watcher is not None and fd >= 0:
-                dead = _dead_loop(watcher.loop, fd)
-                if dead:
-                    watcher.loop = dead
     # No watcher of any loop we know waits on it: close the descriptor directly
     # (gevent's closing_fd() dance exists to wake such waiters).
     if closefd:
