@@ -27,7 +27,16 @@ from greenlet import GreenletExit
 
 from greenpool.http.body import BodyTooLarge, IncompleteBody, Input, InvalidBody
 from greenpool.http.parser import HTTPError, Limits, Request, RequestParser
-from greenpool.http.response import FileWrapper, check_headers, check_status, date_header
+from greenpool.http.response import (
+    CONNECTION,
+    CONTENT_LENGTH,
+    HOP_BY_HOP,
+    FileWrapper,
+    _header_cache,
+    date_header,
+    header_entry,
+    status_entry,
+)
 
 __all__ = ["Service", "error_response", "serve_connection"]
 
@@ -61,8 +70,8 @@ def error_response(status: int) -> bytes:
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HTTP11 = b"HTTP/1.1 "
 _CRLF = b"\r\n"
-_CLOSE = b"Connection: close\r\n"
-_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_CLOSE_END = b"Connection: close\r\n\r\n"
+_KEEP_ALIVE_END = b"Connection: keep-alive\r\n\r\n"
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
@@ -174,7 +183,7 @@ class _Connection:
     __slots__ = (
         "service", "sock", "addr", "parser", "base", "plain", "waiting", "start_response",
         "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
-        "no_body", "continue_sent",
+        "no_body", "continue_sent", "code", "head_parts", "app_length", "app_close",
     )
 
     def __init__(self, service: Service, sock, addr) -> None:
@@ -312,22 +321,19 @@ class _Connection:
     def _environ(self, req: Request) -> dict:
         env = self.base.copy()
         target = req.target
-        raw = target.decode("latin-1")
-        env["RAW_URI"] = env["REQUEST_URI"] = raw
-        if target[:1] != b"/":
-            target = _origin_form(target)
-        path, _, query = target.partition(b"?")
-        if b"#" in query or b"#" in path:
-            path, _, query = target.partition(b"#")[0].partition(b"?")
-        env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
-        env["QUERY_STRING"] = query.decode("latin-1")
+        entry = _TARGETS.get(target)
+        if entry is None:
+            entry = _split_target(target)
+        env["RAW_URI"] = env["REQUEST_URI"] = entry[0]
+        env["PATH_INFO"] = entry[1]
+        env["QUERY_STRING"] = entry[2]
         env["REQUEST_METHOD"] = req.method
-        env["SERVER_PROTOCOL"] = "HTTP/" + req.version
+        env["SERVER_PROTOCOL"] = _PROTOCOLS[req.version]
         for name, value in req.headers:
             key = _ENV_KEYS[name] if name in _ENV_KEYS else _env_key(name)
             if key is None:
                 continue
-            if key in env and key.startswith("HTTP_"):
+            if key in env:
                 env[key] += ", " + value.decode("latin-1")
             else:
                 env[key] = value.decode("latin-1")
@@ -341,6 +347,7 @@ class _Connection:
         self.req = req
         self.status = None
         self.headers = None
+        self.head_parts = None
         self.head_sent = False
         self.chunked = False
         self.length = None
@@ -448,38 +455,48 @@ class _Connection:
         elif self.status is not None:
             raise AssertionError("start_response was already called (pass exc_info to "
                                  "replace the response after an error)")
-        check_status(status)
-        check_headers(headers)
+        if type(headers) is not list:
+            raise TypeError(f"WSGI response headers must be a list, got {type(headers).__name__}")
+        line, code = status_entry(status)
+        parts = [line]
+        length = None
+        close = False
+        has_date = False
+        for item in headers:
+            entry = _header_cache.get(item) if type(item) is tuple else None
+            if entry is None:
+                entry = header_entry(item)
+            kind = entry[1]
+            if kind:
+                if kind == CONTENT_LENGTH:
+                    length = entry[2]
+                elif kind == CONNECTION:
+                    close = close or entry[2]
+                    continue
+                elif kind == HOP_BY_HOP:
+                    continue  # the server frames the response
+                else:
+                    has_date = True
+            parts.append(entry[0])
+        if not has_date:
+            parts.append(date_header())
         self.status = status
         self.headers = headers
+        self.code = code
+        self.head_parts = parts
+        self.app_length = length
+        self.app_close = close
         return self._write
 
     def _head(self, known: int | None) -> bytes:
         """The response head; ``known`` is the body's size when the whole body is at hand."""
-        status = self.status
-        if status is None:
+        parts = self.head_parts
+        if parts is None:
             raise AssertionError("the WSGI app did not call start_response before its body")
-        code = int(status[:3])
-        parts = [_HTTP11, status.encode("latin-1"), _CRLF]
-        length = None
-        has_date = False
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname == "content-length":
-                length = int(value)
-                if length < 0 or not value.strip().isdigit():
-                    raise ValueError(f"invalid Content-Length {value!r} from the WSGI app")
-            elif lname == "connection":
-                if "close" in value.lower():
-                    self.close = True
-                continue
-            elif lname == "transfer-encoding" or lname == "keep-alive":
-                continue  # hop-by-hop: the server frames the response
-            elif lname == "date":
-                has_date = True
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        if not has_date:
-            parts.append(date_header())
+        code = self.code
+        if self.app_close:
+            self.close = True
+        length = self.app_length
         if code < 200 or code == 204 or code == 304:
             self.no_body = True
             if code < 200:
@@ -497,10 +514,11 @@ class _Connection:
         else:
             self.close = True  # HTTP/1.0: the body ends where the connection does
         if self.close:
-            parts.append(_CLOSE)
+            parts.append(_CLOSE_END)
         elif self.req.version == "1.0":
-            parts.append(_KEEP_ALIVE)
-        parts.append(_CRLF)
+            parts.append(_KEEP_ALIVE_END)
+        else:
+            parts.append(_CRLF)
         self.head_sent = True
         return b"".join(parts)
 
@@ -528,8 +546,12 @@ class _Connection:
         self._sendall(head + data if head else data)
 
     def _sendall(self, data: bytes) -> None:
+        # One send() first: gevent's sendall() asks the kernel for SO_SNDBUF on
+        # every call, and a response usually fits the socket buffer whole.
         try:
-            self.sock.sendall(data)
+            sent = self.sock.send(data)
+            if sent < len(data):
+                self.sock.sendall(memoryview(data)[sent:])
         except OSError as exc:
             self.close = True
             raise _ClientGone(str(exc)) from None
@@ -555,6 +577,32 @@ class _Connection:
             self._send_quietly(error_response(status))
         if status == 413:
             self._linger()
+
+
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+# Request target -> (RAW_URI, PATH_INFO, QUERY_STRING); bounded, cleared when full.
+_TARGETS: dict[bytes, tuple[str, str, str]] = {}
+_TARGETS_MAX = 4096
+
+
+def _split_target(target: bytes) -> tuple[str, str, str]:
+    """The environ strings of a request target: PATH_INFO percent-decoded, as latin-1.
+
+    An absolute-form target (``http://host/p?q``) gives its path and query;
+    a fragment (never sent by a conforming client) is dropped.
+    """
+    key = target
+    raw = target.decode("latin-1")
+    if target[:1] != b"/":
+        target = _origin_form(target)
+    target = target.partition(b"#")[0]
+    path, _, query = target.partition(b"?")
+    path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+    entry = (raw, path_info, query.decode("latin-1"))
+    if len(_TARGETS) >= _TARGETS_MAX:
+        _TARGETS.clear()
+    _TARGETS[key] = entry
+    return entry
 
 
 def _origin_form(target: bytes) -> bytes:

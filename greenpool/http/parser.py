@@ -121,6 +121,7 @@ class Request:
         self.error: HTTPError | None = None
 
 
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 _TE = b"transfer-encoding"
 _CL = b"content-length"
 _HOST = b"host"
@@ -158,42 +159,51 @@ class RequestParser:
         """Parse ``data``; refusals are recorded in :attr:`error`, never raised."""
         if self.error is not None or self.upgraded:
             return
-        was_in_head = self.in_head
+        cur = self.current
+        was_in_head = cur is not None and not cur.head_done
         try:
             self._parser.feed_data(data)
-        except HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, HTTPError):
-                self.error = cause
-            elif isinstance(cause, _BodyOverLimit):
-                limit = self._limits.max_body_size
-                self.error = HTTPError(413, f"request body over {limit} bytes")
-            else:  # a bug in a callback: refuse rather than guess the framing
-                self.error = HTTPError(400, f"invalid request ({cause!r})")
-        except HttpParserUpgrade:
-            # llhttp stops after an upgrade (CONNECT, Upgrade + Connection: upgrade)
-            # request; nothing after it is parsed: the connection closes after it.
-            self.upgraded = True
-        except HttpParserInvalidMethodError:
-            self.error = HTTPError(400, "invalid request method")
-        except HttpParserError as exc:
-            reason = str(exc)
-            if "overflow" in reason and "Content-Length" in reason:
-                self.error = HTTPError(413, "Content-Length too large")
-            else:
-                self.error = HTTPError(400, reason or "malformed request")
-        if self.error is not None:
-            cur = self.current
-            if cur is not None and cur.head_done and not cur.complete:
-                cur.error = self.error
-        elif self.in_head:
+        except (HttpParserError, HttpParserUpgrade) as exc:
+            self._failed(exc)
+            return
+        cur = self.current
+        if cur is not None and not cur.head_done:
             # A head that trickles in without completing a field (a value that
             # never ends) is bounded here; counted from the first feed that
             # starts inside it, so body bytes before it are not counted.
-            self._pending += len(data) if was_in_head else 0
-            limit = self._limits.header_block + self._limits.request_line + 4096
-            if self._pending > limit:
+            if was_in_head:
+                self._pending += len(data)
+            limits = self._limits
+            if self._pending > limits.header_block + limits.request_line + 4096:
                 self.error = HTTPError(431, "request head too large")
+
+    def _failed(self, exc: Exception) -> None:
+        """Turn llhttp's error (or a callback's refusal) into :attr:`error`."""
+        if isinstance(exc, HttpParserUpgrade):
+            # llhttp stops after an upgrade (CONNECT, Upgrade + Connection: upgrade)
+            # request; nothing after it is parsed: the connection closes after it.
+            self.upgraded = True
+            return
+        if isinstance(exc, HttpParserCallbackError):
+            cause = exc.__context__
+            if isinstance(cause, HTTPError):
+                error = cause
+            elif isinstance(cause, _BodyOverLimit):
+                error = HTTPError(413, f"request body over {self._limits.max_body_size} bytes")
+            else:  # a bug in a callback: refuse rather than guess the framing
+                error = HTTPError(400, f"invalid request ({cause!r})")
+        elif isinstance(exc, HttpParserInvalidMethodError):
+            error = HTTPError(400, "invalid request method")
+        else:
+            reason = str(exc)
+            if "overflow" in reason and "Content-Length" in reason:
+                error = HTTPError(413, "Content-Length too large")
+            else:
+                error = HTTPError(400, reason or "malformed request")
+        self.error = error
+        cur = self.current
+        if cur is not None and cur.head_done and not cur.complete:
+            cur.error = error
 
     # -- llhttp callbacks --------------------------------------------------------
 
@@ -239,7 +249,8 @@ class RequestParser:
         parser = self._parser
         req.head_done = True
         version = req.version = parser.get_http_version()
-        req.method = method = parser.get_method().decode("ascii")
+        method = parser.get_method()
+        req.method = method = _METHODS.get(method) or method.decode("ascii")
         req.keep_alive = parser.should_keep_alive()
         if version != "1.1":
             if version != "1.0":

@@ -11,7 +11,8 @@ import re
 import time
 from email.utils import formatdate
 
-__all__ = ["FileWrapper", "check_headers", "check_status", "date_header"]
+__all__ = ["FileWrapper", "check_headers", "check_status", "date_header", "header_entry",
+           "status_entry"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -62,6 +63,60 @@ def check_headers(headers) -> None:
             value.encode("latin-1")
         except UnicodeEncodeError:
             raise ValueError(f"response header {name!r} value {value!r} is not latin-1") from None
+
+
+#: What :func:`header_entry` says a header is: framing the server owns or a plain one.
+PLAIN, CONTENT_LENGTH, CONNECTION, HOP_BY_HOP, DATE = range(5)
+_KINDS = {"content-length": CONTENT_LENGTH, "connection": CONNECTION,
+          "transfer-encoding": HOP_BY_HOP, "keep-alive": HOP_BY_HOP, "date": DATE}
+_CACHE_SIZE = 1024
+_status_cache: dict = {}
+_header_cache: dict = {}
+
+
+def status_entry(status) -> tuple[bytes, int]:
+    """``(b"HTTP/1.1 <status>\\r\\n", code)`` for a checked status; cached per string."""
+    try:
+        entry = _status_cache.get(status)
+    except TypeError:  # unhashable: not a str
+        entry = None
+    if entry is None:
+        code = check_status(status)
+        entry = (b"HTTP/1.1 " + status.encode("latin-1") + b"\r\n", code)
+        if len(_status_cache) >= _CACHE_SIZE:
+            _status_cache.clear()
+        _status_cache[status] = entry
+    return entry
+
+
+def header_entry(item) -> tuple[bytes, int, object]:
+    """``(line, kind, value)`` for a checked ``(name, value)`` header; cached per pair.
+
+    ``line`` is the encoded ``Name: value\\r\\n``; ``kind`` one of PLAIN,
+    CONTENT_LENGTH (``value`` is the int), CONNECTION (``value``: whether it
+    says close), HOP_BY_HOP (dropped: the server frames), DATE.
+    """
+    try:
+        entry = _header_cache.get(item)
+    except TypeError:  # unhashable: not a tuple of str
+        entry = None
+    if entry is not None:
+        return entry
+    check_headers([item])
+    name, value = item
+    kind = _KINDS.get(name.lower(), PLAIN)
+    parsed: object = None
+    if kind == CONTENT_LENGTH:
+        if not value.isdigit() or not value.isascii():
+            raise ValueError(f"invalid Content-Length {value!r} from the WSGI app")
+        parsed = int(value)
+    elif kind == CONNECTION:
+        parsed = "close" in value.lower()
+    entry = (f"{name}: {value}\r\n".encode("latin-1"), kind, parsed)
+    if len(_header_cache) >= _CACHE_SIZE:
+        _header_cache.clear()
+    _header_cache[item] = entry
+    return entry
 
 
 class FileWrapper:

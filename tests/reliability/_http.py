@@ -10,8 +10,9 @@ import re
 import socket
 
 MAX_BODY = 2**20
-#: Statuses a hostile request may get: the app's answer, or a refusal. 100 is interim.
-ACCEPTED = {100, 200, 400, 408, 413, 414, 431}
+#: Statuses a hostile request may get: the app's answer, or a refusal. 100 is interim;
+#: 501 is an unknown transfer coding or CONNECT, 505 an HTTP version other than 1.0/1.1.
+ACCEPTED = {100, 200, 400, 408, 413, 414, 431, 501, 505}
 #: Seconds a client waits for the server before calling it a hang.
 CLIENT_TIMEOUT = 10.0
 IDLE_TIMEOUT = 1.0
