@@ -22,7 +22,23 @@ Sections (``--sections``, default all):
               (``Connection: close``): greenpool N hubs vs 1 hub.
 ``memory``    server RSS with many idle keep-alive connections (default
               10,000; RLIMIT_NOFILE is raised): greenpool vs gevent vs
-              thread-per-connection.
+              thread-per-connection, and the WSGI servers (``python -m
+              greenpool wsgi`` vs ``gunicorn -k gevent``) on the bare app.
+``wsgi``      real WSGI servers, one process each, on ``benchmarks/wsgi_apps.py``
+              (``bare``: the smallest WSGI app; ``flask``: Flask's hello):
+              ``python -m greenpool wsgi --hubs 1`` vs ``gunicorn -k gevent -w 1``
+              vs ``granian --interface wsgi --workers 1 --blocking-threads 1``,
+              and greenpool with 2 and 4 hubs on the same core. The ratios
+              carry issue 11's goals.
+``profile``   where a greenpool WSGI request's time goes: cProfile on the hub
+              thread of a 1-hub ``greenpool.wsgi.serve`` under wrk, per app;
+              the top functions in microseconds per request, and the time
+              summed by layer (HTTP core, parser, sockets, gevent, app). Not in
+              the default set (cProfile makes every Python call slower, so its
+              figures are shares, not speeds): ``--sections profile``.
+
+The server (all its processes) runs on CPU 0 and wrk on CPU 1 by default
+(``taskset``): one core each, as in issue 11's table.
 
 Results go to ``benchmarks/results/servers-<time>.json`` (and
 ``servers-latest.json``); ``benchmarks/plot.py`` draws them. Figures depend on
@@ -32,6 +48,8 @@ ratios, not single runs.
     python benchmarks/servers.py                    # everything (~10 min)
     python benchmarks/servers.py --quick            # < 2 min
     python benchmarks/servers.py --sections pure,tls --duration 3 --runs 5
+    python benchmarks/servers.py --sections wsgi --runs 7
+    python benchmarks/servers.py --sections profile     # for the README
 """
 
 from __future__ import annotations
@@ -54,8 +72,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("pure", "blocking", "spread", "tls", "memory")
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SECTIONS = ("pure", "blocking", "spread", "tls", "memory", "wsgi", "profile")
+DEFAULT_SECTIONS = ("pure", "blocking", "spread", "tls", "memory", "wsgi")
+WSGI_KINDS = ("wsgi-greenpool", "wsgi-gunicorn", "wsgi-granian")
 BLOCKING_HUBS = (2, 4, 8)
 SPREADS = ("reuseport", "shared", "dispatch")
 
@@ -267,6 +288,7 @@ class Config:
     connections: int = 64
     tls: bool = False
     pin: bool = False
+    app: str = "bare"  # the wsgi_apps.py app, for the WSGI kinds
     samples: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -304,6 +326,9 @@ class Bench:
     # servers
 
     def start(self, cfg: Config) -> None:
+        if cfg.kind in WSGI_KINDS:
+            self.start_wsgi(cfg)
+            return
         cmd = [sys.executable, os.path.abspath(__file__), "_serve", *cfg.argv(self.certs)]
         if self.server_cpus:
             cmd = ["taskset", "-c", self.server_cpus, *cmd]
@@ -325,12 +350,40 @@ class Bench:
                 cfg.port = int(line.split()[1])
                 return
 
+    def start_wsgi(self, cfg: Config) -> None:
+        """Start a real WSGI server (its own CLI) and wait until it answers."""
+        cfg.port = free_port()
+        cmd = wsgi_command(cfg.kind, cfg.app, cfg.port, cfg.hubs, self.opts.connections)
+        if self.server_cpus:
+            cmd = ["taskset", "-c", self.server_cpus, *cmd]
+        log_path = os.path.join(self.tmp.name, f"server-{len(os.listdir(self.tmp.name))}.log")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH")) if p))
+        with open(log_path, "w") as errors:
+            # a session of its own: gunicorn and granian fork workers, stop() kills the group
+            cfg.proc = subprocess.Popen(cmd, stdout=errors, stderr=errors, cwd=HERE, env=env,
+                                        start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not http_ok(cfg.port):
+            if cfg.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop(cfg)
+                with open(log_path) as f:
+                    raise RuntimeError(f"{cfg.label}: server did not start:\n{f.read()[-3000:]}")
+            time.sleep(0.1)
+
     def stop(self, cfg: Config) -> None:
         if cfg.proc is not None and cfg.proc.poll() is None:
-            cfg.proc.kill()
+            if cfg.kind in WSGI_KINDS:
+                try:
+                    os.killpg(cfg.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            else:
+                cfg.proc.kill()
         if cfg.proc is not None:
             cfg.proc.wait(10)
-            cfg.proc.stdout.close()
+            if cfg.proc.stdout is not None:
+                cfg.proc.stdout.close()
         cfg.proc = None
 
     # wrk
@@ -403,10 +456,79 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    """User + system CPU time of process ``pid`` and its live descendants, in seconds.
+
+    The descendants count because gunicorn and granian serve in forked workers.
+    """
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def free_port() -> int:
+    """A port free right now on 127.0.0.1 (for servers whose CLI needs one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_ok(port: int) -> bool:
+    """Whether a server on ``port`` answers ``GET /`` with a 200."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def wsgi_command(kind: str, app: str, port: int, hubs: int, connections: int) -> list[str]:
+    """The command line a user would type for each WSGI server (quiet: no access log)."""
+    target = f"wsgi_apps:{app}"
+    if kind == "wsgi-greenpool":
+        return [sys.executable, "-m", "greenpool", "wsgi", "--hubs", str(hubs),
+                "-b", f"127.0.0.1:{port}", "--backlog", "4096", "--log-level", "warning", target]
+    if kind == "wsgi-gunicorn":
+        return [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1",
+                "-b", f"127.0.0.1:{port}", "--backlog", "4096", "--log-level", "warning",
+                "--worker-connections", str(connections + 1000), target]
+    if kind == "wsgi-granian":
+        return [str(Path(sys.executable).with_name("granian")), "--interface", "wsgi",
+                "--workers", "1", "--blocking-threads", "1", "--host", "127.0.0.1",
+                "--port", str(port), "--log-level", "warning", "--no-access-log", target]
+    raise ValueError(kind)
+
+
+def wsgi_missing(kind: str, app: str) -> str | None:
+    """Why a WSGI server or app cannot run here (None: it can)."""
+    if app == "flask" and not _has("flask"):
+        return "flask is not installed (pip install flask)"
+    if kind == "wsgi-gunicorn" and not _has("gunicorn"):
+        return "gunicorn is not installed (pip install gunicorn gevent)"
+    if kind == "wsgi-granian" and not Path(sys.executable).with_name("granian").exists():
+        return "granian is not installed beside this Python (pip install granian)"
+    return None
 
 
 def log(message: str) -> None:
@@ -529,11 +651,15 @@ def section_tls(bench: Bench) -> dict:
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    """Resident memory of ``pid`` and its live descendants (forked workers), in KiB."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (FileNotFoundError, StopIteration):
+            continue
+    return total
 
 
 def hold_connections(port: int, count: int) -> list[socket.socket]:
@@ -569,8 +695,15 @@ def section_memory(bench: Bench) -> dict:
         Config("gevent StreamServer", "gevent"),
         Config(f"greenpool {hubs} hubs", "greenpool", hubs=hubs),
         Config("thread per connection", "threads"),
+        Config(f"WSGI greenpool {hubs} hubs", "wsgi-greenpool", hubs=hubs),
+        Config("WSGI gunicorn -k gevent", "wsgi-gunicorn"),
     ]
     rows = {}
+    for cfg in configs[:]:
+        missing = wsgi_missing(cfg.kind, cfg.app) if cfg.kind in WSGI_KINDS else None
+        if missing:
+            log(f"  {cfg.label}: skipped, {missing}")
+            configs.remove(cfg)
     for cfg in configs:
         bench.start(cfg)
         try:
@@ -596,12 +729,201 @@ def section_memory(bench: Bench) -> dict:
     return {"connections": count, "rows": rows}
 
 
+def section_wsgi(bench: Bench) -> dict:
+    """Issue 11's table: one process, one core; greenpool vs gunicorn -k gevent vs granian."""
+    configs: list[Config] = []
+    rows: dict[tuple[str, str], Config] = {}
+    skipped = {}
+    for app in ("bare", "flask"):
+        for kind, name in (("wsgi-greenpool", "greenpool 1 hub"),
+                           ("wsgi-gunicorn", "gunicorn -k gevent"),
+                           ("wsgi-granian", "granian")):
+            label = f"{app}: {name}"
+            missing = wsgi_missing(kind, app)
+            if missing:
+                skipped[label] = missing
+                log(f"  {label}: skipped, {missing}")
+                continue
+            rows[app, kind] = Config(label, kind, app=app)
+            configs.append(rows[app, kind])
+    hub_rows = {n: Config(f"bare: greenpool {n} hubs", "wsgi-greenpool", hubs=n) for n in (2, 4)}
+    configs.extend(hub_rows.values())
+    bench.measure(configs)
+    ratios = []
+    goals = {("bare", "wsgi-gunicorn"): 4.0, ("bare", "wsgi-granian"): 0.45,
+             ("flask", "wsgi-gunicorn"): 1.7, ("flask", "wsgi-granian"): 1.0}
+    for app in ("bare", "flask"):
+        gp = rows.get((app, "wsgi-greenpool"))
+        for kind, name in (("wsgi-gunicorn", "gunicorn -k gevent"), ("wsgi-granian", "granian")):
+            peer = rows.get((app, kind))
+            if gp and peer and gp.samples:
+                ratios.append(ratio(gp, peer, f"{app}: greenpool / {name}", goals[app, kind]))
+    one = rows.get(("bare", "wsgi-greenpool"))
+    for n, cfg in hub_rows.items():
+        if one and cfg.samples:
+            ratios.append(ratio(cfg, one, f"bare: greenpool {n} hubs / 1 hub (one core)"))
+    configs = [c for c in configs if c.samples]
+    return {"configs": table(configs), "ratios": ratios, "skipped": skipped or None}
+
+
+# -- profile: where a greenpool WSGI request's time goes ------------------------
+
+#: Layers for the profile summary: (name, test on a pstats key (file, line, function)).
+#: cProfile does not see httptools' Cython methods: llhttp's own time is in the
+#: self time of greenpool/http/parser.py's ``feed`` (see "llhttp_feed_us").
+LAYERS = [
+    ("socket calls (send/recv, C)",
+     lambda f, fn: f == "~" and any(m in fn for m in ("'send", "'recv", "sendall", "_socket"))),
+    ("greenpool HTTP core (Python + llhttp)", lambda f, fn: "greenpool/http/" in f),
+    ("greenpool server + wsgi glue", lambda f, fn: "greenpool/" in f),
+    ("gevent (sockets, hub, waits)", lambda f, fn: "gevent" in f + fn or "greenlet" in fn),
+    ("the app (Flask/Werkzeug)", lambda f, fn: any(m in f for m in ("flask", "werkzeug"))),
+    ("the app (wsgi_apps.py)", lambda f, fn: "wsgi_apps" in f),
+    ("stdlib (and builtins it calls)", lambda f, fn: True),
+]
+
+
+def profile_main(argv: list[str]) -> None:
+    """Serve one app on a 1-hub pool; cProfile the hub thread between "start" and "stop"."""
+    import cProfile
+
+    import greenpool
+    from greenpool import wsgi
+
+    app_name, out = argv
+    sys.path.insert(0, str(HERE))
+    import wsgi_apps
+
+    pool = greenpool.Pool(1, name="profile")
+    server = wsgi.serve(getattr(wsgi_apps, app_name), ("127.0.0.1", 0), pool=pool, backlog=4096)
+    # CPU time of the hub thread, not wall time: on a shared machine wall time
+    # would charge other processes' slices to whatever function was running.
+    profiler = cProfile.Profile(time.thread_time)
+    ready(server.address[1])
+    sys.stdin.readline()
+    # enabled from a greenlet on the hub: the profile hook is the hub thread's
+    pool.spawn_on(0, profiler.enable).result(10)
+    sys.stdout.write("PROFILING\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    pool.spawn_on(0, profiler.disable).result(10)
+    profiler.dump_stats(out)
+    sys.stdout.write("DONE\n")
+    sys.stdout.flush()
+    server.stop(timeout=1)
+
+
+def section_profile(bench: Bench) -> dict:
+    """cProfile of the greenpool WSGI core under wrk, per app; per-request figures."""
+    import pstats
+
+    apps = ["bare"] + (["flask"] if _has("flask") else [])
+    results = {}
+    for app in apps:
+        out = os.path.join(bench.tmp.name, f"profile-{app}.pstats")
+        cmd = [sys.executable, os.path.abspath(__file__), "_profile", app, out]
+        if bench.server_cpus:
+            cmd = ["taskset", "-c", bench.server_cpus, *cmd]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        cfg = Config(f"profile {app}", "greenpool", proc=proc)
+        try:
+            line = proc.stdout.readline()
+            if not line.startswith("READY "):
+                raise RuntimeError(f"profile server did not start: {line!r}")
+            cfg.port = int(line.split()[1])
+            bench._wrk(cfg, 1)  # warm-up, not profiled
+            plain_rps, plain_cpu_us, _ = bench.wrk(cfg, bench.opts.duration)
+            proc.stdin.write("start\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().startswith("PROFILING")
+            rps, requests, _ = bench._wrk(cfg, bench.opts.duration)
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().startswith("DONE")
+        finally:
+            proc.kill()
+            proc.wait(10)
+        stats = pstats.Stats(out).stats
+        total = sum(tt for _, _, tt, _, _ in stats.values())
+        layers = dict.fromkeys((name for name, _ in LAYERS), 0.0)
+        top = []
+        for (file, line_no, fn), (_cc, ncalls, tottime, cumtime, callers) in stats.items():
+            layer = layer_of(file, fn)
+            if file == "~" and layer == LAYERS[-1][0] and callers:
+                # a builtin (isinstance, dict.get...): its time is its callers' layers'
+                for (c_file, _, c_fn), c_stats in callers.items():
+                    layers[layer_of(c_file, c_fn)] += c_stats[2]
+            else:
+                layers[layer] += tottime
+            where = fn if file == "~" else f"{short_path(file)}:{line_no} {fn}"
+            top.append({
+                "function": where, "layer": layer, "calls_per_request": ncalls / requests,
+                "us_per_request": tottime * 1e6 / requests,
+                "cum_us_per_request": cumtime * 1e6 / requests, "share": tottime / total,
+            })
+        top.sort(key=lambda row: -row["us_per_request"])
+        calls = sum(ncalls for _, ncalls, _, _, _ in stats.values())
+        for row in top:
+            row["est_us_per_request"] = row["share"] * plain_cpu_us
+        results[app] = {
+            "requests": requests, "profiled_rps": rps,
+            "unprofiled_rps": plain_rps, "unprofiled_cpu_us_per_request": plain_cpu_us,
+            "profiled_us_per_request": total * 1e6 / requests,
+            "python_calls_per_request": calls / requests,
+            "layers": {k: {"us_per_request": v * 1e6 / requests, "share": v / total,
+                           "est_us_per_request": v / total * plain_cpu_us}
+                       for k, v in sorted(layers.items(), key=lambda kv: -kv[1])},
+            "top": top[:25],
+        }
+        log(f"  {app}: unprofiled {plain_rps:,.0f} req/s, {plain_cpu_us:.1f} us CPU/req; "
+            f"profiled {requests} requests: {total * 1e6 / requests:.1f} us and "
+            f"{calls / requests:.0f} calls per request")
+    return {"apps": results, "llhttp_feed_us": llhttp_feed_us()}
+
+
+def llhttp_feed_us() -> float | None:
+    """Microseconds httptools (llhttp) takes to parse wrk's request, callbacks included."""
+    try:
+        import httptools
+    except ImportError:
+        return None
+    import timeit
+
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+
+    class Sink:
+        def on_url(self, url): pass
+        def on_header(self, name, value): pass
+        def on_headers_complete(self): pass
+        def on_message_complete(self): pass
+
+    parser = httptools.HttpRequestParser(Sink())
+    number = 20000
+    best = min(timeit.repeat(lambda: parser.feed_data(request), number=number, repeat=5))
+    return best * 1e6 / number
+
+
+def layer_of(file: str, fn: str) -> str:
+    return next(name for name, test in LAYERS if test(file, fn))
+
+
+def short_path(file: str) -> str:
+    for marker in ("site-packages/", "/greenpool/", "/lib/python"):
+        if marker in file:
+            tail = file.split(marker, 1)[1]
+            return ("greenpool/" + tail) if marker == "/greenpool/" else tail
+    return os.path.basename(file)
+
+
 SECTION_FUNCS = {
     "pure": section_pure,
     "blocking": section_blocking,
     "spread": section_spread,
     "tls": section_tls,
     "memory": section_memory,
+    "wsgi": section_wsgi,
+    "profile": section_profile,
 }
 
 
@@ -636,9 +958,14 @@ def print_summary(results: dict) -> None:
         "Noisy on small shared machines.")
     for name, section in results["sections"].items():
         log(f"\n[{name}]")
-        if "skipped" in section:
+        if isinstance(section.get("skipped"), str):
             log(f"  skipped: {section['skipped']}")
             continue
+        if name == "profile":
+            print_profile(section)
+            continue
+        for label, why in (section.get("skipped") or {}).items():
+            log(f"  {label}: skipped, {why}")
         if name == "memory":
             for label, row in section["rows"].items():
                 log(f"  {label:<34} {row['rss_loaded_mib']:8.1f} MiB RSS with "
@@ -656,18 +983,41 @@ def print_summary(results: dict) -> None:
                 f"{r['cpu_ratio']:5.2f}x{goal}")
 
 
+def print_profile(section: dict) -> None:
+    log("  Shares are of the hub thread's CPU time under cProfile (a builtin's time goes to "
+        "its callers' layer); 'est. us' scales them to the unprofiled CPU time per request.")
+    if section.get("llhttp_feed_us") is not None:
+        log(f"  llhttp alone parses wrk's request in {section['llhttp_feed_us']:.2f} us "
+            "(inside parser.feed's self time below)")
+    for app, row in section["apps"].items():
+        log(f"  {app}: {row['unprofiled_cpu_us_per_request']:.1f} us CPU per request unprofiled "
+            f"({row['unprofiled_rps']:,.0f} req/s); {row['python_calls_per_request']:.0f} "
+            "profiled calls per request")
+        for layer, v in row["layers"].items():
+            log(f"    {layer:<40} {v['share']:6.1%}  est. {v['est_us_per_request']:6.1f} us")
+        log(f"    {'top functions (self time)':<58} {'share':>6} {'est. us':>7} {'calls':>6}")
+        for t in row["top"][:15]:
+            log(f"    {t['function'][:58]:<58} {t['share']:6.1%} {t['est_us_per_request']:7.2f} "
+                f"{t['calls_per_request']:6.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_serve":
         serve_main(argv[1:])
         return 0
+    if argv and argv[0] == "_profile":
+        profile_main(argv[1:])
+        return 0
     parser = argparse.ArgumentParser(
-        description="HTTP servers on greenpool vs gevent, uvloop and threads (wrk).",
+        description="HTTP servers on greenpool vs gevent, uvloop, threads, and WSGI servers "
+        "(gunicorn -k gevent, granian), driven by wrk.",
         epilog="--quick means --duration 1 --runs 3 --connections 2000 "
-        "--sections pure,blocking,tls,memory",
+        "--sections pure,blocking,tls,memory,wsgi",
     )
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated, from {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated, from {', '.join(SECTIONS)} "
+                        f"(default: all but profile)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=5, help="alternating rounds per section")
     parser.add_argument("--connections", type=int, default=10000,
@@ -683,8 +1033,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     if opts.quick:
         opts.duration, opts.runs, opts.connections = 1.0, 3, 2000
-        if opts.sections == ",".join(SECTIONS):
-            opts.sections = "pure,blocking,tls,memory"
+        if opts.sections == ",".join(DEFAULT_SECTIONS):
+            opts.sections = "pure,blocking,tls,memory,wsgi"
     sections = [s.strip() for s in opts.sections.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
