@@ -3,19 +3,27 @@
     gunicorn -k greenpool.gunicorn.Worker --threads 4 -w 2 module:app
 
 Each worker process runs a :class:`greenpool.Pool` of ``--threads`` hubs (one
-native thread each). Every hub runs gevent's ``pywsgi`` server on gunicorn's
+native thread each). Every hub serves HTTP with greenpool's own HTTP/1.1 core
+(:mod:`greenpool.http`: llhttp, strict RFC 9112 framing) on gunicorn's
 listening sockets (a ``dup`` of each listener per hub, so all hubs accept on
 the same sockets and the kernel spreads connections over them); a connection
 stays on the hub that accepted it. Code that blocks in a GIL-releasing call (a
 C database driver, hashing, compression) stalls one hub, not the process.
 
+gunicorn's settings honoured: ``--keep-alive`` (a client silent that long is
+closed; 0 closes after each response), ``--limit-request-line`` (414),
+``--limit-request-fields`` (400), ``--limit-request-field_size`` (431),
+``--max-requests``, the access log and its format.
+
 Monkey patching: like gunicorn's own gevent worker, :meth:`Worker.init_process`
-calls ``gevent.monkey.patch_all()`` and ``gevent.reinit()`` before the app is
-loaded, so pure-Python blocking I/O in the app (``socket``, ``ssl``, ``time.sleep``,
-``requests``...) yields to the hub instead of blocking it, and apps written for
-``-k gevent`` run unchanged. The hub threads stay native threads under
-patching. Patching happens in each worker process after the fork, before the
-app is imported (unless ``--preload``, as with the gevent worker).
+patches (with ``greenpool.monkey.patch_all()``: gevent's patching, plus the
+cross-hub pieces a multi-hub process needs) and calls ``gevent.reinit()``
+before the app is loaded, so pure-Python blocking I/O in the app (``socket``,
+``ssl``, ``time.sleep``, ``requests``...) yields to the hub instead of
+blocking it, and apps written for ``-k gevent`` run unchanged. The hub
+threads stay native threads under patching. Patching happens in each worker
+process after the fork, before the app is imported (unless ``--preload``, as
+with the gevent worker).
 
 Lifecycle, following ``gunicorn/workers/ggevent.py``: the main thread calls
 ``notify()`` while every hub answers a ping (a hub stuck longer than
@@ -35,19 +43,22 @@ import os
 import select
 import socket as stdlib_socket
 import time
+from datetime import timedelta
 from typing import Any
 
 import gevent
 import gevent.pool
 import gevent.socket
-from gevent import monkey
+from gevent.server import StreamServer
+from greenlet import GreenletExit
 from gunicorn.http.wsgi import base_environ
 from gunicorn.sock import ssl_context
 from gunicorn.workers import base
-from gunicorn.workers.ggevent import VERSION, PyWSGIHandler, PyWSGIServer
+from gunicorn.workers.ggevent import VERSION, GeventResponse
 
 import greenpool
 from greenpool._native import allocate_lock
+from greenpool.http import Limits, Service, serve_connection
 
 __all__ = ["Worker"]
 
@@ -59,79 +70,100 @@ def _ping() -> None:
     """A no-op task: a hub that runs it is not stuck."""
 
 
-class _Handler(PyWSGIHandler):
-    """gunicorn's pywsgi handler, plus request counting and a graceful drain.
+def limits_from(cfg) -> Limits:
+    """greenpool's request limits from gunicorn's ``limit_request_*`` settings (0: unlimited).
 
-    While it waits for the next request on a keep-alive connection the handler
-    is *idle*; on a graceful stop idle connections are shut down at once and
-    busy ones are closed after their current response.
+    gunicorn bounds each field but not the header block; the block limit is
+    raised to what the field limits allow, up to 1 MiB.
+    """
+    line = cfg.limit_request_line or 8190
+    fields = cfg.limit_request_fields or 32768
+    field = cfg.limit_request_field_size or None
+    block = max(64 * 1024, min(fields * (field or 8190), 2**20))
+    return Limits(request_line=line, header_count=fields, header_field=field, header_block=block)
+
+
+class _Idle:
+    """Entered while a connection waits for its next request: a drain shuts it down."""
+
+    __slots__ = ("server", "sock")
+
+    def __init__(self, server: _Server, sock) -> None:
+        self.server = server
+        self.sock = sock
+
+    def __enter__(self) -> None:
+        if self.server.draining:
+            raise GreenletExit
+        self.server.idle.add(self.sock)
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.idle.discard(self.sock)
+
+
+class _Service(Service):
+    """greenpool's HTTP core with gunicorn's settings: keep-alive, limits, max-requests, logs.
+
+    A client that does not send a complete request head within ``--keep-alive``
+    seconds is closed without an answer, as gunicorn's gevent worker does;
+    ``--keep-alive 0`` closes every connection after its response.
     """
 
-    _closing = False
+    timeout_response = None
 
-    def read_requestline(self) -> str:
-        server = self.server
-        if server.draining:
-            return ""
-        keepalive = server.worker.cfg.keepalive
-        server.idle.add(self)
-        try:
-            if keepalive and keepalive > 0:
-                # gunicorn's gevent worker waits ``keepalive`` seconds for a
-                # request line; a silent client is closed, not kept forever.
-                with gevent.Timeout(keepalive, False):
-                    return super().read_requestline()
-                return ""
-            return super().read_requestline()
-        finally:
-            server.idle.discard(self)
+    def __init__(self, worker: Worker, server: _Server, environ: dict) -> None:
+        super().__init__(worker.wsgi, environ, limits_from(worker.cfg))
+        self.worker = worker
+        self.server = server
+        keepalive = worker.cfg.keepalive
+        self.head_timeout = keepalive if keepalive and keepalive > 0 else None
+        self.keepalive = bool(keepalive)
+        if not getattr(worker.log, "access_log_enabled", True):
+            self.access = None  # type: ignore[assignment]
 
-    def read_request(self, raw_requestline):
-        """pywsgi's parsing, plus gunicorn's ``limit_request_*`` settings (400 past them)."""
-        cfg = self.server.worker.cfg
-        if cfg.limit_request_line and len(raw_requestline) > cfg.limit_request_line:
-            raise ValueError(f"request line over limit_request_line ({cfg.limit_request_line})")
-        result = super().read_request(raw_requestline)
-        if cfg.limit_request_fields and len(self.headers) > cfg.limit_request_fields:
-            raise ValueError(f"more headers than limit_request_fields ({cfg.limit_request_fields})")
-        size = cfg.limit_request_field_size
-        if size and any(len(k) + len(v) + 2 > size for k, v in self.headers.items()):
-            raise ValueError(f"a header over limit_request_field_size ({size})")
-        return result
+    def waiting(self, sock) -> _Idle:
+        return _Idle(self.server, sock)
 
-    def handle_one_response(self) -> None:
-        worker = self.server.worker
+    def before_request(self, environ: dict) -> bool:
+        """Count the request (max_requests); False closes after it."""
+        worker = self.worker
         # Counted first, as gunicorn does: the request that reaches max_requests
         # is the last on its connection and says so (Connection: close).
         worker.count_request()
-        if not worker.alive or self.server.draining or not worker.cfg.keepalive:
-            self.close_connection = True
-            self._closing = True
-        super().handle_one_response()
+        return worker.alive and not self.server.draining and self.keepalive
 
-    def start_response(self, status, headers, exc_info=None):
-        if self._closing and not any(name.lower() == "connection" for name, _ in headers):
-            headers = [*headers, ("Connection", "close")]
-        return super().start_response(status, headers, exc_info)
+    def access(self, environ: dict, status: str, headers: list, sent: int,
+               seconds: float) -> None:
+        request_headers = [(k[5:].replace("_", "-"), v) for k, v in environ.items()
+                           if k.startswith("HTTP_")]
+        self.worker.log.access(GeventResponse(status, headers, sent), request_headers, environ,
+                               timedelta(seconds=seconds))
 
 
-class _Server(PyWSGIServer):
-    """gunicorn's pywsgi server for one hub; knows its worker and idle handlers."""
+class _Server(StreamServer):
+    """One hub's server on one of gunicorn's listeners; knows its idle connections."""
 
-    def __init__(self, *args: Any, worker: Worker, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.worker = worker
+    def __init__(self, listener, *, worker: Worker, environ: dict, **kwargs: Any) -> None:
+        super().__init__(listener, **kwargs)
         self.draining = False
-        self.idle: set[_Handler] = set()
+        self.idle: set = set()
+        self.service = _Service(worker, self, environ)
+
+    def handle(self, sock, address) -> None:
+        try:
+            serve_connection(self.service, sock, address)
+        except GreenletExit:
+            pass
+        except OSError:  # the client went away (reset, TLS error): nothing to answer
+            pass
+        finally:
+            sock.close()
 
     def drain(self) -> None:
         """Stop accepting; shut idle keep-alive connections so their handlers end."""
         self.draining = True
         self.close()
-        for handler in list(self.idle):
-            sock = getattr(handler, "socket", None)
-            if sock is None:
-                continue
+        for sock in list(self.idle):
             try:
                 sock.shutdown(stdlib_socket.SHUT_RDWR)
             except OSError:
@@ -142,7 +174,9 @@ class Worker(base.Worker):
     """gunicorn worker: ``--threads`` gevent hubs per process, each serving every listener."""
 
     def init_process(self) -> None:
-        """Patch like gunicorn's gevent worker, then let gunicorn load the app and call run()."""
+        """Patch (greenpool's patch_all: gevent's, made safe for N hubs), then load and run."""
+        from greenpool import monkey
+
         monkey.patch_all()
         gevent.reinit()
         self._quick = False
@@ -260,21 +294,25 @@ class Worker(base.Worker):
                     break
 
     def _serve_on_hub(self, stop: greenpool.Future, connections: int) -> None:
-        """Runs on each hub: a pywsgi server per listener until ``stop`` resolves."""
+        """Runs on each hub: a server per listener until ``stop`` resolves."""
         environ = base_environ(self.cfg)
-        environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": VERSION})
+        del environ["wsgi.file_wrapper"]  # greenpool's: sent with os.sendfile where it can
+        environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": VERSION,
+                        "wsgi.url_scheme": "https" if self.ssl_context is not None else "http"})
         ssl_args = {"ssl_context": self.ssl_context} if self.ssl_context is not None else {}
         servers = []
         for listener in self.sockets:
             sock = gevent.socket.socket(fileno=os.dup(listener.fileno()))
+            name = sock.getsockname()
+            if isinstance(name, tuple):
+                listener_environ = {**environ, "SERVER_NAME": name[0], "SERVER_PORT": str(name[1])}
+            else:  # a unix socket
+                listener_environ = {**environ, "SERVER_NAME": str(name), "SERVER_PORT": ""}
             server = _Server(
                 sock,
-                application=self.wsgi,
                 spawn=gevent.pool.Pool(connections),
-                log=self.log,
-                handler_class=_Handler,
-                environ=environ,
                 worker=self,
+                environ=listener_environ,
                 **ssl_args,
             )
             server.start()

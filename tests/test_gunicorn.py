@@ -36,6 +36,12 @@ APP = textwrap.dedent(
 
     def app(environ, start_response):
         path = environ["PATH_INFO"]
+        if path == "/patched":
+            import greenpool.monkey
+
+            body = str(greenpool.monkey.is_patched()).encode()
+            start_response("200 OK", [("Content-Length", str(len(body)))])
+            return [body]
         if path == "/stream":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return stream()
@@ -204,12 +210,18 @@ def test_keep_alive_and_request_limits_are_honoured_like_the_gevent_worker(app_d
         assert reply.startswith(b"HTTP/1.1 200 ") and time.monotonic() - began < 8
         # so is a client that never finishes its request line
         assert raw_request(address, b"GET / HT") == b""
-        long_line = b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n\r\n"
-        assert raw_request(address, long_line).startswith(b"HTTP/1.1 400 ")
-        many = b"GET / HTTP/1.1\r\n" + b"".join(b"X%d: y\r\n" % i for i in range(8)) + b"\r\n"
+        # the RFC's statuses (gunicorn's own parser answers 400 to all three)
+        long_line = b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert raw_request(address, long_line).startswith(b"HTTP/1.1 414 ")
+        many = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(
+            b"X%d: y\r\n" % i for i in range(8)) + b"\r\n"
         assert raw_request(address, many).startswith(b"HTTP/1.1 400 ")
-        big = b"GET / HTTP/1.1\r\nX: " + b"y" * 100 + b"\r\n\r\n"
-        assert raw_request(address, big).startswith(b"HTTP/1.1 400 ")
+        big = b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 100 + b"\r\n\r\n"
+        assert raw_request(address, big).startswith(b"HTTP/1.1 431 ")
+        # within the limits: served
+        fine = b"GET /" + b"a" * 50 + b" HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 40 + b"\r\n"
+        assert raw_request(address, fine + b"Connection: close\r\n\r\n").startswith(
+            b"HTTP/1.1 200 ")
         assert server.stop(signal.SIGTERM) == 0
 
 
@@ -234,3 +246,11 @@ def test_the_response_that_reaches_max_requests_says_connection_close(app_dir):
             conn.close()
         server.wait_for(r"Autorestarting worker")
         assert server.stop(signal.SIGINT) == 0
+
+
+def test_worker_patches_with_greenpool_monkey_and_writes_gunicorns_access_log(app_dir):
+    server, address = start_gunicorn(app_dir, "--threads", "2", "--access-logfile", "-")
+    with server:
+        assert get_ok(address, "/patched?x=1") == "True"
+        server.wait_for(r'"GET /patched\?x=1 HTTP/1\.1" 200 4 ')
+        assert server.stop(signal.SIGTERM) == 0

@@ -134,8 +134,12 @@ class Service:
         if self._access_write is None and type(self).access is Service.access:
             self.access = None  # type: ignore[assignment]  # skipped per request
 
-    def waiting(self) -> contextlib.AbstractContextManager:
-        """A reusable context manager entered while a connection waits for its next request."""
+    def waiting(self, sock) -> contextlib.AbstractContextManager:
+        """A reusable context manager entered while ``sock`` waits for its next request.
+
+        The default marks the connection :func:`greenpool.server.idle`, so a
+        graceful stop closes it at once.
+        """
         from greenpool.server import idle_scope
 
         return idle_scope()
@@ -198,7 +202,7 @@ class _Connection:
         else:
             base["REMOTE_ADDR"] = addr or ""
         self.plain = type(sock) is GeventSocket
-        self.waiting = service.waiting()
+        self.waiting = service.waiting(sock)
         self.start_response = self._start_response
         self.pull = self._pull
 
