@@ -15,7 +15,11 @@ inactive, so they are in no loop and can be dropped from any thread (libev's
 ``ev_io_stop`` on an inactive watcher touches nothing, and the cython
 watcher's dealloc never touches its loop). A dropped watcher is pointed at a
 destroyed loop, so a greenlet that still held it (a racing use from its old
-hub) fails at once instead of waiting on a watcher nobody will wake.
+hub) fails at once instead of waiting on a watcher nobody will wake. libev's
+loop calls ``stop()`` once more on a watcher after its callback (the waiting
+greenlet's switch) returns; when the greenlet handed the socket over before
+its hub got control back, that stop meets a retired watcher and has nothing
+left to do, so gevent's ``Hub.handle_error`` is taught not to print it.
 
 Two greenlets on different hubs waiting on one socket at the same time is
 refused with :class:`ConcurrentSocketUseError`, as gevent refuses two waiting
@@ -29,6 +33,7 @@ from gevent._hub_local import get_hub_if_exists
 from gevent._hub_local import get_hub_noargs as get_hub
 from gevent._hub_primitives import wait_on_socket as _gevent_wait
 from gevent.exceptions import ConcurrentObjectUseError
+from gevent.hub import Hub as GeventHub
 from gevent.monkey import get_original
 
 from greenpool.errors import WrongHubError
@@ -172,7 +177,7 @@ def _wait(self, watcher, timeout_exc=None):
     except ValueError:
         # A watcher retired by a move from another hub while this greenlet was
         # about to wait on it: the two are using the socket at the same time.
-        if watcher is not None and watcher.loop is _dead_loops.get(type(watcher.loop)):
+        if watcher is not None and _is_retired(watcher):
             raise _busy_error(self, self.hub, hub) from None
         raise
 
@@ -229,6 +234,25 @@ def _shutdown(self, how):
     return self._sock.shutdown(how)
 
 
+def _is_retired(watcher) -> bool:
+    loop = getattr(watcher, "loop", None)
+    return loop is not None and any(loop is dead for dead in _dead_loops.values())
+
+
+def _handle_error(self, context, type, value, tb):
+    """``Hub.handle_error``, quiet about the loop's own ``stop()`` of a retired watcher.
+
+    After an I/O callback (the waiting greenlet's switch) returns, libev's
+    loop calls ``watcher.stop()`` once more. If the greenlet meanwhile handed
+    the socket to another hub, the watcher has been retired and that stop
+    raises "operation on destroyed loop"; there is nothing left to stop (the
+    greenlet's own stop already ran), so it is not an error worth printing.
+    """
+    if type is ValueError and context is not None and _is_retired(context):
+        return None
+    return _originals["handle_error"](self, context, type, value, tb)
+
+
 def install() -> None:
     """Idempotent: patch gevent's socket wait and close paths so sockets follow their user."""
     global _installed
@@ -242,4 +266,6 @@ def install() -> None:
         ):
             _originals[name] = _Mixin.__dict__[name]
             setattr(_Mixin, name, replacement)
+        _originals["handle_error"] = GeventHub.handle_error
+        GeventHub.handle_error = _handle_error
         _installed = True

@@ -205,6 +205,38 @@ print("ok")
 
 
 @pytest.mark.timeout(60)
+def test_a_handover_right_after_a_wait_prints_nothing(echo_port):
+    """libev stops a watcher once more after its callback: it may be retired by then."""
+    run_child("""
+from gevent.monkey import get_original
+real_sleep = get_original("time", "sleep")
+handed = get_original("_thread", "allocate_lock")()   # native: release() never yields
+handed.acquire()
+sock = on(0, socket.create_connection, ADDRESS)
+
+def recv_then_hand_over(size):
+    data = sock.recv(size)
+    handed.release()                 # hub 0 has not regained control yet...
+    deadline = time.monotonic() + 10
+    while sock.hub is not pool.hubs[1].gevent_hub:   # ...when hub 1 takes the socket
+        assert time.monotonic() < deadline, "hub 1 did not take the socket"
+        real_sleep(0.001)
+    return data
+
+def second_user():
+    assert handed.acquire(timeout=10)
+    return echo_while_waiting(sock, b"two\\n")
+
+second = pool.spawn_on(1, second_user)
+assert on(0, echo_while_waiting, sock, b"one\\n", recv_then_hand_over) == b"one\\n"
+assert second.result(10) == b"two\\n"
+on(1, sock.close)
+pool.shutdown()
+print("ok")
+""", echo_port)
+
+
+@pytest.mark.timeout(60)
 def test_tls_socket_keeps_its_session_and_handshakes_on_the_hub_that_waits(tls_echo):
     port, cafile = tls_echo
     run_child("""
