@@ -74,6 +74,7 @@ import base64
 import json
 import re
 import socket
+import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
@@ -139,11 +140,23 @@ def address():
         shut_down(pool)
 
 
-def exchange(address, raw: bytes, timeout: float = 10.0) -> tuple[bytes, bool]:
-    """Send ``raw``, half-close, read to EOF: (what came back, whether it ended in a reset)."""
+def exchange(
+    address, raw: bytes, cuts: tuple[int, ...] = (), timeout: float = 10.0
+) -> tuple[bytes, bool]:
+    """Send ``raw``, half-close, read to EOF: (what came back, whether it ended in a reset).
+
+    With ``cuts``, ``raw`` goes out in pieces cut there, a millisecond apart, so
+    the server tends to read them separately: its parser must give the same
+    verdict however the bytes arrive (the pause only makes that likelier;
+    nothing waits on it).
+    """
     with socket.create_connection(address, timeout=timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.sendall(raw)
+            for start, end in zip((0, *cuts), (*cuts, len(raw)), strict=True):
+                if start:
+                    time.sleep(0.001)
+                sock.sendall(raw[start:end])
             sock.shutdown(socket.SHUT_WR)
         except OSError:  # the server already answered an error and closed
             pass
@@ -517,13 +530,14 @@ def request_methods(raw: bytes) -> list[bytes]:
     return methods
 
 
-def check(address, raw: bytes) -> None:
+def check(address, raw: bytes, cuts: tuple[int, ...] = ()) -> None:
     """The differential property for one raw byte string (see the module docstring)."""
     verdict = h11_verdict(raw)
-    data, reset = exchange(address, raw)
+    data, reset = exchange(address, raw, cuts)
     answers = read_answers(data, request_methods(raw))
     context = (
-        f"\nraw: {raw!r}\nh11: {[(e.method, e.target) for e in verdict.requests]} then "
+        f"\nraw: {raw!r}{f' sent in pieces cut at {cuts}' if cuts else ''}"
+        f"\nh11: {[(e.method, e.target) for e in verdict.requests]} then "
         f"{verdict.end} {verdict.reason}\ngreenpool: {[a.status for a in answers]}"
         f"{' then reset' if reset else ''}\nerror bodies: "
         f"{[a.body[:160] for a in answers if a.status >= 400]}\nraw answer: {data[:600]!r}"
@@ -802,6 +816,13 @@ def _corpus_params():
 @pytest.mark.parametrize("name", list(_corpus_params()))
 def test_corpus_matches_h11(address, name):
     check(address, CORPUS[name])
+
+
+@pytest.mark.parametrize("name", list(_corpus_params()))
+def test_corpus_in_pieces_matches_h11(address, name):
+    """The same verdicts when the bytes arrive three at a time (the parser keeps its state)."""
+    raw = CORPUS[name]
+    check(address, raw, tuple(range(3, len(raw), 3)))
 
 
 # -- generated requests ---------------------------------------------------------
@@ -1120,12 +1141,16 @@ def hostile_requests(draw) -> Msg:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(st.lists(st.one_of(requests(), hostile_requests()), min_size=1, max_size=3))
-def test_generated_requests_match_h11(address, messages):
+@given(
+    st.lists(st.one_of(requests(), hostile_requests()), min_size=1, max_size=3),
+    st.lists(st.integers(1, 10_000), max_size=3),
+)
+def test_generated_requests_match_h11(address, messages, cut_points):
     raw = b"".join(m.render() for m in messages)
     note(f"raw: {raw!r}")
     assume(not any(pattern.search(raw) for _, pattern in KNOWN_MISMATCHES.values()))
-    check(address, raw)
+    cuts = tuple(sorted({c % len(raw) for c in cut_points} - {0}))
+    check(address, raw, cuts)
 
 
 def test_known_mismatch_patterns_match_their_cases():
