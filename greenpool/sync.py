@@ -69,6 +69,7 @@ import time
 from _thread import TIMEOUT_MAX
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from queue import Empty, Full
 from typing import Any
 
@@ -92,9 +93,9 @@ __all__ = [
 
 
 class _Entry:
-    """One parked caller: its waiter, what a waker handed it, and since when it waits."""
+    """One parked caller: its waiter, what a waker handed it, and where it runs."""
 
-    __slots__ = ("waiter", "value", "since")
+    __slots__ = ("waiter", "value", "place")
 
     def __init__(self, value: Any = None) -> None:
         if isinstance(getcurrent(), _GeventHub):
@@ -102,8 +103,10 @@ class _Entry:
                 "cannot block in a gevent hub greenlet (a loop callback); "
                 "spawn a greenlet to wait, or use the non-blocking call"
             )
-        self.waiter = make_waiter()
+        self.waiter = waiter = make_waiter()
         self.value = value
+        # Where the waiter runs: its hub (one thread runs all its greenlets), or itself.
+        self.place = getattr(waiter, "_hub", waiter)
 
 
 def _remove(waiters: deque, entry: _Entry) -> bool:
@@ -191,8 +194,11 @@ class _HandOffCounter:
 
 
 #: A waiter that has waited longer than this switches a :class:`Lock` to
-#: starvation mode (direct hand-off), as Go's ``sync.Mutex`` does.
+#: starvation mode (no barging), as Go's ``sync.Mutex`` does.
 STARVATION_THRESHOLD = 0.001
+
+#: How far down its queue a release looks for the longest waiter of each hub.
+_WAKE_SCAN = 64
 
 
 class Lock:
@@ -200,23 +206,27 @@ class Lock:
 
     The lock itself is a native lock, so the uncontended ``acquire()`` and
     ``release()`` cost one C call each; waiters queue under a second native
-    lock only when it is contended. The policy is Go's ``sync.Mutex``:
+    lock only when it is contended. The policy follows Go's ``sync.Mutex``,
+    adapted to waiters whose hub may be stuck in a blocking C call:
 
-    * normal mode: ``release()`` frees the lock and wakes the longest waiter,
-      which competes with newcomers (barging). A lock released while that
-      waiter's hub is stuck in a blocking call is taken at once by a hub that
-      can run, instead of staying handed to one that cannot (a FIFO hand-off
-      convoys: measured 0.55x the throughput of a native lock);
+    * normal mode: ``release()`` frees the lock and wakes the longest waiter
+      *of each hub* (and each thread) in the queue; they compete with each
+      other and with newcomers (barging), so the lock goes to whoever can run
+      first. A FIFO hand-off gives it to a waiter whose hub may be stuck in
+      a query, and nobody can take it meanwhile (a convoy);
     * starvation mode: a woken waiter that lost the race after waiting more
-      than :data:`STARVATION_THRESHOLD` (1 ms) switches the lock to direct
-      hand-off: ``release()`` gives the lock to the head waiter and newcomers
-      queue behind it, until the queue drains or a waiter is served within
-      1 ms. So nobody starves.
+      than :data:`STARVATION_THRESHOLD` (1 ms) turns it on. ``release()``
+      then keeps the lock held and offers it to the waiters it wakes (one per
+      hub, as above): the first of them to run takes it, newcomers queue
+      behind. It ends once the queue is empty or a winner waited < 1 ms.
 
     As with ``threading.Lock`` (and unlike ``RLock``) anyone may release it.
     """
 
-    __slots__ = ("_inner", "_try", "_free", "_mutex", "_waiters", "_starving", "__weakref__")
+    __slots__ = (
+        "_inner", "_try", "_free", "_mutex", "_waiters", "_starving", "_offered",
+        "__weakref__",
+    )
 
     def __init__(self) -> None:
         inner = allocate_lock()
@@ -226,6 +236,7 @@ class Lock:
         self._mutex = allocate_lock()
         self._waiters: deque[_Entry] = deque()
         self._starving = False
+        self._offered = False  # starvation mode: held, offered to the woken waiters
 
     def __repr__(self) -> str:
         state = "locked" if self._inner.locked() else "unlocked"
@@ -246,19 +257,19 @@ class Lock:
         return self._acquire_slow(True, -1)
 
     def release(self) -> None:
-        """Release the lock; wake a waiter (normal mode) or hand it over (starvation)."""
+        """Release the lock and wake waiters (see the class docstring for who gets it)."""
         if self._starving:
             return self._release_slow()
         self._free()  # before looking at the waiters: see _acquire_slow
         if self._waiters:
-            self._wake_one()
+            self._wake_waiters()
 
     def __exit__(self, *exc_info) -> None:
         if self._starving:
             return self._release_slow()
         self._free()
         if self._waiters:
-            self._wake_one()
+            self._wake_waiters()
 
     def locked(self) -> bool:
         return self._inner.locked()
@@ -270,7 +281,7 @@ class Lock:
         self._free = inner.release
         self._mutex = allocate_lock()
         self._waiters = deque()
-        self._starving = False
+        self._starving = self._offered = False
 
     # The protocol threading.Condition looks for; for a plain lock it means "held".
     def _is_owned(self) -> bool:
@@ -282,32 +293,53 @@ class Lock:
     def _acquire_restore(self, _state) -> None:
         self.acquire()
 
-    def _wake_one(self) -> None:
+    def _pop_one_per_place(self) -> list[_Entry]:
+        """Under the mutex: remove and return the longest waiter of each hub or thread."""
+        waiters = self._waiters
+        if len(waiters) == 1:
+            return [waiters.popleft()]
+        chosen: list[_Entry] = []
+        places = set()
+        for entry in islice(waiters, _WAKE_SCAN):
+            if entry.place not in places:
+                places.add(entry.place)
+                chosen.append(entry)
+        for entry in chosen:
+            waiters.remove(entry)
+        return chosen
+
+    def _wake_waiters(self) -> None:
         with self._mutex:
             if not self._waiters:
                 return
-            entry = self._waiters.popleft()
-        entry.waiter.wake()
+            entries = self._pop_one_per_place()
+        for entry in entries:
+            entry.waiter.wake()
 
     def _release_slow(self) -> None:
-        entry = None
+        entries = ()
         with self._mutex:
-            waiters = self._waiters
-            if self._starving and waiters:
-                if not self._inner.locked():
-                    raise RuntimeError("release unlocked lock")
-                # Direct hand-off: the lock stays held, now by the head waiter.
-                entry = waiters.popleft()
-                entry.value = True
-                if not waiters or time.monotonic() - entry.since < STARVATION_THRESHOLD:
-                    self._starving = False
+            if self._offered or not self._inner.locked():
+                raise RuntimeError("release unlocked lock")
+            if self._starving and self._waiters:
+                self._offered = True  # stays held: only a woken waiter may take it
+                entries = self._pop_one_per_place()
             else:
                 self._starving = False
                 self._free()
-                if waiters:
-                    entry = waiters.popleft()
-        if entry is not None:
+                if self._waiters:
+                    entries = self._pop_one_per_place()
+        for entry in entries:
             entry.waiter.wake()
+
+    def _take_offer(self, since: float) -> bool:
+        """Under the mutex: take the lock offered in starvation mode, if it still is."""
+        if not self._offered:
+            return False
+        self._offered = False
+        if not self._waiters or time.monotonic() - since < STARVATION_THRESHOLD:
+            self._starving = False
+        return True
 
     def _acquire_slow(self, blocking: bool, timeout: float) -> bool:
         deadline = None
@@ -325,61 +357,56 @@ class Lock:
             deadline = time.monotonic() + timeout
         since = time.monotonic()
         woken = False
+        mutex, waiters = self._mutex, self._waiters
         while True:
             entry = _Entry()
-            entry.since = since
-            with self._mutex:
+            with mutex:
                 # Queue first, then try: a release() frees the lock before it
                 # looks for waiters, so either this try sees the lock free or
                 # that release sees this entry. A woken waiter that lost the
                 # race goes back to the head of the queue (Go's rule) and, once
                 # it has waited past the threshold, turns on starvation mode.
                 if woken:
-                    self._waiters.appendleft(entry)
+                    if self._take_offer(since):
+                        return True
+                    waiters.appendleft(entry)
                 else:
-                    self._waiters.append(entry)
+                    waiters.append(entry)
                 if woken or not self._starving:
                     if self._try(False):
                         if woken:
-                            self._waiters.popleft()
+                            waiters.popleft()
                         else:
-                            self._waiters.pop()
+                            waiters.pop()
                         return True
                     if woken and time.monotonic() - since > STARVATION_THRESHOLD:
                         self._starving = True
             if deadline is None:
                 left = None
             else:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    left = 0.0
+                left = max(0.0, deadline - time.monotonic())
             try:
                 got = entry.waiter.wait(left)
             except BaseException:
-                with self._mutex:
-                    queued = _remove(self._waiters, entry)
-                if not queued:
-                    if entry.value:
-                        self.release()  # handed the lock while being killed: pass it on
-                    elif self._try(False):
-                        self.release()  # woken while being killed: wake the next one
+                with mutex:
+                    queued = _remove(waiters, entry)
+                    took = not queued and self._take_offer(since)
+                if took or (not queued and self._try(False)):
+                    self.release()  # woken while being killed: pass it on
                 raise
             if not got:
-                with self._mutex:
-                    if _remove(self._waiters, entry):
+                with mutex:
+                    if _remove(waiters, entry):
                         return False
-                # Woken (or handed the lock) just as the timeout expired.
-                if entry.value:
-                    return True
-                if self._try(False):
-                    return True
-                # Someone else holds it; their release wakes the next waiter.
-                return False
-            if entry.value:
-                return True  # handed over in starvation mode
+                    if self._take_offer(since):
+                        return True  # offered the lock just as the timeout expired
+                # Woken just as the timeout expired: if the lock is taken, its
+                # holder's release wakes the next waiter, so nothing is lost.
+                return self._try(False)
             if self._try(False):
                 return True
             woken = True
+
 
 class Semaphore(_HandOffCounter):
     """A counting semaphore like ``threading.Semaphore``, FIFO, usable across hubs."""

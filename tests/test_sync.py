@@ -60,7 +60,7 @@ def test_lock_keeps_a_counter_exact_across_hubs_with_switches_inside(pool):
     assert not lock.locked()
 
 
-def test_lock_is_fifo_across_hubs(pool):
+def test_lock_release_wakes_the_longest_waiter_of_each_hub_and_keeps_each_hubs_order(pool):
     lock = sync.Lock()
     order = []
     lock.acquire()
@@ -73,10 +73,22 @@ def test_lock_is_fifo_across_hubs(pool):
     for i in range(8):
         futures.append(pool.spawn_on(i % 4, waiter, i))
         wait_until(lambda n=i + 1: len(lock._waiters) == n)
+    # Hold every hub's thread, so that the woken waiters cannot run yet.
+    unstick = threading.Event()
+    stuck = [threading.Event() for _ in range(4)]
+    for hub in range(4):
+        pool.spawn_on(hub, lambda e=stuck[hub]: (e.set(), unstick.wait(WAIT)))
+    for event in stuck:
+        assert event.wait(WAIT)
     lock.release()
+    # One waiter per hub was woken: the longest of each; the second of each still queued.
+    assert [entry.place.index for entry in lock._waiters] == [0, 1, 2, 3]
+    unstick.set()
     for f in futures:
         f.result(WAIT)
-    assert order == list(range(8))
+    assert sorted(order) == list(range(8))
+    for hub in range(4):
+        assert order.index(hub) < order.index(hub + 4), order
 
 
 def test_lock_release_frees_it_for_a_newcomer_while_the_woken_waiter_is_not_running(pool):
@@ -105,8 +117,8 @@ def test_lock_release_frees_it_for_a_newcomer_while_the_woken_waiter_is_not_runn
     assert not lock.locked() and not lock._starving
 
 
-def test_lock_waiter_that_lost_the_race_after_1ms_gets_a_direct_hand_off(pool):
-    """Starvation mode (Go's sync.Mutex): no barging until the starving waiter is served."""
+def test_lock_waiter_that_lost_the_race_after_1ms_turns_on_starvation_mode(pool):
+    """Starvation mode (after Go's sync.Mutex): no barging until the queue is served."""
     lock = sync.Lock()
     let_go = sync.Event()
 
@@ -123,13 +135,13 @@ def test_lock_waiter_that_lost_the_race_after_1ms_gets_a_direct_hand_off(pool):
     assert lock.acquire(blocking=False) is True  # barged in before the woken waiter ran
     wait_until(lambda: lock._starving, what="the woken waiter to lose and turn starvation on")
     assert len(lock._waiters) == 1  # back at the head of the queue
-    lock.release()  # hands the lock over: it stays locked, now owned by the waiter
+    lock.release()  # stays held, offered to the woken waiter only
     assert lock.locked() and not lock._waiters
     assert lock.acquire(blocking=False) is False
-    assert not lock._starving  # the queue drained: back to normal mode
     let_go.set()
     waiting.result(WAIT)
     assert not lock.locked()
+    assert not lock._starving  # the queue drained: back to normal mode
 
 
 def test_lock_timeout_returns_false_and_leaves_no_waiter(pool):
