@@ -104,6 +104,10 @@ class Future(_base.Future):
         self._hub: Hub | None = None
         self._greenlet: Any = None
 
+    if TYPE_CHECKING:  # the stdlib's, typed for callbacks that take a greenpool Future
+
+        def add_done_callback(self, fn: Callable[[Future], object]) -> None: ...
+
     # -- introspection -------------------------------------------------
 
     def _invoke_callbacks(self) -> None:
