@@ -72,9 +72,16 @@ def _hub_name(hub) -> str:
     return f"the gevent hub of thread {getattr(hub, 'thread_ident', '?')}"
 
 
+def _describe(sock) -> str:
+    try:
+        return f"{sock!r} (peer {sock._sock.getpeername()})"
+    except Exception:  # not connected, or closed meanwhile
+        return repr(sock)
+
+
 def _busy_error(sock, owner, hub) -> ConcurrentSocketUseError:
     return ConcurrentSocketUseError(
-        f"{sock!r} is in use by a greenlet on {_hub_name(owner)} while a greenlet on "
+        f"{_describe(sock)} is in use by a greenlet on {_hub_name(owner)} while a greenlet on "
         f"{_hub_name(hub)} tries to use it: one socket serves one caller at a time, as "
         "between threads; give each its own connection (a pool does), or hand it over "
         "only when the other is done with it"

@@ -97,6 +97,8 @@ def rebind(sock: GeventSocket) -> GeventSocket:
     if sock.hub is hub:
         return sock
     if _socket_follow.installed():
+        if sock._read_event is None:
+            raise WrongHubError("cannot rebind a closed socket")
         return _socket_follow.adopt(sock, hub)
     old_read, old_write = sock._read_event, sock._write_event
     if old_read is None or sock._sock is _DETACHED:

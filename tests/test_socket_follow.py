@@ -303,7 +303,9 @@ assert isinstance(error, ConcurrentSocketUseError), repr(error)
 assert isinstance(error, WrongHubError) and isinstance(error, ConcurrentObjectUseError)
 assert not isinstance(error, OSError)          # pools must not retry it as a network error
 assert "fd=%d" % sock.fileno() in str(error), str(error)
-assert "greenpool-" in str(error) or "hub" in str(error), str(error)
+assert str(ADDRESS[1]) in str(error), str(error)                 # names the connection
+assert "hub 'greenpool-" in str(error), str(error)             # and both hubs
+print(error)
 
 sock.sendall(b"wake\\n")                        # no wait: sending does not move it
 assert waiting.result(10) == b"wake\\n"        # the first user is unharmed
