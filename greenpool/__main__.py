@@ -5,10 +5,14 @@
 
 ``module:app`` is imported with the current directory first on ``sys.path``
 (as gunicorn does); ``app`` may be a dotted attribute path, and with
-``--factory`` it is called (without arguments) to make the app. The process
-does not monkey-patch: blocking calls in the app hold their hub (and release
-the GIL when they are C calls), so ``--hubs`` is also how many such calls run
-at once.
+``--factory`` it is called (without arguments) to make the app. Requests are
+served by greenpool's own HTTP/1.1 core (:mod:`greenpool.http`).
+
+By default the process does not monkey-patch: blocking calls in the app hold
+their hub (and release the GIL when they are C calls), so ``--hubs`` is also
+how many such calls run at once. ``--patch`` calls
+``greenpool.monkey.patch_all()`` before the app is imported (as ``gunicorn -k
+gevent`` patches): pure-Python blocking I/O then yields to the hub.
 
 SIGINT or SIGTERM stops gracefully: the listeners close, keep-alive
 connections waiting for a request are closed, requests in progress get
@@ -188,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     wsgi = commands.add_parser(
         "wsgi",
         help="serve a WSGI app on every hub",
-        description="Serve the WSGI app MODULE:APP on every hub (gevent's pywsgi: HTTP/1.1, "
-        "keep-alive, chunked bodies). SIGINT/SIGTERM stop gracefully.",
+        description="Serve the WSGI app MODULE:APP on every hub (greenpool's HTTP/1.1 core: "
+        "llhttp, strict RFC 9112 framing, keep-alive, chunked bodies). SIGINT/SIGTERM stop "
+        "gracefully.",
     )
     wsgi.add_argument("app", metavar="MODULE:APP", help="the WSGI callable, e.g. myproject.web:app")
     wsgi.add_argument("-b", "--bind", type=parse_bind, default=DEFAULT_BIND, metavar="HOST:PORT",
@@ -221,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="close a connection that waits this long on the client")
     wsgi.add_argument("--graceful-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                       help="on SIGINT/SIGTERM, how long requests in progress may take (default 30)")
+    wsgi.add_argument("--patch", action="store_true",
+                      help="monkey-patch with greenpool.monkey.patch_all() before importing the "
+                           "app, so blocking socket/ssl/time calls yield (as gunicorn -k gevent)")
     wsgi.add_argument("--factory", action="store_true",
                       help="MODULE:APP is a factory: call it to get the WSGI app")
     wsgi.add_argument("--log-level", default="info",
@@ -301,6 +309,10 @@ def run_wsgi(args: argparse.Namespace) -> int:
     from greenpool import wsgi
     from greenpool.pool import Pool
 
+    if args.patch:
+        from greenpool import monkey
+
+        monkey.patch_all()  # before the app (and its libraries) import socket, ssl, threading
     context = _ssl_context(args.certfile, args.keyfile)
     try:
         app = load_app(args.app, factory=args.factory)

@@ -36,6 +36,12 @@ APP = textwrap.dedent(
 
 
     def app(environ, start_response):
+        if environ["PATH_INFO"] == "/patched":
+            from greenpool import monkey
+
+            body = str(monkey.is_patched()).encode()
+            start_response("200 OK", [("Content-Length", str(len(body)))])
+            return [body]
         if environ["PATH_INFO"] == "/stream":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return stream()
@@ -260,6 +266,18 @@ def test_sigterm_lets_in_flight_request_finish_and_closes_idle_keepalive(app_dir
     )
     with server:
         assert check_graceful_sigterm(server, address).startswith(b"hub ")
+    assert "Traceback" not in server.output
+
+
+@pytest.mark.timeout(45)
+@pytest.mark.parametrize(("options", "patched"), [((), b"False"), (("--patch",), b"True")])
+def test_patch_option_monkey_patches_with_greenpool_before_the_app(app_dir, options, patched):
+    server, address = start_cli(
+        "cli_app:app", "--hubs", "2", "--bind", "127.0.0.1:0", *options, cwd=app_dir,
+    )
+    with server:
+        assert get(address, "/patched") == (200, patched)
+        assert server.stop(signal.SIGTERM) == 0
     assert "Traceback" not in server.output
 
 

@@ -37,9 +37,9 @@ APP = textwrap.dedent(
     def app(environ, start_response):
         path = environ["PATH_INFO"]
         if path == "/patched":
-            import greenpool.monkey
+            from greenpool import monkey
 
-            body = str(greenpool.monkey.is_patched()).encode()
+            body = str(monkey.is_patched()).encode()
             start_response("200 OK", [("Content-Length", str(len(body)))])
             return [body]
         if path == "/stream":
