@@ -9,7 +9,9 @@ whose app answers everything it was handed (method, raw target,
 ``PATH_INFO``/``QUERY_STRING``, the ``HTTP_*``/``CONTENT_*`` environ, the body)
 as JSON, in an ``X-Echo`` header (so ``HEAD`` answers carry it too) and in the
 body. The server's output is read back with h11's client side, which also
-checks that it is valid HTTP and that HEAD answers carry no body.
+checks that it is valid HTTP and that HEAD answers carry no body. The named
+corpus also runs with its bytes arriving three at a time, and against
+greenpool's gunicorn worker (the same core under gunicorn's settings).
 
 The property, request by request:
 
@@ -76,6 +78,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 import h11
@@ -86,6 +89,7 @@ from hypothesis import strategies as st
 import greenpool
 from greenpool import wsgi
 from tests.helpers import shut_down
+from tests.procs import ServerProcess, python_cmd
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -138,6 +142,20 @@ def address():
             server.stop(timeout=1)
     finally:
         shut_down(pool)
+
+
+@pytest.fixture(scope="module")
+def worker_address():
+    """The same echo app under gunicorn with greenpool's worker (its own HTTP settings)."""
+    root = Path(__file__).resolve().parent.parent
+    cmd = python_cmd(
+        "-m", "gunicorn", "-k", "greenpool.gunicorn.Worker", "-b", "127.0.0.1:0", "-w", "1",
+        "--no-control-socket", "tests.test_http_differential:echo_app",
+    )
+    with ServerProcess(cmd, cwd=root) as server:
+        port = int(server.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
+        server.wait_for(r"Booting worker with pid")
+        yield ("127.0.0.1", port)
 
 
 def exchange(
@@ -816,6 +834,12 @@ def _corpus_params():
 @pytest.mark.parametrize("name", list(_corpus_params()))
 def test_corpus_matches_h11(address, name):
     check(address, CORPUS[name])
+
+
+@pytest.mark.parametrize("name", list(_corpus_params()))
+def test_corpus_matches_h11_in_gunicorn_worker(worker_address, name):
+    """greenpool's gunicorn worker serves with the same core: the same verdicts."""
+    check(worker_address, CORPUS[name])
 
 
 @pytest.mark.parametrize("name", list(_corpus_params()))
