@@ -21,6 +21,11 @@ Sections (``--sections``, default all):
           shared/own throughput >= 0.90 (a lock that convoys behind hubs
           stuck in queries does far worse).
 
+``--extra`` adds, for comparison: greenpool ``--threads 16``, and greenpool and
+gevent with a psycogreen-style wait callback installed in gunicorn's
+``post_fork`` hook (the app is unchanged; its queries then wait on the hub
+instead of blocking it).
+
 Every wrk run must have 0 failed requests (non-2xx, socket errors) and, after
 the section, every item each app queued must have been consumed
 (``GET /stats?drain=1``). Needs PostgreSQL on 127.0.0.1:5432 (user postgres,
@@ -84,13 +89,47 @@ class Server:
     tracebacks: int = 0
 
 
-def servers() -> list[Server]:
-    return [
-        Server("greenpool-4", ["-k", "greenpool.gunicorn.Worker", "--threads", "4"]),
-        Server("gevent", ["-k", "gevent", "--worker-connections", "1000"]),
+def servers(extra: bool, tmp: str) -> list[Server]:
+    greenpool, gevent = ["-k", "greenpool.gunicorn.Worker"], ["-k", "gevent"]
+    configs = [
+        Server("greenpool-4", [*greenpool, "--threads", "4"]),
+        Server("gevent", gevent),
         Server("gthread-4", ["-k", "gthread", "--threads", "4"]),
         Server("gthread-16", ["-k", "gthread", "--threads", "16"]),
     ]
+    if extra:
+        hook = os.path.join(tmp, "wait_callback_conf.py")
+        with open(hook, "w") as f:
+            f.write("def post_fork(server, worker):\n"
+                    "    from benchmarks.legacy import install_wait_callback\n"
+                    "    install_wait_callback()\n")
+        configs += [
+            Server("greenpool-16", [*greenpool, "--threads", "16"]),
+            Server("greenpool-4+cb", [*greenpool, "--threads", "4", "-c", hook]),
+            Server("gevent+cb", [*gevent, "-c", hook]),
+        ]
+    return configs
+
+
+def install_wait_callback() -> None:
+    """psycogreen's wait callback: psycopg2 queries wait on the hub instead of blocking it."""
+    import psycopg2
+    from gevent.socket import wait_read, wait_write
+    from psycopg2 import extensions
+
+    def wait(conn, timeout=None) -> None:
+        while True:
+            state = conn.poll()
+            if state == extensions.POLL_OK:
+                return
+            if state == extensions.POLL_READ:
+                wait_read(conn.fileno(), timeout=timeout)
+            elif state == extensions.POLL_WRITE:
+                wait_write(conn.fileno(), timeout=timeout)
+            else:
+                raise psycopg2.OperationalError(f"bad state from poll: {state!r}")
+
+    extensions.set_wait_callback(wait)
 
 
 def log(message: str) -> None:
@@ -139,9 +178,10 @@ def start_upstream(delay_ms: float) -> tuple[subprocess.Popen, str]:
 def start_server(server: Server, upstream: str, tmp: str) -> None:
     server.port = free_port()
     server.log_path = os.path.join(tmp, f"{server.label}-{server.port}.log")
-    cmd = [sys.executable, "-m", "gunicorn", *server.worker_args, "--workers", "1",
+    cmd = [sys.executable, "-m", "gunicorn", "--workers", "1",
            "--bind", f"127.0.0.1:{server.port}", "--backlog", "2048", "--no-control-socket",
-           "--log-level", "warning", "--graceful-timeout", "5", "--timeout", "60", APP]
+           "--log-level", "warning", "--graceful-timeout", "5", "--timeout", "60",
+           *server.worker_args, APP]
     env = dict(os.environ, LEGACY_UPSTREAM=upstream)
     with open(server.log_path, "w") as out:
         server.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
@@ -222,7 +262,7 @@ def wrk(port: int, connections: int, seconds: float) -> tuple[float, float, str 
 def section_http(name: str, opts, tmp: str) -> dict:
     delay = SLOW_UPSTREAM_MS if name == "slow" else 0.0
     connections = CONNECTIONS[name]
-    configs = servers()
+    configs = servers(opts.extra, tmp)
     upstream, url = start_upstream(delay)
     try:
         for server in configs:
@@ -435,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per section")
     parser.add_argument("--quick", action="store_true", help="--seconds 3 --rounds 3")
+    parser.add_argument("--extra", action="store_true",
+                        help="also greenpool --threads 16, and greenpool and gevent with a "
+                             "psycopg2 wait callback (for comparison; no goals)")
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
     opts = parser.parse_args(argv)
     if opts.quick:

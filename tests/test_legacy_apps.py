@@ -15,20 +15,32 @@ no traceback at exit from sockets whose hub has stopped.
 PostgreSQL, MariaDB and Redis are the local services of the development setup
 (127.0.0.1, default ports); a test that needs an unreachable one is skipped,
 or fails when ``CI=true``.
+
+The last tests serve ``examples/legacy_flask_app.py`` unchanged by both entry
+points, ``gunicorn -k greenpool.gunicorn.Worker --threads 4`` and ``python -m
+greenpool wsgi --patch --hubs 4``, with ``examples/legacy_upstream.py`` as its
+upstream, and check every answer and that its background thread consumed every
+item queued.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.procs import ServerProcess, python_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "legacy_apps_child.py"
@@ -177,3 +189,93 @@ def test_app_level_thread_pool_executor_answers_every_hub():
 def test_logging_from_every_hub_to_one_file_keeps_every_line_whole():
     report = run_scenario("logging", reps=3)
     assert report["lines"] == 3 * 400
+
+
+# -- the Flask example, served unchanged by both entry points ---------------------------------
+
+EXAMPLE_REQUESTS = 400
+CLIENTS = 16
+
+
+@pytest.fixture
+def upstream():
+    """``examples/legacy_upstream.py`` on a free port; yields its URL."""
+    cmd = python_cmd(str(ROOT / "examples" / "legacy_upstream.py"), "--port", "0")
+    with ServerProcess(cmd) as proc:
+        yield proc.wait_for(r"serving (http://\S+)").group(1)
+        assert proc.stop() == 0, proc.output
+
+
+def fetch(port: int, path: str, conn_holder: dict) -> tuple[int, dict]:
+    """GET on this client thread's keep-alive connection (made on first use)."""
+    conn = conn_holder.get(threading.get_ident())
+    if conn is None:
+        conn = conn_holder[threading.get_ident()] = http.client.HTTPConnection(
+            "127.0.0.1", port, timeout=15)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def drive_example(port: int) -> dict:
+    """EXAMPLE_REQUESTS requests from CLIENTS keep-alive clients; all must answer right."""
+    conns: dict = {}
+    with concurrent.futures.ThreadPoolExecutor(CLIENTS) as clients:
+        answers = list(clients.map(lambda i: fetch(port, f"/?item={i % 50}", conns),
+                                   range(EXAMPLE_REQUESTS)))
+    for conn in conns.values():
+        conn.close()
+    for i, (status, answer) in enumerate(answers):
+        assert status == 200, answer
+        assert answer["item"] == str(i % 50) and answer["db"] is True, answer
+    status, stats = fetch(port, "/stats?drain=1", {})  # waits in queue.join()
+    assert status == 200
+    return stats
+
+
+def wait_until_answers(port: int, timeout: float = 30.0) -> None:
+    """The server listens before its worker imported the app: wait for a first answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if fetch(port, "/stats", {})[0] == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no answer on port {port} within {timeout} s")
+        time.sleep(0.1)
+
+
+ENTRY_POINTS = {
+    "gunicorn-worker": (
+        ["-m", "gunicorn", "-k", "greenpool.gunicorn.Worker", "--threads", str(HUBS),
+         "-b", "127.0.0.1:0", "--no-control-socket", "--graceful-timeout", "5"],
+        r"Listening at: http://127\.0\.0\.1:(\d+)",
+    ),
+    "greenpool-wsgi-patch": (
+        ["-m", "greenpool", "wsgi", "--patch", "--hubs", str(HUBS), "--bind", "127.0.0.1:0",
+         "--graceful-timeout", "5"],
+        r"serving \S+ on http://127\.0\.0\.1:(\d+)",
+    ),
+}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("entry_point", sorted(ENTRY_POINTS))
+def test_legacy_flask_example_served_unchanged_answers_all_and_consumes_its_queue(
+    entry_point, upstream
+):
+    need_service("PostgreSQL", 5432)
+    args, banner = ENTRY_POINTS[entry_point]
+    cmd = python_cmd(*args, "examples.legacy_flask_app:app")
+    with ServerProcess(cmd, cwd=ROOT, env={"LEGACY_UPSTREAM": upstream}) as server:
+        port = int(server.wait_for(banner, timeout=30).group(1))
+        wait_until_answers(port)
+        stats = drive_example(port)
+        assert stats["queued"] == stats["consumed"] >= EXAMPLE_REQUESTS, stats
+        assert stats["pending"] == 0 and stats["cached"] == 50, stats
+        code = server.stop(timeout=20)
+        output = server.output
+    assert code == 0, output
+    assert not re.search(r"Traceback|Error|Warning", output), output
