@@ -14,12 +14,17 @@ of 2 ms queries made 0.13x the throughput of real threads.
 ``greenpool.spawn`` uses for tasks (tokio-io-pool's rule):
 
 * started **outside any pool** (at import, in the main thread, in a native
-  thread, on a hub greenpool does not own): on the hub that the
-  :func:`greenpool.default_pool`'s dispatcher picks (``GREENPOOL_HUBS`` hubs);
-* started in the **top-level greenlet of** :func:`greenpool.run`: dispatched
-  over that run's pool, as its spawns are;
+  thread, on a hub greenpool does not own) or in the **top-level greenlet of**
+  :func:`greenpool.run` (whose spawns are dispatched too): on the hub that the
+  :func:`greenpool.default_pool`'s dispatcher picks (``GREENPOOL_HUBS`` hubs).
+  The default pool, not run's: a thread belongs to the process, and run's
+  pool ends with its ``main``; it must neither wait for a daemon thread
+  (``run`` would never return) nor cancel a non-daemon one;
 * started **inside any other pool greenlet**: on the calling hub, as under
-  gevent, so that it shares that hub's sockets and never hops threads;
+  gevent, so that it shares that hub's sockets and never hops threads. Such a
+  thread keeps that pool's ``shutdown(wait=True)`` waiting, as a
+  ``gevent.spawn``'d greenlet does, daemon or not; a cancelling shutdown
+  (SIGTERM under ``run``) ends it with ``GreenletExit``;
 * except a ``concurrent.futures.ThreadPoolExecutor``'s workers, which are
   always dispatched over the default pool. An executor exists to overlap
   blocking calls; workers pinned to the hub of the request that happened to
@@ -71,13 +76,9 @@ def start_new_thread(function, args=(), kwargs=None) -> int:
     thread = _thread_of(function)
     if thread is not None:
         _quiet_greenlet_exit(thread)
-    if thread is not None and _is_executor_worker(thread):
-        pool = default_pool()
-    else:
-        pool = dispatching_pool()
-    if pool is None:
-        return _gevent_start(function, args, kwargs)
-    return pool.spawn(_gevent_start, function, args, kwargs).result()
+    if dispatching_pool() is None and not (thread is not None and _is_executor_worker(thread)):
+        return _gevent_start(function, args, kwargs)  # in a pool greenlet: stay on its hub
+    return default_pool().spawn(_gevent_start, function, args, kwargs).result()
 
 
 def _thread_of(function):
