@@ -28,16 +28,23 @@ import importlib
 import logging
 import os
 import signal
-import ssl
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("greenpool")
 
 PROG = "greenpool"
 DEFAULT_BIND = "127.0.0.1:8000"
+# greenpool.server's SPREADS and DEFAULT_SPREAD, named here so that parsing the
+# command line imports neither the server nor ssl before --patch has patched
+# (tests/test_cli.py checks that they agree).
+SPREADS = ("reuseport", "shared", "dispatch")
+DEFAULT_SPREAD = "reuseport"
 
 
 class CommandError(Exception):
@@ -179,8 +186,6 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from greenpool.server import DEFAULT_SPREAD, SPREADS
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve on a pool of gevent hubs, one native thread each.",
@@ -260,6 +265,8 @@ def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | 
         if keyfile is not None:
             raise CommandError("--keyfile needs --certfile")
         return None
+    import ssl
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(certfile, keyfile)
@@ -306,13 +313,13 @@ def _format_url(scheme: str, address: tuple) -> str:
 
 def run_wsgi(args: argparse.Namespace) -> int:
     """``greenpool wsgi``: serve until SIGINT/SIGTERM, then stop gracefully."""
-    from greenpool import wsgi
-    from greenpool.pool import Pool
-
     if args.patch:
         from greenpool import monkey
 
         monkey.patch_all()  # before the app (and its libraries) import socket, ssl, threading
+    from greenpool import wsgi
+    from greenpool.pool import Pool
+
     context = _ssl_context(args.certfile, args.keyfile)
     try:
         app = load_app(args.app, factory=args.factory)

@@ -104,6 +104,12 @@ def test_help_lists_the_wsgi_command_and_its_options(capsys):
         assert option in out
 
 
+def test_spread_choices_match_the_server():
+    from greenpool import __main__, server
+
+    assert (__main__.SPREADS, __main__.DEFAULT_SPREAD) == (server.SPREADS, server.DEFAULT_SPREAD)
+
+
 def test_python_dash_m_greenpool_help_runs():
     result = subprocess.run(
         python_cmd("-m", "greenpool", "wsgi", "--help"), capture_output=True, text=True, timeout=30
@@ -279,6 +285,7 @@ def test_patch_option_monkey_patches_with_greenpool_before_the_app(app_dir, opti
         assert get(address, "/patched") == (200, patched)
         assert server.stop(signal.SIGTERM) == 0
     assert "Traceback" not in server.output
+    assert "MonkeyPatchWarning" not in server.output  # patched before ssl was imported
 
 
 @pytest.mark.timeout(45)
