@@ -20,8 +20,13 @@ of 2 ms queries made 0.13x the throughput of real threads.
   The default pool, not run's: a thread belongs to the process, and run's
   pool ends with its ``main``; it must neither wait for a daemon thread
   (``run`` would never return) nor cancel a non-daemon one;
-* started **inside any other pool greenlet**: on the calling hub, as under
-  gevent, so that it shares that hub's sockets and never hops threads. Such a
+* started **by another patched thread**: dispatched the same way. A thread
+  that starts threads (``Thread(target=server.serve_forever)`` with a
+  ``ThreadingMixIn`` server, a scheduler thread) expects them to overlap
+  with each other, not to queue behind one hub;
+* started **inside any other pool greenlet** (a task, a request handler): on
+  the calling hub, as under gevent, so that it shares that hub's sockets and
+  never hops threads. Such a
   thread keeps that pool's ``shutdown(wait=True)`` waiting, as a
   ``gevent.spawn``'d greenlet does, daemon or not; a cancelling shutdown
   (SIGTERM under ``run``) ends it with ``GreenletExit``;
@@ -51,8 +56,9 @@ it is not reported to ``threading.excepthook``.
 from __future__ import annotations
 
 import sys
+from weakref import WeakSet
 
-from greenlet import GreenletExit
+from greenlet import GreenletExit, getcurrent
 
 from greenpool.api import default_pool, dispatching_pool
 
@@ -60,6 +66,9 @@ __all__ = ["install", "start_new_thread"]
 
 #: gevent's patched ``_thread.start_new_thread``: a greenlet on the calling hub.
 _gevent_start = None
+
+#: The greenlets that are patched threads (started by :func:`start_new_thread`).
+_threads: WeakSet = WeakSet()
 
 
 def start_new_thread(function, args=(), kwargs=None) -> int:
@@ -76,9 +85,27 @@ def start_new_thread(function, args=(), kwargs=None) -> int:
     thread = _thread_of(function)
     if thread is not None:
         _quiet_greenlet_exit(thread)
-    if dispatching_pool() is None and not (thread is not None and _is_executor_worker(thread)):
-        return _gevent_start(function, args, kwargs)  # in a pool greenlet: stay on its hub
-    return default_pool().spawn(_gevent_start, function, args, kwargs).result()
+    if _stays_here(thread):
+        return _gevent_start(_run_as_thread, (function, args, kwargs))
+    return default_pool().spawn(_gevent_start, _run_as_thread, (function, args, kwargs)).result()
+
+
+def _stays_here(thread) -> bool:
+    """True when the new thread starts on the calling hub: a pool task started it."""
+    if dispatching_pool() is not None:  # outside any pool, or run()'s top-level greenlet
+        return False
+    if getcurrent() in _threads:  # a thread started by a thread
+        return False
+    return thread is None or not _is_executor_worker(thread)
+
+
+def _run_as_thread(function, args, kwargs) -> None:
+    """The greenlet body of every patched thread: marked as one, then ``function``."""
+    _threads.add(getcurrent())
+    if kwargs:
+        function(*args, **kwargs)
+    else:
+        function(*args)
 
 
 def _thread_of(function):
