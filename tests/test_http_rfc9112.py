@@ -201,6 +201,10 @@ REFUSED = {
         {400}),
     "HTTP/1.1 without Host": (b"GET / HTTP/1.1\r\n\r\n", {400}),
     "two Host headers": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", {400}),
+    "two Host headers in HTTP/1.0": (b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", {400}),
+    "Transfer-Encoding twice, the first with a tab": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\t\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", {400, 501}),
     "HTTP/2.0": (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", {505}),
     "HTTP/1.2": (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", {400, 505}),
     "lower-case version": (b"GET / http/1.1\r\nHost: x\r\n\r\n", {400}),

@@ -10,9 +10,9 @@ invalid chunk framing, a second ``Transfer-Encoding`` header. On top of it,
 this module refuses what llhttp lets through:
 
 * a transfer coding other than one final ``chunked`` (``gzip, chunked``,
-  ``xchunked``): 501, the connection closed (RFC 9112 6.1);
+  ``xchunked``, a second ``Transfer-Encoding`` field): 501 (RFC 9112 6.1);
 * ``Transfer-Encoding`` in an HTTP/1.0 request: 400 (faulty framing, 6.1);
-* an HTTP/1.1 request without exactly one ``Host``: 400 (3.2);
+* an HTTP/1.1 request without ``Host``, any request with two: 400 (3.2);
 * a version other than HTTP/1.0 and HTTP/1.1: 505;
 * ``CONNECT``: 501 (a WSGI server cannot tunnel); an ``Upgrade`` request
   that declares a body: 400 (llhttp would not frame that body);
@@ -233,8 +233,8 @@ class RequestParser:
             raise HTTPError(431, f"header fields over {limits.header_block} bytes")
         lname = name.lower()
         if lname == _TE:
-            if value.lower() != b"chunked":
-                raise HTTPError(501, "transfer coding other than a final 'chunked'")
+            if value.lower() != b"chunked" or req.chunked:  # a second field: "chunked, chunked"
+                raise HTTPError(501, "transfer coding other than one final 'chunked'")
             req.chunked = True
         elif lname == _CL:
             req.content_length = int(value)  # digits only: llhttp checked them
@@ -257,8 +257,10 @@ class RequestParser:
                 raise HTTPError(505, f"HTTP/{version} is not supported")
             if req.chunked:
                 raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
-        elif req.host_count != 1:
-            raise HTTPError(400, "an HTTP/1.1 request needs exactly one Host header")
+        elif req.host_count == 0:
+            raise HTTPError(400, "an HTTP/1.1 request needs a Host header")
+        if req.host_count > 1:
+            raise HTTPError(400, "more than one Host header")
         if method == "CONNECT":
             raise HTTPError(501, "CONNECT is not supported")
         if parser.should_upgrade():
