@@ -1,66 +1,94 @@
 """Locks, events and queues that greenlets on different hubs, and plain threads, can share.
 
-Each primitive keeps its state under one native (never patched) lock and parks
+Each primitive keeps its state under a native (never patched) lock and parks
 a caller through :func:`greenpool._waiter.make_waiter`: a greenlet on a pool
 hub waits cooperatively while its hub keeps serving, a greenlet on another
 gevent hub (the main thread after ``patch_all()``) parks on an async watcher,
-and a plain thread blocks natively, as its stdlib twin would. A waker takes
-the lock, updates the state, pops the waiter(s) it satisfies, releases the
-lock and only then wakes them, from any thread. Nothing polls.
+and a plain thread blocks natively, as its stdlib twin would. A waker updates
+the state under that lock, pops the waiter(s) it wakes, releases the lock and
+only then wakes them, from any thread. Nothing polls.
 
-Wake-ups are hand-offs: ``Lock.release()`` gives the lock to the longest
-waiting acquirer, ``Queue.put()`` gives the item to the longest waiting
-getter. A woken waiter therefore never finds that somebody else took what it
-was woken for, so it never has to wait again, and a waiter that times out or
-is killed (``GreenletExit``) while being handed something passes it on: the
-lock is released to the next waiter, the item goes back to the head of the
-queue. Nothing is lost and nobody waits twice.
+**Lock policy** (:class:`Lock`, and :class:`RLock` on it): Go's
+``sync.Mutex``, adapted to hubs that may be stuck in a blocking C call. A
+release frees the lock and wakes the longest waiter of each hub; they compete
+with newcomers, so a lock released while one waiter's hub runs a 2 ms query is
+taken by a hub that can run (``benchmarks/sync.py``: 16 workers on 4 hubs
+sharing a connection pool's lock, 0.89x the throughput of one connection each,
+against 0.32x for a FIFO hand-off and 0.67x for gevent's lock). A waiter that
+has waited over 1 ms and lost turns on starvation mode: newcomers queue
+behind, and the lock passes only to the waiters a release wakes, until the
+queue drains. Uncontended, ``acquire()``/``release()`` is one C call each
+(0.86x the time of gevent's patched lock).
 
-**Fairness.** Locks and semaphores are FIFO (trio's choice): a releaser that
-tries to re-acquire at once queues behind the waiters, so no greenlet can be
-starved, unlike gevent's cross-thread semaphore (gevent issue #1744). The
-price is one wake-up per contended hand-off, so a lock held for very short
-sections by many hubs passes fewer sections per second than a barging lock
-would; shard hot state per hub (``greenpool.current_hub().index``) where that
-matters.
+**Hand-offs** (:class:`Semaphore`, :class:`BoundedSemaphore`, :class:`Queue`):
+``release()`` gives the permit to the longest waiter, ``put()`` gives the item
+to the longest getter (FIFO, trio's choice). A woken waiter never finds that
+somebody else took what it was woken for, and a waiter that times out or is
+killed (``GreenletExit``) while being handed something passes it on: the
+permit to the next waiter, the item back to the head of the queue. The price
+is one wake-up per contended hand-off, and the convoy above if a waiter's hub
+is stuck.
 
-**Which gevent primitives are safe across hubs** (gevent 26.9, greenlet 3.5,
-CPython 3.11, Linux/libev; pinned by ``tests/test_sync.py``):
+**What is safe across hubs** (gevent 26.9, greenlet 3.5, CPython 3.11,
+Linux/libev; pinned by ``tests/test_sync.py``, ``tests/test_monkey_sync.py``,
+``tests/stdlib`` and ``tests/reliability/test_sync_stress.py``):
 
-==============================================  =============================================
-primitive                                       shared by greenlets on several hubs
-==============================================  =============================================
-``gevent.queue.Queue`` (and Simple/Lifo/        **unsafe**: a ``put`` from another hub wakes
-Priority/JoinableQueue, ``Channel``); patched   nobody (it schedules the wake-up on the
-``queue.Queue``, ``queue.SimpleQueue``...       creating hub's loop with the non-threadsafe
-                                                ``run_callback``); the getter times out while
-                                                the item sits in the queue. Use :class:`Queue`.
-``gevent.event.Event``, patched                 **one waiting hub only**: the first hub to
-``threading.Event``                             wait owns it; ``wait()`` on any other hub
-                                                raises ``InvalidThreadUseError``. ``set()``
-                                                from another thread works. Use :class:`Event`.
-``gevent.event.AsyncResult``                    same as ``Event``. Use :class:`greenpool.Future`
-                                                (``set_result``/``result``).
-``gevent.lock.Semaphore``/``BoundedSemaphore``, works for plain hand-offs and mutual
-``gevent.lock.RLock``, patched                  exclusion (cross-thread support since 20.12),
-``threading.Lock`` and ``threading.RLock``      with caveats: a waiter on another hub is woken
-                                                through ``run_callback_threadsafe`` (gevent
-                                                #2124, #2212); barging and unfair across
-                                                threads (#1744); a woken waiter can find the
-                                                counter taken and fail gevent's
-                                                ``assert self.counter > 0`` (AssertionError).
-                                                Use :class:`Lock`, :class:`RLock`,
-                                                :class:`Semaphore`.
-patched ``threading.Condition``, ``Semaphore``, **unsafe under contention**: stdlib code whose
-``BoundedSemaphore``, ``Barrier``               waiters are patched locks acquired on one hub
-                                                and released from another. A stress run (100
-                                                greenlets on 4 hubs sharing one
-                                                ``threading.Semaphore``) lost a wake-up or hit
-                                                the AssertionError in about 4 runs of 10.
-                                                Use :class:`Condition`, :class:`Semaphore`.
-Greenlet, ``gevent.pool.Pool``, sockets,        **owner hub only**; move a socket with
-servers, ``hub.threadpool``                     :func:`greenpool.rebind`.
-==============================================  =============================================
++-----------------------------+---------------------------------+----------------------------------+
+| primitive                   | after                           | after                            |
+|                             | ``gevent.monkey.patch_all()``   | ``greenpool.monkey.patch_all()`` |
+|                             | alone                           |                                  |
++=============================+=================================+==================================+
+| ``threading.Lock``,         | gevent's cross-thread           | :class:`Lock` (policy above);    |
+| ``_thread.allocate_lock`` / | semaphore: hand-offs work, but  | CPython's ``lock_tests`` pass    |
+| ``LockType``                | under contention a wake-up is   | with their threads on 4 hubs and |
+|                             | lost or gevent's ``assert       | native threads                   |
+|                             | self.counter > 0`` fails (the   |                                  |
+|                             | stress test: 10 lost in 3 s; 48 |                                  |
+|                             | greenlets on 4 hubs: the        |                                  |
+|                             | AssertionError)                 |                                  |
++-----------------------------+---------------------------------+----------------------------------+
+| ``threading.RLock``         | ``gevent.lock.RLock`` on that   | :class:`RLock` (owned by a       |
+|                             | semaphore: the same caveats     | greenlet)                        |
++-----------------------------+---------------------------------+----------------------------------+
+| ``threading.Condition``,    | the stdlib's classes on         | the stdlib's own classes on      |
+| ``Semaphore``,              | gevent's locks: lose wake-ups   | :class:`Lock`: exact stdlib      |
+| ``BoundedSemaphore``,       | under contention (one Semaphore | semantics by construction        |
+| ``Barrier``                 | shared by 100 greenlets on 4    | (``lock_tests``)                 |
+|                             | hubs: about 4 runs in 10)       |                                  |
++-----------------------------+---------------------------------+----------------------------------+
+| ``threading.Event`` (and    | ``gevent.event.Event``: the     | the stdlib's ``Event`` (a        |
+| ``Timer``, which waits on   | first hub to wait owns it;      | ``Condition`` on :class:`Lock`): |
+| one)                        | ``wait()`` on another raises    | any hubs and threads             |
+|                             | ``InvalidThreadUseError``       |                                  |
++-----------------------------+---------------------------------+----------------------------------+
+| ``queue.Queue``,            | ``gevent.queue``'s: a ``put``   | the stdlib's classes on          |
+| ``LifoQueue``,              | from another hub wakes nobody   | :class:`Lock`, with fast         |
+| ``PriorityQueue``           | (the getter times out, the item | uncontended ``put``/``get``;     |
+|                             | stays queued)                   | ``test_queue`` passes            |
++-----------------------------+---------------------------------+----------------------------------+
+| ``queue.SimpleQueue``,      | gevent's ``SimpleQueue``: as    | greenpool's (unbounded; woken    |
+| ``_queue.SimpleQueue``      | ``gevent.queue``                | getters compete, like the lock)  |
++-----------------------------+---------------------------------+----------------------------------+
+| ``concurrent.futures``,     | built on the above: they share  | work across hubs, the main       |
+| ``logging``'s handler       | its caveats                     | thread and native threads        |
+| locks, ``Thread.join``      |                                 |                                  |
++-----------------------------+---------------------------------+----------------------------------+
+| ``gevent.queue``,           | as above: unsafe, or one hub    | unchanged (patching does not     |
+| ``gevent.event``,           |                                 | change gevent's classes): use    |
+| ``gevent.lock`` classes     |                                 | this module's                    |
+| used by name                |                                 |                                  |
++-----------------------------+---------------------------------+----------------------------------+
+| Greenlet,                   | owner hub only                  | owner hub only; sockets follow   |
+| ``gevent.pool.Pool``,       |                                 | the greenlet that uses them      |
+| servers,                    |                                 | (``greenpool._socket_follow``)   |
+| ``hub.threadpool``, sockets |                                 |                                  |
++-----------------------------+---------------------------------+----------------------------------+
+
+This module's classes work the same with or without patching. After
+``greenpool.monkey.patch_all()`` the stdlib's names mostly *are* them (the
+lock) or are built on them; :class:`Condition` and :class:`Queue` here differ
+from the stdlib's only in passing a notification or an item on when its
+waiter dies, and ``Queue.join(timeout)``.
 """
 
 from __future__ import annotations
