@@ -155,6 +155,13 @@ def test_python_dash_m_greenpool_monkey_runs_a_script_patched_with_its_arguments
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "__main__ ['a', '--b'] True True"
+    (tmp_path / "appmod.py").write_text(script.read_text())
+    as_module = subprocess.run(
+        [sys.executable, "-m", "greenpool.monkey", "--module", "appmod", "x"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )
+    assert as_module.returncode == 0, as_module.stderr
+    assert as_module.stdout.strip() == "__main__ ['x'] True True"
     usage = subprocess.run(
         [sys.executable, "-m", "greenpool.monkey"], capture_output=True, text=True, timeout=30
     )
