@@ -109,7 +109,7 @@ class _Service(Service):
     ``--keep-alive 0`` closes every connection after its response.
     """
 
-    timeout_response = None
+    timeout_status = None
 
     def __init__(self, worker: Worker, server: _Server, environ: dict) -> None:
         super().__init__(worker.wsgi, environ, limits_from(worker.cfg))

@@ -294,6 +294,20 @@ def test_no_100_continue_when_the_app_answers_without_the_body(pool):
     assert (status, body) == (403, b"no")
 
 
+def test_no_100_continue_for_http_1_0(server, app):
+    reply = raw_request(server.address, b"PUT / HTTP/1.0\r\nContent-Length: 2\r\n"
+                        b"Expect: 100-continue\r\n\r\nhi")
+    assert b"100 Continue" not in reply
+    assert parse_responses(reply)[0][2] == b"ok hi"
+
+
+def test_refusals_and_answers_carry_a_date(server):
+    [(status, headers, _)] = exchange(server, b"GET / HTTP/1.1\r\n\r\n")
+    assert status == 400 and headers["date"].endswith(" GMT")
+    [(status, headers, _)] = exchange(server, b"GET / HTTP/1.0\r\n\r\n")
+    assert status == 200 and headers["date"].endswith(" GMT")
+
+
 def test_head_gets_the_length_but_no_body_and_the_connection_stays_framed(server):
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nHEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -30,9 +30,9 @@ from greenpool.http.parser import HTTPError, Limits, Request, RequestParser
 from greenpool.http.response import (
     CONNECTION,
     CONTENT_LENGTH,
+    HEADER_LINES,
     HOP_BY_HOP,
     FileWrapper,
-    _header_cache,
     date_header,
     header_entry,
     status_entry,
@@ -63,8 +63,8 @@ _REASONS = {
 
 def error_response(status: int) -> bytes:
     """A complete, closing response with an empty body, for refusals."""
-    return (b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-            % (status, _REASONS[status].encode("ascii")))
+    return (b"HTTP/1.1 %d %s\r\n%sConnection: close\r\nContent-Length: 0\r\n\r\n"
+            % (status, _REASONS[status].encode("ascii"), date_header()))
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -110,8 +110,8 @@ class Service:
 
     #: Seconds to wait for a request head (None: only the socket's timeout).
     head_timeout: float | None = None
-    #: Sent when a request head is cut short by a timeout (None: just close).
-    timeout_response: bytes | None = error_response(408)
+    #: The status sent when a request head is cut short by a timeout (None: just close).
+    timeout_status: int | None = 408
 
     def __init__(self, app: Callable, environ: dict, limits: Limits, access_log=None) -> None:
         self.app = app
@@ -245,8 +245,8 @@ class _Connection:
                         with self.waiting:
                             data = sock.recv(RECV_SIZE)
                 except TimeoutError:
-                    if parser.in_head and service.timeout_response is not None:
-                        self._send_quietly(service.timeout_response)
+                    if parser.in_head and service.timeout_status is not None:
+                        self._send_quietly(error_response(service.timeout_status))
                     return False
                 except OSError:
                     return False
@@ -467,7 +467,7 @@ class _Connection:
         close = False
         has_date = False
         for item in headers:
-            entry = _header_cache.get(item) if type(item) is tuple else None
+            entry = HEADER_LINES.get(item) if type(item) is tuple else None
             if entry is None:
                 entry = header_entry(item)
             kind = entry[1]

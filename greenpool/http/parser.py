@@ -257,6 +257,7 @@ class RequestParser:
                 raise HTTPError(505, f"HTTP/{version} is not supported")
             if req.chunked:
                 raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            req.expect_continue = False  # never a 100 to an HTTP/1.0 client (RFC 9110 10.1.1)
         elif req.host_count == 0:
             raise HTTPError(400, "an HTTP/1.1 request needs a Host header")
         if req.host_count > 1:

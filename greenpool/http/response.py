@@ -71,7 +71,8 @@ _KINDS = {"content-length": CONTENT_LENGTH, "connection": CONNECTION,
           "transfer-encoding": HOP_BY_HOP, "keep-alive": HOP_BY_HOP, "date": DATE}
 _CACHE_SIZE = 1024
 _status_cache: dict = {}
-_header_cache: dict = {}
+#: (name, value) -> header_entry(): the checked, encoded header lines, bounded.
+HEADER_LINES: dict = {}
 
 
 def status_entry(status) -> tuple[bytes, int]:
@@ -97,7 +98,7 @@ def header_entry(item) -> tuple[bytes, int, object]:
     says close), HOP_BY_HOP (dropped: the server frames), DATE.
     """
     try:
-        entry = _header_cache.get(item)
+        entry = HEADER_LINES.get(item)
     except TypeError:  # unhashable: not a tuple of str
         entry = None
     if entry is not None:
@@ -113,9 +114,9 @@ def header_entry(item) -> tuple[bytes, int, object]:
     elif kind == CONNECTION:
         parsed = "close" in value.lower()
     entry = (f"{name}: {value}\r\n".encode("latin-1"), kind, parsed)
-    if len(_header_cache) >= _CACHE_SIZE:
-        _header_cache.clear()
-    _header_cache[item] = entry
+    if len(HEADER_LINES) >= _CACHE_SIZE:
+        HEADER_LINES.clear()
+    HEADER_LINES[item] = entry
     return entry
 
 
