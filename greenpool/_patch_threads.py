@@ -138,6 +138,22 @@ def _quiet_greenlet_exit(thread) -> None:
     thread._invoke_excepthook = invoke_excepthook
 
 
+def _release_tstate_lock(thread, _greenlet) -> None:
+    """gevent's end-of-thread link, without its ``_stop()``: release, as CPython's C code does.
+
+    gevent releases the thread's ``_tstate_lock`` and then calls ``_stop()``,
+    which asserts the lock is not held. That holds on one hub; with threads on
+    several hubs, a ``join()`` or ``is_alive()`` on another thread can take the
+    lock in between (a lock that hands off to its waiter takes it at once),
+    and the assertion fails with a traceback from the hub. CPython only
+    releases the lock when a thread ends; whoever acquires it next calls
+    ``_stop()`` (``Thread._wait_for_tstate_lock``), and so it is here.
+    """
+    lock = thread._tstate_lock
+    if lock is not None:
+        lock.release()
+
+
 def install() -> None:
     """Idempotent: route patched thread starts through :func:`start_new_thread`.
 
@@ -152,6 +168,8 @@ def install() -> None:
     if not monkey.is_module_patched("_thread") and not monkey.is_module_patched("thread"):
         return
     threading = sys.modules["threading"]
+    if hasattr(threading.Thread, "_Thread__greenlet_finished"):
+        threading.Thread._Thread__greenlet_finished = _release_tstate_lock
     if _thread.start_new_thread is not start_new_thread:
         _gevent_start = _thread.start_new_thread
     for module, name in (
