@@ -34,9 +34,9 @@ greenlets on one hub (``ConcurrentObjectUseError``). That includes a reader
 on one hub and a writer on another (full duplex across hubs) and several
 threads blocked in ``accept()`` on one listener: the socket has one hub.
 
-Written against gevent 26.9's libev (cython) loop, the default on Linux.
-With another loop (libuv, cffi) sockets still move, but watchers are only
-dropped, not retired.
+Written against, and tested with, gevent 26.9's libev (cython) loop, the
+default on Linux; the libuv and libev-cffi loops are untested (with them,
+watchers would be dropped without being retired).
 """
 
 from __future__ import annotations
