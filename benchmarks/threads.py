@@ -12,7 +12,10 @@ Three modes, each in its own fresh interpreter (patching is per process):
   main thread's hub, so the queries run one at a time;
 * ``greenpool``: ``greenpool.monkey.patch_all()`` with ``GREENPOOL_HUBS``
   (default 8) hubs: workers started from the main thread are dispatched over
-  the default pool's hubs.
+  the default pool's hubs;
+* ``greenpool-task``: the same, with the executor made and used inside a pool
+  task (as in a request handler): its workers are dispatched too (see
+  ``greenpool/_patch_threads.py``), not pinned to the task's hub.
 
 A run does the whole batch once untimed (workers start and connect), then
 times the same batch. Runs alternate between modes; medians are printed with
@@ -20,7 +23,8 @@ the raw figures, and the ratio of each mode's median throughput to real
 threads'.
 
 Usage: python benchmarks/threads.py [--queries 800] [--workers 8] [--runs 5]
-       [--hubs 8] [--modes threads,gevent,greenpool] [--dsn ...]
+       [--hubs 8] [--modes threads,gevent,greenpool,greenpool-task]
+       [--dsn ...]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import textwrap
 
+MODES = ("threads", "gevent", "greenpool", "greenpool-task")
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
 
 CHILD = textwrap.dedent(
@@ -42,7 +47,7 @@ CHILD = textwrap.dedent(
     if mode == "gevent":
         from gevent import monkey
         monkey.patch_all()
-    elif mode == "greenpool":
+    elif mode.startswith("greenpool"):
         from greenpool import monkey
         monkey.patch_all()
     import threading
@@ -53,6 +58,11 @@ CHILD = textwrap.dedent(
 
     local = threading.local()
     connections = []
+    worker_hubs = {}  # worker ident -> index of the hub it runs on (greenpool mode)
+    if mode.startswith("greenpool"):
+        from greenpool import current_hub
+    else:
+        current_hub = lambda: None
 
     def query(_):
         conn = getattr(local, "conn", None)
@@ -60,28 +70,29 @@ CHILD = textwrap.dedent(
             conn = local.conn = psycopg2.connect(dsn)
             conn.autocommit = True
             connections.append(conn)
+            hub = current_hub()
+            worker_hubs[threading.get_ident()] = None if hub is None else hub.index
         with conn.cursor() as cur:
             cur.execute("SELECT pg_sleep(0.002)")
             cur.fetchall()
         return threading.get_ident()
 
-    hubs = set()
+    def bench():
+        with ThreadPoolExecutor(workers) as executor:
+            list(executor.map(query, range(queries)))  # warm-up: workers start, connect
+            t0 = time.perf_counter()
+            idents = set(executor.map(query, range(queries)))
+            return time.perf_counter() - t0, idents
 
-    def where(_):
+    if mode == "greenpool-task":  # the executor made inside a pool task (a request handler)
         import greenpool
-        hub = greenpool.current_hub()
-        hubs.add(None if hub is None else hub.index)
-
-    with ThreadPoolExecutor(workers) as executor:
-        list(executor.map(query, range(queries)))  # warm-up: workers start, connect
-        t0 = time.perf_counter()
-        idents = set(executor.map(query, range(queries)))
-        elapsed = time.perf_counter() - t0
-        list(executor.map(where, range(workers * 4)))
+        elapsed, idents = greenpool.spawn(bench).result()
+    else:
+        elapsed, idents = bench()
     for conn in connections:
         conn.close()
     print(json.dumps({"seconds": elapsed, "threads": len(idents),
-                      "hubs": sorted(h for h in hubs if h is not None)}))
+                      "hubs": sorted(h for h in worker_hubs.values() if h is not None)}))
     """
 )
 
@@ -103,13 +114,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--hubs", type=int, default=8)
-    parser.add_argument("--modes", default="threads,gevent,greenpool")
+    parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--dsn", default=DSN)
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
-    unknown = set(modes) - {"threads", "gevent", "greenpool"}
+    unknown = set(modes) - set(MODES)
     if unknown:
-        parser.error(f"unknown modes {sorted(unknown)}; choose from threads, gevent, greenpool")
+        parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
     raw: dict[str, list[float]] = {m: [] for m in modes}
     print(
         f"ThreadPoolExecutor({args.workers}), {args.queries} x SELECT pg_sleep(0.002), "
@@ -121,8 +132,8 @@ def main() -> None:
             rate = args.queries / result["seconds"]
             raw[mode].append(rate)
             print(
-                f"  run {run + 1} {mode:9s} {result['seconds']:.3f} s  {rate:7.0f} queries/s  "
-                f"workers={result['threads']} hubs={result['hubs']}"
+                f"  run {run + 1} {mode:14s} {result['seconds']:.3f} s  {rate:7.0f} queries/s  "
+                f"workers used={result['threads']} their hubs={result['hubs']}"
             )
     medians = {m: statistics.median(v) for m, v in raw.items()}
     print("medians (queries/s):")
@@ -130,7 +141,7 @@ def main() -> None:
         ratio = ""
         if "threads" in medians and mode != "threads":
             ratio = f"  {medians[mode] / medians['threads']:.2f}x real threads"
-        print(f"  {mode:9s} {medians[mode]:7.0f}{ratio}  raw {[round(r) for r in raw[mode]]}")
+        print(f"  {mode:14s} {medians[mode]:7.0f}{ratio}  raw {[round(r) for r in raw[mode]]}")
 
 
 if __name__ == "__main__":
