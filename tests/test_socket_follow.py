@@ -317,6 +317,57 @@ print("ok")
 
 
 @pytest.mark.timeout(60)
+def test_racing_users_on_four_hubs_get_the_error_or_their_bytes_never_a_hang(echo_port):
+    """Deliberate misuse under contention: every outcome is a clear error or data.
+
+    Racers on one hub get gevent's own ConcurrentObjectUseError; across hubs,
+    its subclass ConcurrentSocketUseError.
+    """
+    run_child("""
+sock = on(0, socket.create_connection, ADDRESS)
+sock.settimeout(15)                     # a hang would be a timeout: reported, not waited out
+ROUNDS, MESSAGE = 150, b"01234567\\n"
+
+from greenpool._socket_follow import ConcurrentSocketUseError
+refusals = {"same hub": 0, "across hubs": 0}
+
+def refused(exc):
+    refusals["across hubs" if isinstance(exc, ConcurrentSocketUseError) else "same hub"] += 1
+    gevent.sleep(0)
+
+def racer():
+    for _ in range(ROUNDS):
+        while True:                     # send one message...
+            try:
+                sock.sendall(MESSAGE)
+                break
+            except ConcurrentObjectUseError as exc:
+                refused(exc)
+        wanted = len(MESSAGE)           # ...and read as many bytes, whoever's they were
+        while wanted:
+            try:
+                wanted -= len(sock.recv(wanted))
+            except ConcurrentObjectUseError as exc:
+                refused(exc)
+
+futures = [pool.spawn_on(n % 4, racer) for n in range(8)]
+for f in futures:
+    f.result(40)
+print(refusals)
+assert refusals["across hubs"] > 0, "the racers never met: the test raced nothing"
+sock.settimeout(0)
+try:
+    extra = sock.recv(64)
+except BlockingIOError:
+    extra = b""
+assert extra == b"", extra               # every byte sent was read once
+on(1, sock.close)
+pool.shutdown()
+print("ok")
+""", echo_port)
+
+
+@pytest.mark.timeout(60)
 def test_closing_on_another_hub_wakes_the_waiter_with_ebadf_as_on_one_hub(echo_port):
     run_child("""
 import errno
