@@ -383,15 +383,17 @@ def test_thread_names_and_idents_are_unique():
     proc = run_script(
         """
         go = threading.Event()
+        started = threading.Semaphore(0)
         idents = []
         def work():
             idents.append(threading.get_ident())
-            go.wait()
+            started.release()
+            go.wait()  # all alive at once: idents of live threads must differ
         threads = [threading.Thread(target=work) for _ in range(20)]
         for t in threads:
             t.start()
-        while len(idents) < 20:
-            time.sleep(0.001)
+        for _ in threads:
+            assert started.acquire(timeout=20)
         go.set()
         for t in threads:
             t.join()
