@@ -250,6 +250,27 @@ def test_start_new_thread_returns_the_ident_the_thread_sees():
     assert hub in range(4)
 
 
+def test_patching_twice_keeps_threads_dispatched():
+    proc = run_script(
+        """
+        import _thread
+        from gevent import monkey as gevent_monkey
+        gevent_monkey.patch_all()  # gevent's again: a no-op with the same settings
+        monkey.patch_all()
+        where = []
+        threads = [threading.Thread(target=lambda: where.append(hub_index())) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        report(where=sorted(where), same=_thread.start_new_thread is threading._start_new_thread)
+        """
+    )
+    values = result_of(proc)
+    assert values["where"] == [0, 1, 2, 3]
+    assert values["same"] is True
+
+
 # -- the threading API across hubs ------------------------------------------------
 
 
