@@ -339,6 +339,21 @@ def test_threads_ending_under_joiners_on_other_hubs_print_nothing():
     assert result_of(proc)["count"] == 1
 
 
+def test_a_thread_joining_the_main_thread_runs_after_main_ends():
+    proc = run_script(
+        """
+        def watcher():
+            threading.main_thread().join()
+            print("main ended; watcher on a hub:", hub_index() is not None, flush=True)
+        threading.Thread(target=watcher).start()
+        print("main done", flush=True)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["main done", "main ended; watcher on a hub: True"]
+    assert proc.stderr == ""
+
+
 def test_timer_fires_on_a_hub_and_cancel_stops_it():
     proc = run_script(
         """
