@@ -104,8 +104,8 @@ from typing import Any
 from gevent.hub import Hub as _GeventHub
 from greenlet import getcurrent
 
-from greenpool._native import allocate_lock
-from greenpool._waiter import make_waiter
+from greenpool._native import allocate_lock, get_ident
+from greenpool._waiter import NativeWaiter, make_waiter
 
 __all__ = [
     "BoundedSemaphore",
@@ -126,15 +126,38 @@ class _Entry:
     __slots__ = ("waiter", "value", "place")
 
     def __init__(self, value: Any = None) -> None:
-        if isinstance(getcurrent(), _GeventHub):
+        current = _current()
+        if isinstance(current, _GeventHub):
             raise RuntimeError(
                 "cannot block in a gevent hub greenlet (a loop callback); "
                 "spawn a greenlet to wait, or use the non-blocking call"
             )
-        self.waiter = waiter = make_waiter()
+        # A thread whose greenlets are being torn down can only block natively.
+        self.waiter = waiter = make_waiter() if current is not None else NativeWaiter()
         self.value = value
         # Where the waiter runs: its hub (one thread runs all its greenlets), or itself.
         self.place = getattr(waiter, "_hub", waiter)
+
+
+def _current():
+    """The running greenlet, or None while greenlet tears this thread down.
+
+    Then (a weakref callback of ``logging`` at thread or interpreter exit,
+    say) ``getcurrent()`` raises; nothing can switch, so callers fall back to
+    the native thread.
+    """
+    try:
+        return getcurrent()
+    except RuntimeError:
+        return None
+
+
+def _owner():
+    """Who owns an RLock taken now: the greenlet, or the native thread (see _current)."""
+    try:
+        return getcurrent()
+    except RuntimeError:
+        return get_ident()
 
 
 def _remove(waiters: deque, entry: _Entry) -> bool:
@@ -531,8 +554,8 @@ class RLock:
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock, or count one more level if this greenlet holds it already."""
-        me = getcurrent()
-        if self._owner is me:
+        me = _owner()
+        if self._owner == me:
             self._count += 1
             return True
         lock = self._lock
@@ -548,7 +571,7 @@ class RLock:
 
     def release(self) -> None:
         """Drop one level; the last one releases the lock. Only the owner may."""
-        if self._owner is not getcurrent():
+        if self._owner != _owner():
             raise RuntimeError("cannot release un-acquired lock")
         self._count = count = self._count - 1
         if not count:
@@ -562,13 +585,13 @@ class RLock:
         return self._lock.locked()
 
     def _is_owned(self) -> bool:
-        return self._owner is getcurrent()
+        return self._owner == _owner()
 
     def _recursion_count(self) -> int:
-        return self._count if self._owner is getcurrent() else 0
+        return self._count if self._owner == _owner() else 0
 
     def _release_save(self) -> tuple:
-        if not self._count or self._owner is not getcurrent():
+        if not self._count or self._owner != _owner():
             raise RuntimeError("cannot release un-acquired lock")
         state = (self._count, self._owner)
         self._count = 0

@@ -811,3 +811,24 @@ def test_condition_waiter_killed_while_reacquiring_leaves_no_stale_entry_and_no_
         return stale, woken.get("live"), lock.locked()
 
     assert greenpool.run(main, size=1) == (0, True, False)
+
+
+def test_locks_work_while_greenlet_tears_the_thread_down(monkeypatch):
+    """At thread or interpreter exit getcurrent() raises; logging's weakref callbacks still lock.
+
+    (``logging._removeHandlerRef`` took the module RLock there and printed
+    "greenlet is being finalized" at the exit of a patched app.)
+    """
+
+    def finalizing():
+        raise RuntimeError("greenlet is being finalized")
+
+    rlock, lock = sync.RLock(), sync.Lock()
+    monkeypatch.setattr(sync, "getcurrent", finalizing)
+    with rlock:
+        with rlock:
+            assert rlock._is_owned() and rlock._recursion_count() == 2
+    assert not rlock.locked()
+    lock.acquire()
+    assert lock.acquire(timeout=0.01) is False  # contended: waits natively
+    lock.release()
