@@ -27,16 +27,7 @@ from greenlet import GreenletExit
 
 from greenpool.http.body import BodyTooLarge, IncompleteBody, Input, InvalidBody
 from greenpool.http.parser import HTTPError, Limits, Request, RequestParser
-from greenpool.http.response import (
-    CONNECTION,
-    CONTENT_LENGTH,
-    HEADER_LINES,
-    HOP_BY_HOP,
-    FileWrapper,
-    date_header,
-    header_entry,
-    status_entry,
-)
+from greenpool.http.response import HEADS, FileWrapper, date_header, head_entry
 
 __all__ = ["Service", "error_response", "serve_connection"]
 
@@ -459,31 +450,14 @@ class _Connection:
         elif self.status is not None:
             raise AssertionError("start_response was already called (pass exc_info to "
                                  "replace the response after an error)")
-        if type(headers) is not list:
-            raise TypeError(f"WSGI response headers must be a list, got {type(headers).__name__}")
-        line, code = status_entry(status)
-        parts = [line]
-        length = None
-        close = False
-        has_date = False
-        for item in headers:
-            entry = HEADER_LINES.get(item) if type(item) is tuple else None
-            if entry is None:
-                entry = header_entry(item)
-            kind = entry[1]
-            if kind:
-                if kind == CONTENT_LENGTH:
-                    length = entry[2]
-                elif kind == CONNECTION:
-                    close = close or entry[2]
-                    continue
-                elif kind == HOP_BY_HOP:
-                    continue  # the server frames the response
-                else:
-                    has_date = True
-            parts.append(entry[0])
-        if not has_date:
-            parts.append(date_header())
+        try:
+            entry = HEADS.get((status, tuple(headers)))
+        except TypeError:
+            entry = None
+        if entry is None or type(headers) is not list:
+            entry = head_entry(status, headers)
+        lines, code, length, close, has_date = entry
+        parts = [lines] if has_date else [lines, date_header()]
         self.status = status
         self.headers = headers
         self.code = code

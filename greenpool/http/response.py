@@ -11,8 +11,8 @@ import re
 import time
 from email.utils import formatdate
 
-__all__ = ["FileWrapper", "check_headers", "check_status", "date_header", "header_entry",
-           "status_entry"]
+__all__ = ["HEADS", "FileWrapper", "check_headers", "check_status", "date_header", "head_entry",
+           "header_entry", "status_entry"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -73,6 +73,8 @@ _CACHE_SIZE = 1024
 _status_cache: dict = {}
 #: (name, value) -> header_entry(): the checked, encoded header lines, bounded.
 HEADER_LINES: dict = {}
+#: (status, tuple(headers)) -> head_entry(): whole checked heads, bounded.
+HEADS: dict = {}
 
 
 def status_entry(status) -> tuple[bytes, int]:
@@ -117,6 +119,49 @@ def header_entry(item) -> tuple[bytes, int, object]:
     if len(HEADER_LINES) >= _CACHE_SIZE:
         HEADER_LINES.clear()
     HEADER_LINES[item] = entry
+    return entry
+
+
+def head_entry(status, headers) -> tuple[bytes, int, int | None, bool, bool]:
+    """``(lines, code, content_length, close, has_date)`` for what the app gave start_response.
+
+    ``lines`` is the status line and the app's headers, encoded, without the
+    hop-by-hop ones the server owns (``Connection``, ``Transfer-Encoding``,
+    ``Keep-Alive``); ``close`` says whether the app asked for
+    ``Connection: close``. Cached per (status, headers): most apps answer
+    with a handful of distinct heads.
+    """
+    try:
+        key = (status, tuple(headers))
+        entry = HEADS.get(key)
+    except TypeError:  # unhashable parts: checked below, not cached
+        key = entry = None
+    if entry is not None:
+        return entry
+    if type(headers) is not list:
+        raise TypeError(f"WSGI response headers must be a list, got {type(headers).__name__}")
+    line, code = status_entry(status)
+    parts = [line]
+    length = None
+    close = False
+    has_date = False
+    for item in headers:
+        header, kind, value = header_entry(item)
+        if kind == CONTENT_LENGTH:
+            length = value
+        elif kind == CONNECTION:
+            close = close or bool(value)
+            continue
+        elif kind == HOP_BY_HOP:
+            continue  # the server frames the response
+        elif kind == DATE:
+            has_date = True
+        parts.append(header)
+    entry = (b"".join(parts), code, length, close, has_date)
+    if key is not None:
+        if len(HEADS) >= _CACHE_SIZE:
+            HEADS.clear()
+        HEADS[key] = entry
     return entry
 
 
