@@ -15,6 +15,8 @@ import sys
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import greenpool
 from greenpool import wsgi
@@ -336,6 +338,32 @@ def test_chunked_body_over_the_limit_is_never_buffered_past_it():
     body, _ = body_reader(head + chunked(b"a\n", b"bc\n"), 5, read_size=3)
     assert body.readline() == b"a\n"
     assert body.read(3) == b"bc\n"
+    assert body.read() == b""
+
+
+@settings(max_examples=200, deadline=None, database=None, derandomize=True)
+@given(
+    payload=st.binary(max_size=300).map(lambda b: b.replace(b"\0", b"\n")),
+    cuts=st.lists(st.integers(0, 300), max_size=6),
+    read_size=st.integers(1, 9),
+    chunked_body=st.booleans(),
+    ops=st.lists(st.tuples(st.sampled_from(["read", "readline"]), st.integers(-1, 12)),
+                 max_size=40),
+)
+def test_wsgi_input_reads_like_a_file_whatever_the_chunks_and_the_reads(
+    payload, cuts, read_size, chunked_body, ops
+):
+    bounds = sorted({0, len(payload), *(c for c in cuts if c <= len(payload))})
+    pieces = [payload[i:j] for i, j in zip(bounds, bounds[1:], strict=False)]
+    if chunked_body:
+        raw = CHUNKED_POST + chunked(*pieces)
+    else:
+        raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload)
+        raw += payload
+    body, _ = body_reader(raw, None, read_size=read_size)
+    reference = io.BytesIO(payload)
+    for op, size in [*ops, ("read", -1)]:
+        assert getattr(body, op)(size) == getattr(reference, op)(size), (op, size)
     assert body.read() == b""
 
 

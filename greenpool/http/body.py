@@ -39,17 +39,19 @@ class Input:
     the refusal has been read.
     """
 
-    __slots__ = ("_req", "_pull", "_buf")
+    __slots__ = ("_req", "_pull", "_pos")
 
     def __init__(self, request: Request, pull: Callable[[], None]) -> None:
         self._req = request
         self._pull = pull
-        self._buf = b""
+        self._pos = 0  # bytes of request.body[0] already read
 
-    def _fill(self) -> bool:
-        """Move the parsed body into the buffer, reading once if there is none; False at its end."""
+    def _more(self) -> bool:
+        """Wait until the parser adds a chunk to ``request.body``; False at the body's end."""
         req = self._req
-        if not req.body:
+        chunks = req.body
+        count = len(chunks)
+        while len(chunks) == count:
             if req.complete:
                 return False
             error = req.error
@@ -58,51 +60,60 @@ class Input:
                     raise BodyTooLarge(error.reason)
                 raise InvalidBody(error.reason)
             self._pull()
-            if not req.body:
-                return not req.complete
-        chunks = req.body
-        if self._buf:
-            chunks.appendleft(self._buf)
-        self._buf = b"".join(chunks)
-        chunks.clear()
         return True
+
+    def _take(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the first chunk (which must exist)."""
+        chunks = self._req.body
+        chunk = chunks[0]
+        pos = self._pos
+        end = pos + limit
+        if end >= len(chunk):
+            chunks.popleft()
+            self._pos = 0
+            return chunk[pos:] if pos else chunk
+        self._pos = end
+        return chunk[pos:end]
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes (all that is left when ``size`` is None or negative)."""
+        chunks = self._req.body
         if size is None or size < 0:
-            while self._fill():
+            while self._more():
                 pass
-            data, self._buf = self._buf, b""
+            if self._pos:
+                chunks[0] = chunks[0][self._pos:]
+                self._pos = 0
+            data = b"".join(chunks)
+            chunks.clear()
             return data
-        while len(self._buf) < size and self._fill():
-            pass
-        buf = self._buf
-        data, self._buf = buf[:size], buf[size:]
-        return data
+        parts = []
+        need = size
+        while need > 0 and (chunks or self._more()):
+            part = self._take(need)
+            parts.append(part)
+            need -= len(part)
+        return b"".join(parts)
 
     def readline(self, size: int | None = -1) -> bytes:
         """One line, with its ``\\n``, or at most ``size`` bytes of it."""
-        if size is not None and size < 0:
-            size = None
-        start = 0
-        while True:
-            buf = self._buf
-            end = buf.find(b"\n", start)
-            if end >= 0:
-                end += 1
+        chunks = self._req.body
+        need = None if size is None or size < 0 else size
+        parts = []
+        while need is None or need > 0:
+            if not chunks and not self._more():
                 break
-            if size is not None and len(buf) >= size:
-                end = size
+            chunk = chunks[0]
+            end = chunk.find(b"\n", self._pos)
+            limit = len(chunk) - self._pos if need is None else need
+            if 0 <= end < self._pos + limit:
+                parts.append(self._take(end + 1 - self._pos))
                 break
-            start = len(buf)
-            if not self._fill():
-                end = len(self._buf)
-                break
-        if size is not None and end > size:
-            end = size
-        buf = self._buf
-        line, self._buf = buf[:end], buf[end:]
-        return line
+            part = self._take(limit)
+            parts.append(part)
+            if need is not None:
+                need -= len(part)
+        return b"".join(parts)
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
         """All lines (stopping once ``hint`` bytes were read, when given)."""
@@ -127,7 +138,7 @@ class Input:
     def discard(self, limit: int) -> bool:
         """Read and drop the rest of the body, at most ``limit`` bytes; True if it all came."""
         req = self._req
-        self._buf = b""
+        self._pos = 0
         while True:
             req.body.clear()
             if req.complete:
