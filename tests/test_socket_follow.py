@@ -237,7 +237,7 @@ print("ok")
 
 
 @pytest.mark.timeout(60)
-def test_tls_socket_keeps_its_session_and_handshakes_on_the_hub_that_waits(tls_echo):
+def test_tls_socket_keeps_its_openssl_state_and_handshakes_on_the_hub_that_waits(tls_echo):
     port, cafile = tls_echo
     run_child("""
 context = ssl.create_default_context(cafile=CAFILE)
