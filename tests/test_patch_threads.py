@@ -207,6 +207,39 @@ def test_threads_started_by_a_thread_are_dispatched():
     assert sorted(set(where)) == [0, 1, 2, 3]
 
 
+def test_threading_server_in_a_thread_handles_requests_on_several_hubs():
+    # The classic legacy set-up: serve_forever() in a thread, one thread per
+    # request (ThreadingMixIn). Each handler thread is dispatched, and its
+    # accepted socket follows it to its hub.
+    proc = run_script(
+        """
+        import socket
+        import socketserver
+        where = []
+        class Echo(socketserver.StreamRequestHandler):
+            def handle(self):
+                line = self.rfile.readline()
+                where.append(hub_index())
+                self.wfile.write(line.upper())
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+        serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        serving.start()
+        answers = []
+        for i in range(8):
+            with socket.create_connection(server.server_address, timeout=20) as c:
+                c.sendall(b"hello %d\\n" % i)
+                answers.append(c.makefile("rb").readline().decode().strip())
+        server.shutdown()
+        server.server_close()
+        serving.join()
+        report(answers=answers, where=where)
+        """
+    )
+    values = result_of(proc)
+    assert values["answers"] == [f"HELLO {i}" for i in range(8)]
+    assert len(set(values["where"])) > 1
+
+
 def test_executor_workers_are_dispatched_even_from_inside_a_pool_greenlet():
     proc = run_script(
         """
