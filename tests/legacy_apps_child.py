@@ -282,7 +282,9 @@ def scenario_pymysql(args) -> dict:
 
 def scenario_queue(args) -> dict:
     jobs: queue.Queue = queue.Queue(maxsize=32)  # bounded: the producers block too
+    log: queue.Queue = queue.Queue()  # unbounded, as a request log to a writer thread
     consumed = collections.Counter()
+    written: list[int] = []
 
     def consumer(n: int) -> None:
         while True:
@@ -296,27 +298,87 @@ def scenario_queue(args) -> dict:
             finally:
                 jobs.task_done()
 
-    consumers = [threading.Thread(target=consumer, args=(n,), name=f"consumer-{n}", daemon=True)
-                 for n in range(2)]
-    for t in consumers:
+    def writer() -> None:
+        while True:
+            item = log.get()
+            try:
+                if item is None:
+                    return
+                written.append(item)
+            finally:
+                log.task_done()
+
+    background = [threading.Thread(target=consumer, args=(n,), name=f"consumer-{n}", daemon=True)
+                  for n in range(2)]
+    background.append(threading.Thread(target=writer, name="writer", daemon=True))
+    for t in background:
         t.start()
 
     def task(i: int) -> int:
         reply: queue.SimpleQueue = queue.SimpleQueue()
         jobs.put((i, reply), timeout=10)
+        log.put(i)
         return reply.get(timeout=10)
 
     hubs = set()
     for _ in range(args.reps):
         hubs |= fan_out(task, lambda i: i * 2, 1)
         jobs.join()  # every item consumed and marked done
-    for _ in consumers:
+        log.join()
+    for _ in range(2):
         jobs.put(None)
+    log.put(None)
     jobs.join()
-    for t in consumers:
+    log.join()
+    for t in background:
         t.join(10)
-    alive = [t.name for t in consumers if t.is_alive()]
-    return {"hubs": hubs, "consumed": sum(consumed.values()), "alive": alive}
+    alive = [t.name for t in background if t.is_alive()]
+    assert sorted(written) == sorted(list(range(TASKS)) * args.reps), "log items lost"
+    return {"hubs": hubs, "consumed": sum(consumed.values()), "written": len(written),
+            "alive": alive}
+
+
+def scenario_queue_burst(args) -> dict:
+    """16 threads put back-to-back on one unbounded queue, 2 threads drain it.
+
+    Each put holds the queue's mutex for a moment; with 4 hub threads at it
+    the mutex has waiters on other hubs at release, the path a lost wake-up
+    would hang (every hub idle, the main thread's join() waiting forever).
+    """
+    burst = 20000
+    items: queue.Queue = queue.Queue()
+    received = collections.Counter()
+
+    def drain() -> None:
+        while True:
+            item = items.get()
+            try:
+                if item is None:
+                    return
+                received[item] += 1
+            finally:
+                items.task_done()
+
+    drainers = [threading.Thread(target=drain, name=f"drain-{n}") for n in range(2)]
+    for t in drainers:
+        t.start()
+
+    def task(i: int) -> int:
+        if i < WORKERS:  # one burst per worker, the rest of the round is quick
+            for n in range(burst):
+                items.put(i * burst + n)
+        return i
+
+    hubs = fan_out(task, lambda i: i, args.reps)
+    for _ in drainers:
+        items.put(None)
+    for t in drainers:
+        t.join()
+    items.join()
+    expected = collections.Counter(range(WORKERS * burst))
+    expected = collections.Counter({k: v * args.reps for k, v in expected.items()})
+    assert received == expected, "items lost or doubled"
+    return {"hubs": hubs, "received": sum(received.values())}
 
 
 def scenario_executor(args) -> dict:

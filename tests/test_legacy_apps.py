@@ -176,8 +176,14 @@ def test_pymysql_connections_behind_a_condition_guarded_pool_follow_their_users(
 @pytest.mark.timeout(60)
 def test_queue_to_background_threads_replies_to_every_task_and_join_returns():
     report = run_scenario("queue", reps=10)
-    assert report["consumed"] == 10 * 400
+    assert report["consumed"] == report["written"] == 10 * 400
     assert report["alive"] == []
+
+
+@pytest.mark.timeout(60)
+def test_unbounded_queue_hammered_from_every_hub_loses_no_wake_up():
+    report = run_scenario("queue_burst", reps=2)
+    assert report["received"] == 2 * 16 * 20000
 
 
 @pytest.mark.timeout(60)
