@@ -345,6 +345,7 @@ def test_absolute_form_target_gives_the_path_alone(server, app):
     assert seen["PATH_INFO"] == "/a b"
     assert seen["QUERY_STRING"] == "x=1&y=%41"
     assert seen["RAW_URI"] == seen["REQUEST_URI"] == "http://example.com:8080/a%20b?x=1&y=%41"
+    assert seen["headers"]["HTTP_HOST"] == "example.com:8080"  # the client's header, as sent
     exchange(server, b"GET http://example.com HTTP/1.1\r\nHost: example.com\r\n"
                      b"Connection: close\r\n\r\n")
     assert app.seen[1]["PATH_INFO"] == "/"
