@@ -122,11 +122,13 @@ class Request:
 
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_UPGRADE = b"upgrade"
 _TE = b"transfer-encoding"
 _CL = b"content-length"
 _HOST = b"host"
 _EXPECT = b"expect"
 _OWS = b" \t"
+_SPECIAL = frozenset((_TE, _CL, _HOST, _EXPECT, _UPGRADE))
 
 
 class RequestParser:
@@ -138,10 +140,15 @@ class RequestParser:
     :meth:`feed` refuses more data.
     """
 
-    __slots__ = ("_parser", "_limits", "ready", "current", "error", "_pending", "upgraded")
+    __slots__ = ("_parser", "_limits", "ready", "current", "error", "_pending", "upgraded",
+                 "_max_count", "_max_field", "_max_block")
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
+        # on_header's limits, as one comparison each (a field's limit counts ": ")
+        self._max_count = limits.header_count
+        self._max_field = limits.header_field - 1 if limits.header_field else 2**63
+        self._max_block = limits.header_block
         self._parser = httptools.HttpRequestParser(self)
         self.ready: deque[Request] = deque()
         self.current: Request | None = None
@@ -221,28 +228,36 @@ class RequestParser:
         req = self.current
         if req.head_done:
             return  # a trailer field of a chunked body: not passed to the app
-        limits = self._limits
         value = value.rstrip(_OWS)
+        headers = req.headers
         size = len(name) + len(value)
-        req.header_bytes += size
+        total = req.header_bytes = req.header_bytes + size
+        if len(headers) >= self._max_count or size >= self._max_field or total > self._max_block:
+            self._too_many_or_large(req, size)
+        lname = name.lower()
+        if lname in _SPECIAL:
+            if lname == _TE:
+                if value.lower() != b"chunked" or req.chunked:  # a second one: chunked, chunked
+                    raise HTTPError(501, "transfer coding other than one final 'chunked'")
+                req.chunked = True
+            elif lname == _CL:
+                req.content_length = int(value)  # digits only: llhttp checked them
+            elif lname == _HOST:
+                req.host_count += 1
+            elif lname == _EXPECT:
+                req.expect_continue = value.lower() == b"100-continue"
+            else:  # Upgrade: whether llhttp stops after this request is asked at its end
+                req.upgrade = True
+        headers.append((name, value))
+
+    def _too_many_or_large(self, req: Request, size: int) -> None:
+        limits = self._limits
         if len(req.headers) >= limits.header_count:
             raise HTTPError(400, f"more than {limits.header_count} header fields")
         if limits.header_field is not None and size + 2 > limits.header_field:
             raise HTTPError(431, f"a header field over {limits.header_field} bytes")
         if req.header_bytes > limits.header_block:
             raise HTTPError(431, f"header fields over {limits.header_block} bytes")
-        lname = name.lower()
-        if lname == _TE:
-            if value.lower() != b"chunked" or req.chunked:  # a second field: "chunked, chunked"
-                raise HTTPError(501, "transfer coding other than one final 'chunked'")
-            req.chunked = True
-        elif lname == _CL:
-            req.content_length = int(value)  # digits only: llhttp checked them
-        elif lname == _HOST:
-            req.host_count += 1
-        elif lname == _EXPECT and value.lower() == b"100-continue":
-            req.expect_continue = True
-        req.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         req = self.current
@@ -258,17 +273,18 @@ class RequestParser:
             if req.chunked:
                 raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
             req.expect_continue = False  # never a 100 to an HTTP/1.0 client (RFC 9110 10.1.1)
-        elif req.host_count == 0:
-            raise HTTPError(400, "an HTTP/1.1 request needs a Host header")
+        elif req.host_count != 1:
+            raise HTTPError(400, "an HTTP/1.1 request needs one Host header")
         if req.host_count > 1:
             raise HTTPError(400, "more than one Host header")
         if method == "CONNECT":
             raise HTTPError(501, "CONNECT is not supported")
-        if parser.should_upgrade():
-            if req.chunked or req.content_length:
-                raise HTTPError(400, "an Upgrade request with a body")
-            req.upgrade = True
-            req.keep_alive = False
+        if req.upgrade:
+            req.upgrade = parser.should_upgrade()
+            if req.upgrade:
+                if req.chunked or req.content_length:
+                    raise HTTPError(400, "an Upgrade request with a body")
+                req.keep_alive = False
         limit = self._limits.max_body_size
         if limit is not None and req.content_length is not None and req.content_length > limit:
             raise HTTPError(413, f"Content-Length {req.content_length} over max_body_size {limit}")
