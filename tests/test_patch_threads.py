@@ -670,6 +670,34 @@ def test_background_thread_keeps_running_while_a_server_serves():
     assert values["alive"] is True
 
 
+def test_forked_child_starts_threads_on_a_fresh_default_pool():
+    proc = run_script(
+        """
+        stop = threading.Event()
+        background = threading.Thread(target=stop.wait, daemon=True)
+        background.start()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            where = []
+            t = threading.Thread(target=lambda: where.append(hub_index()))
+            t.start()
+            t.join()
+            os.write(write_end, json.dumps(where).encode())
+            os._exit(0)
+        os.close(write_end)
+        _, status = os.waitpid(pid, 0)
+        child = json.loads(os.read(read_end, 1000) or b"null")
+        stop.set()
+        background.join()
+        report(status=status, child=child)
+        """
+    )
+    values = result_of(proc)
+    assert values["status"] == 0
+    assert len(values["child"]) == 1 and values["child"][0] in range(4)
+
+
 # -- GREENPOOL_HUBS --------------------------------------------------------------
 
 
