@@ -15,6 +15,7 @@ import sys
 import threading
 
 import pytest
+from gevent.socket import socket as GeventSocket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -233,6 +234,44 @@ def test_graceful_stop_closes_idle_keep_alive_and_finishes_a_request(serve):
     busy.close()
     stopper.join(10)
     assert server.stopped
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_file_wrapper_uses_sendfile_on_plain_sockets_and_iterates_over_tls(
+    serve, tmp_path, monkeypatch, tls
+):
+    data = os.urandom(200_000)
+    (tmp_path / "blob").write_bytes(data)
+    sendfiles = []
+    real_sendfile = GeventSocket.sendfile
+
+    def counting_sendfile(self, *args, **kwargs):
+        sendfiles.append(args)
+        return real_sendfile(self, *args, **kwargs)
+
+    monkeypatch.setattr(GeventSocket, "sendfile", counting_sendfile)
+
+    def files(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(tmp_path / "blob", "rb"))
+
+    if tls:
+        cert, key = make_certificate(tmp_path)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server = serve(files, ssl_context=context)
+        conn = http.client.HTTPSConnection("localhost", server.address[1], timeout=10,
+                                           context=client_context(cert))
+    else:
+        server = serve(files)
+        conn = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.read() == data
+    finally:
+        conn.close()
+    assert len(sendfiles) == (0 if tls else 1)
 
 
 def test_private_pool_with_hubs(tmp_path):
