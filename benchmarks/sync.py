@@ -15,10 +15,12 @@ undone), rounds alternating between variants; medians are printed:
    release, run a 2 ms query that holds the hub's thread (a native sleep: a C
    call that releases the GIL but not the hub), take the lock, roll the
    connection back (``--hold-us``, 200 us: a round trip that also holds the
-   hub, as psycopg2's ``putconn`` does under its lock) and put it back. Queries/s relative to one connection per worker (no lock),
-   and the worst wait for the lock, for greenpool's Lock (barging, starvation
-   mode after 1 ms), a FIFO hand-off lock (``greenpool.Semaphore(1)``, the
-   policy ``greenpool.Lock`` had before), gevent's patched lock, and a native lock.
+   hub, as psycopg2's ``putconn`` does under its lock) and put it back.
+   Queries/s relative to one connection per worker (no lock), and the worst
+   wait for the lock, for greenpool's Lock (per-hub wake-ups, barging,
+   starvation mode after 1 ms), a FIFO hand-off lock (``greenpool.Semaphore(1)``,
+   the policy ``greenpool.Lock`` had before), gevent's patched lock, and a
+   native lock. A variant whose waiter is never woken is reported as hung.
 
 Usage: python benchmarks/sync.py [--rounds 5] [--seconds 2] [--hold-us 200]
        [--skip-convoy] [--skip-uncontended]
@@ -84,7 +86,7 @@ with greenpool.Pool(1) as pool:
 """
 
 CONVOY_CHILD = r"""
-import sys, time
+import os, sys, time
 kind, seconds, hold = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]) / 1e6
 if kind == "gevent":
     from gevent import monkey; monkey.patch_all()
@@ -142,11 +144,16 @@ def run():
             done[0] += 1
             gevent.sleep(0)  # the request's own I/O
 
-    with greenpool.Pool(HUBS) as pool:
-        t0 = time.monotonic()
-        for f in [pool.spawn_on(i % HUBS, worker, i) for i in range(WORKERS)]:
-            f.result(seconds + 30)
-        elapsed = time.monotonic() - t0
+    pool = greenpool.Pool(HUBS)
+    t0 = time.monotonic()
+    for f in [pool.spawn_on(i % HUBS, worker, i) for i in range(WORKERS)]:
+        try:
+            f.result(seconds + 20)
+        except TimeoutError:  # a waiter never woken: the pool cannot be shut down either
+            print(json.dumps({"qps": None, "worst_wait_ms": None, "hung": True}), flush=True)
+            os._exit(0)
+    elapsed = time.monotonic() - t0
+    pool.shutdown()
     return {"qps": done[0] / elapsed, "worst_wait_ms": worst[0] * 1e3}
 
 print(json.dumps(run()))
@@ -155,7 +162,7 @@ print(json.dumps(run()))
 
 def child(code: str, *args: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
     )
     if proc.returncode:
         raise RuntimeError(proc.stderr)
@@ -190,14 +197,19 @@ def convoy(rounds: int, seconds: float, hold_us: float) -> None:
         for kind in kinds:
             runs[kind].append(child(CONVOY_CHILD, kind, str(seconds), str(hold_us)))
     own = statistics.median(r["qps"] for r in runs["own"])
+    hung = {k: sum(1 for r in runs[k] if r.get("hung")) for k in kinds}
     print(f"\nConvoy: 16 workers on 4 hubs, 2 ms hub-holding queries, {hold_us:g} us "
           f"rollback under the lock, {seconds:g} s, median of {rounds} rounds")
     print(f"{'lock':10} {'queries/s':>10} {'vs own':>7} {'worst wait ms':>14}   raw queries/s")
     for kind in kinds:
-        qps = [r["qps"] for r in runs[kind]]
-        worst = max(r["worst_wait_ms"] for r in runs[kind])
+        qps = [r["qps"] for r in runs[kind] if not r.get("hung")]
+        note = f"   hung (a lost wake-up) in {hung[kind]} of {rounds} rounds" if hung[kind] else ""
+        if not qps:
+            print(f"{kind:10} {'-':>10} {'-':>7} {'-':>14}{note}")
+            continue
+        worst = max(r["worst_wait_ms"] for r in runs[kind] if not r.get("hung"))
         print(f"{kind:10} {statistics.median(qps):10.0f} {statistics.median(qps) / own:7.2f} "
-              f"{worst:14.1f}   [{' '.join(f'{x:.0f}' for x in qps)}]")
+              f"{worst:14.1f}   [{' '.join(f'{x:.0f}' for x in qps)}]{note}")
 
 
 def main() -> None:

@@ -13,12 +13,12 @@ only then wakes them, from any thread. Nothing polls.
 release frees the lock and wakes the longest waiter of each hub; they compete
 with newcomers, so a lock released while one waiter's hub runs a 2 ms query is
 taken by a hub that can run (``benchmarks/sync.py``: 16 workers on 4 hubs
-sharing a connection pool's lock, 0.89x the throughput of one connection each,
-against 0.32x for a FIFO hand-off and 0.67x for gevent's lock). A waiter that
+sharing a connection pool's lock: 0.83x the throughput of one connection each,
+against 0.27x for a FIFO hand-off and 0.61x for gevent's lock). A waiter that
 has waited over 1 ms and lost turns on starvation mode: newcomers queue
 behind, and the lock passes only to the waiters a release wakes, until the
 queue drains. Uncontended, ``acquire()``/``release()`` is one C call each
-(0.86x the time of gevent's patched lock).
+(0.85x the time of gevent's patched lock).
 
 **Hand-offs** (:class:`Semaphore`, :class:`BoundedSemaphore`, :class:`Queue`):
 ``release()`` gives the permit to the longest waiter, ``put()`` gives the item
