@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import types
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gevent import monkey
 
 from greenpool.sync import Empty, Lock, _Entry, _remove
 
-_StdlibQueue = monkey.get_original("queue", "Queue")
-_StdlibLifo = monkey.get_original("queue", "LifoQueue")
-_StdlibPriority = monkey.get_original("queue", "PriorityQueue")
-_StdlibCondition = monkey.get_original("threading", "Condition")
+if TYPE_CHECKING:
+    from queue import LifoQueue as _StdlibLifo
+    from queue import PriorityQueue as _StdlibPriority
+    from queue import Queue as _StdlibQueue
+    from threading import Condition as _StdlibCondition
+else:  # the stdlib's classes even when gevent has patched the names
+    _StdlibQueue = monkey.get_original("queue", "Queue")
+    _StdlibLifo = monkey.get_original("queue", "LifoQueue")
+    _StdlibPriority = monkey.get_original("queue", "PriorityQueue")
+    _StdlibCondition = monkey.get_original("threading", "Condition")
 
 
 class _Condition(_StdlibCondition):
@@ -63,7 +69,7 @@ class Queue(_StdlibQueue):
     def __init__(self, maxsize: int = 0) -> None:
         self.maxsize = maxsize
         self._init(maxsize)
-        self.mutex = Lock()
+        self.mutex = Lock()  # type: ignore[assignment]  # a threading.Lock stand-in
         self.not_empty = _Condition(self.mutex)
         self.not_full = _Condition(self.mutex)
         self.all_tasks_done = _Condition(self.mutex)
@@ -80,7 +86,7 @@ class Queue(_StdlibQueue):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if self.maxsize > 0:
             return _StdlibQueue.put(self, item, block, timeout)
-        mutex = self.mutex
+        mutex: Any = self.mutex  # a greenpool Lock: its fast paths are used inline
         if not mutex._try(False):
             mutex._acquire_slow(True, -1)
         try:
@@ -89,33 +95,36 @@ class Queue(_StdlibQueue):
             else:
                 self._put(item)
             self.unfinished_tasks += 1
-            if self.not_empty._waiters:
-                self.not_empty.notify()
+            not_empty: Any = self.not_empty
+            if not_empty._waiters:
+                not_empty.notify()
         finally:
             if mutex._starving:
                 mutex._release_slow()
             else:  # Lock.release() inlined
                 mutex._free()
                 if mutex._waiters:
-                    mutex._wake_one()
+                    mutex._wake_waiters()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         if block and timeout is not None:
             return _StdlibQueue.get(self, block, timeout)  # checks the timeout first
-        mutex = self.mutex
+        mutex: Any = self.mutex  # a greenpool Lock: its fast paths are used inline
         if not mutex._try(False):
             mutex._acquire_slow(True, -1)
         try:
             if self._plain:
                 if self.queue:
                     item = self.queue.popleft()
-                    if self.not_full._waiters:
-                        self.not_full.notify()
+                    not_full: Any = self.not_full
+                    if not_full._waiters:
+                        not_full.notify()
                     return item
             elif self._qsize():
                 item = self._get()
-                if self.not_full._waiters:
-                    self.not_full.notify()
+                not_full = self.not_full
+                if not_full._waiters:
+                    not_full.notify()
                 return item
         finally:
             if mutex._starving:
@@ -123,7 +132,7 @@ class Queue(_StdlibQueue):
             else:
                 mutex._free()
                 if mutex._waiters:
-                    mutex._wake_one()
+                    mutex._wake_waiters()
         return _StdlibQueue.get(self, block, timeout)  # empty: the stdlib's waiting code
 
 
@@ -155,7 +164,7 @@ class SimpleQueue:
 
     __slots__ = ("_items", "_getters", "_mutex", "__weakref__")
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
     def __init__(self) -> None:
         from greenpool._native import allocate_lock

@@ -336,3 +336,26 @@ def test_barrier_and_condition_across_hubs_and_a_native_thread():
         """
     )
     assert out == "OK"
+
+
+def test_patched_queue_fast_paths_wake_the_next_waiter_on_their_mutex(pool):
+    """put()/get() release the queue's mutex inline; a waiter queued on it must be woken.
+
+    Runs unpatched: greenpool's queue.Queue uses a greenpool Lock either way.
+    Four calls on one hub park on the held mutex; each wakes the next as it
+    releases (a release wakes only the longest waiter of each hub).
+    """
+    from greenpool._stdqueue import Queue
+
+    from .helpers import wait_until
+
+    q = Queue()
+    q.mutex.acquire()
+    calls = [(q.put, "a"), (q.get,), (q.put, "b"), (q.get,)]
+    futures = []
+    for n, (fn, *args) in enumerate(calls, 1):
+        futures.append(pool.spawn_on(1, fn, *args))
+        wait_until(lambda n=n: len(q.mutex._waiters) == n, what=f"call {n} to park")
+    q.mutex.release()
+    assert [f.result(10) for f in futures] == [None, "a", None, "b"]
+    assert q.qsize() == 0 and not q.mutex.locked()
