@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         app, opts.bind, hubs=opts.hubs, access_log=sys.stderr if opts.access_log else None
     )
     server.stop_timeout = 10.0
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     host, port = server.address
     print(f"serving http://{host}:{port}/ on {server.pool.size} hubs; Ctrl-C stops", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
         server.serve_forever()  # on KeyboardInterrupt it stops gracefully, then re-raises
     except KeyboardInterrupt:
