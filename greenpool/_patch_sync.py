@@ -46,31 +46,33 @@ def install() -> None:
     import threading
 
     Lock, RLock = sync.Lock, sync.RLock
-    _thread.allocate_lock = Lock
-    _thread.LockType = Lock
-    threading.Lock = Lock
-    threading._allocate_lock = Lock
-    threading.RLock = RLock
-    threading._PyRLock = RLock
-    threading._CRLock = None
+    for module, name, value in (
+        (_thread, "allocate_lock", Lock),
+        (_thread, "LockType", Lock),
+        (threading, "Lock", Lock),
+        (threading, "_allocate_lock", Lock),
+        (threading, "RLock", RLock),
+        (threading, "_PyRLock", RLock),
+        (threading, "_CRLock", None),
+        # gevent swapped Event for its one-hub version; the stdlib's is built
+        # on Condition(Lock()), which now works across hubs.
+        (threading, "Event", _original("threading", "Event")),
+        # Locks made at import that threads of any hub take: gevent already gave
+        # them its (one-hub) lock while no other thread existed, so neither is held.
+        (threading, "_active_limbo_lock", Lock()),
+        (queue, "Queue", _stdqueue.Queue),
+        (queue, "LifoQueue", _stdqueue.LifoQueue),
+        (queue, "PriorityQueue", _stdqueue.PriorityQueue),
+        (queue, "SimpleQueue", _stdqueue.SimpleQueue),
+        (_queue, "SimpleQueue", _stdqueue.SimpleQueue),
+    ):
+        setattr(module, name, value)
     if hasattr(threading, "_set_sentinel"):  # Thread.join's lock before 3.13
-        threading._set_sentinel = Lock
-    # gevent swapped Event for its one-hub version; the stdlib's is built on
-    # Condition(Lock()), which now works across hubs.
-    threading.Event = _original("threading", "Event")
-    # Locks made at import that threads of any hub take: gevent already gave
-    # them its (one-hub) lock while no other thread existed, so neither is held.
-    threading._active_limbo_lock = Lock()
+        setattr(threading, "_set_sentinel", Lock)  # noqa: B010 - a private name mypy lacks
     if hasattr(cf_thread, "_global_shutdown_lock"):
-        cf_thread._global_shutdown_lock = Lock()
+        setattr(cf_thread, "_global_shutdown_lock", Lock())  # noqa: B010
     if "logging" in sys.modules:
         _relock_logging(sys.modules["logging"])
-
-    queue.Queue = _stdqueue.Queue
-    queue.LifoQueue = _stdqueue.LifoQueue
-    queue.PriorityQueue = _stdqueue.PriorityQueue
-    queue.SimpleQueue = _stdqueue.SimpleQueue
-    _queue.SimpleQueue = _stdqueue.SimpleQueue
     _installed = True
 
 

@@ -20,6 +20,8 @@ anywhere).
 
 from __future__ import annotations
 
+from typing import Any
+
 from gevent import Timeout
 from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Waiter as _GeventWaiter
@@ -87,7 +89,7 @@ class ForeignHubWaiter:
     def __init__(self, gevent_hub) -> None:
         self._hub = gevent_hub
         self._waiter = _GeventWaiter(gevent_hub)
-        self._watcher = None
+        self._watcher: Any = None
         self._woken = False
         self._lock = allocate_lock()
 

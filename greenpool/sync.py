@@ -368,7 +368,7 @@ class Lock:
             entry.waiter.wake()
 
     def _release_slow(self) -> None:
-        entries = ()
+        entries: list[_Entry] = []
         with self._mutex:
             if self._offered or not self._inner.locked():
                 raise RuntimeError("release unlocked lock")
