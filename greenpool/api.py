@@ -92,10 +92,10 @@ def spawn(fn: Callable, /, *args, **kwargs) -> Future:
     greenlet of :func:`run` it is dispatched over the pool; elsewhere it goes
     to :func:`default_pool`, round-robin.
     """
-    pool = dispatching_pool()
+    hub = current_hub()
+    pool = _dispatcher_for(hub)
     if pool is not None:
         return pool.spawn(fn, *args, **kwargs)
-    hub = current_hub()
     check_callable(fn, "spawn")
     return hub.pool._spawn_on(hub, fn, args, kwargs)
 
@@ -107,13 +107,14 @@ def dispatching_pool() -> Pool | None:
     outside any pool, the default pool; in the top-level greenlet of
     :func:`run`, that run's pool; in any other pool greenlet, None.
     """
-    hub = current_hub()
+    return _dispatcher_for(current_hub())
+
+
+def _dispatcher_for(hub: Hub | None) -> Pool | None:
     if hub is None:
         return default_pool()
     pool = hub.pool
-    if getcurrent() in pool._toplevel:
-        return pool
-    return None
+    return pool if getcurrent() in pool._toplevel else None
 
 
 def blocking(fn: Callable, /, *args, **kwargs) -> Any:
