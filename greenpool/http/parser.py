@@ -23,6 +23,12 @@ this module refuses what llhttp lets through:
 Any refusal leaves the parser broken: nothing after it on the connection is
 parsed, so no byte a Content-Length-framing proxy counts as part of a
 refused request is ever answered as a request of its own.
+
+Where llhttp differs from h11 (the strict reference) and is kept: a request
+line with runs of spaces between its parts is accepted (RFC 9112 3 allows
+it); only the methods llhttp knows are accepted (others: 400); a value
+ending in HTAB on ``Transfer-Encoding`` is refused (400). Trailer fields of a
+chunked body are read and dropped, never shown to the app.
 """
 
 from __future__ import annotations
