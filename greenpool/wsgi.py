@@ -38,6 +38,7 @@ app did not mean as this response's body reaches the client.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -146,7 +147,7 @@ def serve(
         raise TypeError(f"limits must be a greenpool.wsgi.Limits, got {type(limits).__name__}")
     limits = limits if limits is not None else Limits()
     if max_body_size is not None:
-        limits = Limits(**{**limits.__dict__, "max_body_size": max_body_size})
+        limits = dataclasses.replace(limits, max_body_size=max_body_size)
     handler = WSGIConnectionHandler(
         app, access_log=access_log, secure=ssl_context is not None, limits=limits
     )

@@ -514,3 +514,26 @@ def test_hello_example_serves_and_stops_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_limits_set_the_request_line_header_and_body_bounds(serve):
+    server = serve(hello, limits=wsgi.Limits(request_line=100, header_count=3, header_field=50,
+                                             max_body_size=5))
+    ok = b"GET /%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert raw_request(server.address, ok % (b"a" * 50)).startswith(b"HTTP/1.1 200 ")
+    assert raw_request(server.address, ok % (b"a" * 100)).startswith(b"HTTP/1.1 414 ")
+    four = b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"
+    assert raw_request(server.address, four).startswith(b"HTTP/1.1 400 ")
+    wide = b"GET / HTTP/1.1\r\nHost: x\r\nA: " + b"v" * 60 + b"\r\n\r\n"
+    assert raw_request(server.address, wide).startswith(b"HTTP/1.1 431 ")
+    body = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n123456"
+    assert raw_request(server.address, body).startswith(b"HTTP/1.1 413 ")
+
+
+def test_bad_limits_are_refused_at_the_call():
+    with pytest.raises(TypeError, match="limits must be a greenpool.wsgi.Limits"):
+        wsgi.serve(hello, limits={"request_line": 100})
+    with pytest.raises(ValueError, match="Limits.header_count must be positive"):
+        wsgi.Limits(header_count=0)
+    with pytest.raises(TypeError, match="Limits.request_line must be an int"):
+        wsgi.Limits(request_line=1.5)
