@@ -359,3 +359,29 @@ def test_patched_queue_fast_paths_wake_the_next_waiter_on_their_mutex(pool):
     q.mutex.release()
     assert [f.result(10) for f in futures] == [None, "a", None, "b"]
     assert q.qsize() == 0 and not q.mutex.locked()
+
+
+@pytest.mark.timeout(60)
+def test_patched_locks_logging_and_queues_work_in_a_forked_child():
+    """threading's and logging's at-fork hooks reinitialise greenpool's locks in the child."""
+    out = check(
+        """
+        import logging, os, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+        log = logging.getLogger("app")
+        q, lock, event = queue.Queue(), threading.Lock(), threading.Event()
+        with greenpool.Pool(2) as pool:
+            pool.spawn(lambda: (log.info("parent hub"), q.put(1))).result(5)
+            pid = os.fork()
+            if pid == 0:
+                log.info("child")
+                with lock:
+                    q.put(2)
+                ok = q.get(timeout=5) == 1 and q.get(timeout=5) == 2
+                event.set()
+                os._exit(0 if ok and event.wait(1) else 1)
+            _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status))
+        """
+    )
+    assert out.splitlines() == ["parent hub", "child", "child exit 0"]
