@@ -480,3 +480,19 @@ def test_upgrade_request_without_a_body_is_served_then_closed(server, app):
                                               b"Connection: upgrade\r\n\r\n" + SMUGGLED)
     assert status == 200 and headers["connection"] == "close"
     assert [s["PATH_INFO"] for s in app.seen] == ["/"]
+
+
+def test_a_header_that_never_ends_is_refused_once_past_the_limits(server, app):
+    """A value sent without its line end is bounded too, not buffered until the timeout."""
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
+        reply = b""
+        try:
+            for _ in range(64):  # 64 x 16 KiB, far past the 64 KiB header block
+                sock.sendall(b"v" * 16384)
+        except OSError:  # the server refused and closed while we were still sending
+            pass
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 431 ")
+    assert app.seen == []
