@@ -49,6 +49,7 @@ ratios, not single runs.
     python benchmarks/servers.py --quick            # < 2 min
     python benchmarks/servers.py --sections pure,tls --duration 3 --runs 5
     python benchmarks/servers.py --sections wsgi --runs 7
+    python benchmarks/servers.py --sections wsgi --baseline-rev 8f97167  # vs pywsgi's
     python benchmarks/servers.py --sections profile     # for the README
 """
 
@@ -289,6 +290,7 @@ class Config:
     tls: bool = False
     pin: bool = False
     app: str = "bare"  # the wsgi_apps.py app, for the WSGI kinds
+    source: str | None = None  # a greenpool source tree to run instead of this one
     samples: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -357,8 +359,9 @@ class Bench:
         if self.server_cpus:
             cmd = ["taskset", "-c", self.server_cpus, *cmd]
         log_path = os.path.join(self.tmp.name, f"server-{len(os.listdir(self.tmp.name))}.log")
+        root = cfg.source or str(HERE.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH")) if p))
+            p for p in (str(HERE), root, os.environ.get("PYTHONPATH")) if p))
         with open(log_path, "w") as errors:
             # a session of its own: gunicorn and granian fork workers, stop() kills the group
             cfg.proc = subprocess.Popen(cmd, stdout=errors, stderr=errors, cwd=HERE, env=env,
@@ -438,6 +441,18 @@ class Bench:
         finally:
             for cfg in configs:
                 self.stop(cfg)
+
+    def baseline_source(self) -> str:
+        """``--baseline-rev``'s greenpool, extracted with ``git archive`` (once)."""
+        path = os.path.join(self.tmp.name, "baseline")
+        if not os.path.isdir(path):
+            os.mkdir(path)
+            archive = subprocess.run(
+                ["git", "-C", str(HERE.parent), "archive", self.opts.baseline_rev, "greenpool"],
+                capture_output=True, check=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", path], input=archive, check=True)
+        return path
 
     def make_certs(self) -> tuple[str, str] | None:
         if not shutil.which("openssl"):
@@ -748,19 +763,31 @@ def section_wsgi(bench: Bench) -> dict:
             configs.append(rows[app, kind])
     hub_rows = {n: Config(f"bare: greenpool {n} hubs", "wsgi-greenpool", hubs=n) for n in (2, 4)}
     configs.extend(hub_rows.values())
+    baseline = {}
+    if bench.opts.baseline_rev:
+        source = bench.baseline_source()
+        for app in ("bare", "flask"):
+            if (app, "wsgi-greenpool") in rows:
+                baseline[app] = Config(f"{app}: greenpool @{bench.opts.baseline_rev}",
+                                       "wsgi-greenpool", app=app, source=source)
+                configs.append(baseline[app])
     bench.measure(configs)
     ratios = []
+    for app, old in baseline.items():
+        if old.samples and rows[app, "wsgi-greenpool"].samples:
+            ratios.append(ratio(rows[app, "wsgi-greenpool"], old,
+                                f"{app}: greenpool / @{bench.opts.baseline_rev}"))
     goals = {("bare", "wsgi-gunicorn"): 4.0, ("bare", "wsgi-granian"): 0.45,
              ("flask", "wsgi-gunicorn"): 1.7, ("flask", "wsgi-granian"): 1.0}
     for app in ("bare", "flask"):
         gp = rows.get((app, "wsgi-greenpool"))
         for kind, name in (("wsgi-gunicorn", "gunicorn -k gevent"), ("wsgi-granian", "granian")):
             peer = rows.get((app, kind))
-            if gp and peer and gp.samples:
+            if gp and peer and gp.samples and peer.samples:
                 ratios.append(ratio(gp, peer, f"{app}: greenpool / {name}", goals[app, kind]))
     one = rows.get(("bare", "wsgi-greenpool"))
     for n, cfg in hub_rows.items():
-        if one and cfg.samples:
+        if one and one.samples and cfg.samples:
             ratios.append(ratio(cfg, one, f"bare: greenpool {n} hubs / 1 hub (one core)"))
     configs = [c for c in configs if c.samples]
     return {"configs": table(configs), "ratios": ratios, "skipped": skipped or None}
@@ -1028,6 +1055,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: every CPU but the client's)")
     parser.add_argument("--only", default=None,
                         help="regex: measure only the servers whose label matches")
+    parser.add_argument("--baseline-rev", default=None,
+                        help="wsgi section: also measure greenpool as of this git revision "
+                        "(e.g. the last one serving with pywsgi) and print new/old ratios")
     parser.add_argument("--quick", action="store_true", help="a short run (< 2 minutes)")
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
     opts = parser.parse_args(argv)
