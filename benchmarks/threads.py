@@ -24,7 +24,7 @@ threads'.
 
 Usage: python benchmarks/threads.py [--queries 800] [--workers 8] [--runs 5]
        [--hubs 8] [--modes threads,gevent,greenpool,greenpool-task]
-       [--dsn ...]
+       [--dsn ...] [--json benchmarks/results/threads-latest.json]
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--hubs", type=int, default=8)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--dsn", default=DSN)
+    parser.add_argument("--json", metavar="PATH", help="also write raw runs and medians here")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     unknown = set(modes) - set(MODES)
@@ -142,6 +143,12 @@ def main() -> None:
         if "threads" in medians and mode != "threads":
             ratio = f"  {medians[mode] / medians['threads']:.2f}x real threads"
         print(f"  {mode:14s} {medians[mode]:7.0f}{ratio}  raw {[round(r) for r in raw[mode]]}")
+    if args.json:
+        ratios = {m: medians[m] / medians["threads"] for m in modes if "threads" in medians}
+        with open(args.json, "w") as out:
+            json.dump({"queries": args.queries, "workers": args.workers, "hubs": args.hubs,
+                       "raw_queries_per_s": raw, "medians": medians,
+                       "ratio_to_threads": ratios, "loadavg": os.getloadavg()}, out, indent=1)
 
 
 if __name__ == "__main__":
