@@ -175,6 +175,9 @@ class Hub:
 
     def _destroy(self, hub) -> None:
         self._close_wakeup()
+        # A later native thread may get this ident: it must not pass for the
+        # hub's own thread (whose loop is gone) in call_soon_threadsafe/_wake.
+        self.thread_ident = None
         if hub is not None:
             try:
                 hub.destroy(destroy_loop=True)

@@ -416,3 +416,33 @@ def test_interpreter_exit_cancels_tasks_still_running_and_unwinds_them():
     assert proc.returncode == 0, proc.stderr
     # two hub threads print at once: count, their lines may interleave
     assert proc.stdout.startswith("exiting") and proc.stdout.count("unwound") == 2
+
+
+def test_a_stopped_hubs_ident_reused_by_a_new_thread_is_not_taken_for_the_hub():
+    # Native thread idents are reused once a thread ends; a control call from
+    # a thread that got the stopped hub's ident used to reach for its loop
+    # (None by then) instead of being dropped.
+    pool = greenpool.Pool(1)
+    hub = pool.hubs[0]
+    old_ident = pool.spawn(get_ident).result(timeout=10)
+    pool.shutdown(wait=True)
+    assert hub.wait_stopped(10)
+    errors, reused = [], []
+
+    def control_call_from_a_new_thread(done):
+        try:
+            reused.append(get_ident() == old_ident)
+            hub.call_soon_threadsafe(print, "never runs")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    for _ in range(20):
+        done = threading.Event()
+        threading.Thread(target=control_call_from_a_new_thread, args=(done,)).start()
+        assert done.wait(10)
+        if reused[-1]:
+            break
+    assert errors == []
+    assert hub.thread_ident is None
