@@ -366,7 +366,8 @@ class _Connection:
         except Exception as exc:
             self._app_failed(exc, env)
         finally:
-            close = getattr(result, "close", None)
+            # A list has no close(); getattr would raise and catch AttributeError.
+            close = None if type(result) is list else getattr(result, "close", None)
             if close is not None:
                 try:
                     close()
