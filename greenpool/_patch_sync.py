@@ -68,7 +68,7 @@ def install() -> None:
     ):
         setattr(module, name, value)
     if hasattr(threading, "_set_sentinel"):  # Thread.join's lock before 3.13
-        setattr(threading, "_set_sentinel", Lock)  # noqa: B010 - a private name mypy lacks
+        setattr(threading, "_set_sentinel", sync.SentinelLock)  # noqa: B010 - a private name mypy lacks
     if hasattr(cf_thread, "_global_shutdown_lock"):
         setattr(cf_thread, "_global_shutdown_lock", Lock())  # noqa: B010
     if "logging" in sys.modules:

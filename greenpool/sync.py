@@ -279,6 +279,8 @@ class Lock:
         "__weakref__",
     )
 
+    _starvation_threshold = STARVATION_THRESHOLD
+
     def __init__(self) -> None:
         inner = allocate_lock()
         self._inner = inner
@@ -388,7 +390,7 @@ class Lock:
         if not self._offered:
             return False
         self._offered = False
-        if not self._waiters or time.monotonic() - since < STARVATION_THRESHOLD:
+        if not self._waiters or time.monotonic() - since < self._starvation_threshold:
             self._starving = False
         return True
 
@@ -430,7 +432,7 @@ class Lock:
                         else:
                             waiters.pop()
                         return True
-                    if woken and time.monotonic() - since > STARVATION_THRESHOLD:
+                    if woken and time.monotonic() - since > self._starvation_threshold:
                         self._starving = True
             if deadline is None:
                 left = None
@@ -458,6 +460,22 @@ class Lock:
                 return True
             woken = True
 
+
+
+class SentinelLock(Lock):
+    """A :class:`Lock` that never enters starvation mode: ``Thread.join``'s lock.
+
+    CPython's ``Thread._wait_for_tstate_lock`` acquires the lock, releases it
+    and then asserts ``not lock.locked()``. In starvation mode a release keeps
+    the lock held while it is offered to a woken waiter, so a second joiner on
+    another hub that had lost a race would make the first joiner's
+    ``join()`` raise AssertionError. Nobody holds this lock for long (it only
+    signals a thread's end), so barging costs nothing here.
+    """
+
+    __slots__ = ()
+
+    _starvation_threshold = float("inf")
 
 class Semaphore(_HandOffCounter):
     """A counting semaphore like ``threading.Semaphore``, FIFO, usable across hubs."""

@@ -832,3 +832,33 @@ def test_locks_work_while_greenlet_tears_the_thread_down(monkeypatch):
     lock.acquire()
     assert lock.acquire(timeout=0.01) is False  # contended: waits natively
     lock.release()
+
+
+def test_threads_sentinel_lock_never_starves_so_join_never_sees_it_held_after_release(pool):
+    """Thread.join() acquires, releases, then asserts ``not lock.locked()``.
+
+    With a plain Lock, a second joiner on another hub that lost a race after
+    1 ms turns starvation mode on, and the first joiner's release leaves the
+    lock held (offered): its assert would fail. The sentinel lock barges only.
+    """
+    lock = sync.SentinelLock()
+    let_go = sync.Event()
+
+    def waiter():
+        assert lock.acquire(timeout=WAIT)
+        assert let_go.wait(WAIT)
+        lock.release()
+
+    lock.acquire()
+    waiting = pool.spawn_on(1, waiter)
+    wait_until(lambda: len(lock._waiters) == 1)
+    time.sleep(2 * sync.STARVATION_THRESHOLD)  # the waiter has now waited past 1 ms
+    lock.release()
+    assert lock.acquire(blocking=False) is True  # barged in before the woken waiter ran
+    wait_until(lambda: len(lock._waiters) == 1, what="the woken waiter to lose and requeue")
+    assert not lock._starving
+    lock.release()
+    assert not lock.locked()  # what Thread._stop() asserts
+    let_go.set()
+    waiting.result(WAIT)
+    assert not lock.locked()
