@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from gevent.socket import socket as GeventSocket
@@ -492,6 +493,20 @@ def test_idle_timeout_closes_an_idle_keep_alive_connection(serve):
     assert conn.getresponse().read().startswith(b"hello")
     assert conn.sock.recv(100) == b""  # closed after 0.3 s without a request
     conn.close()
+
+
+def test_idle_timeout_counts_from_each_wait_not_from_the_first(serve):
+    """A busy keep-alive connection outlives its idle timeout many times over."""
+    server = serve(hello, idle_timeout=0.3)
+    conn = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        began = time.monotonic()
+        while time.monotonic() - began < 1.2:  # four idle timeouts, never idle for one
+            conn.request("GET", "/")
+            assert conn.getresponse().read().startswith(b"hello")
+    finally:
+        conn.close()
+    assert server.accepted == 1
 
 
 def test_hello_example_serves_and_stops_on_sigterm():

@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
+from gevent import get_hub
 from gevent.socket import socket as GeventSocket
-from greenlet import GreenletExit
+from greenlet import GreenletExit, getcurrent
 
 from greenpool.http.body import BodyTooLarge, IncompleteBody, Input, InvalidBody
 from greenpool.http.parser import HTTPError, Limits, Request, RequestParser
@@ -179,6 +180,7 @@ class _Connection:
         "service", "sock", "addr", "parser", "base", "remote", "plain", "waiting", "start_response",
         "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
         "no_body", "continue_sent", "code", "head_parts", "app_length", "app_close",
+        "sock_timeout", "head_timer", "head_expired",
     )
 
     def __init__(self, service: Service, sock, addr) -> None:
@@ -197,11 +199,26 @@ class _Connection:
         self.waiting = service.waiting(sock)
         self.start_response = self._start_response
         self.pull = self._pull
+        self.head_timer = None
 
     # -- the request loop ------------------------------------------------------------
 
     def run(self) -> None:
         ready = self.parser.ready
+        sock = self.sock
+        # The wait for a request head is timed with one reusable libev timer per
+        # connection: a gevent socket timeout would make (and drop) a Timeout on
+        # every keep-alive wait, ~9 us a request. The socket's own timeout (the
+        # server's idle_timeout) still bounds body reads and sends.
+        self.sock_timeout = sock.gettimeout()
+        timeout = self.service.head_timeout
+        if timeout is None:
+            timeout = self.sock_timeout
+        if timeout is not None:
+            # again() re-arms for the full `repeat` from now; start() after a
+            # stop() would resume libev's remaining time instead.
+            self.head_timer = get_hub().loop.timer(timeout, timeout)
+            self.head_expired = (TimeoutError("no request head within the timeout"),)
         try:
             while True:
                 if not ready and not self._read_head():
@@ -213,16 +230,18 @@ class _Connection:
                     return
         except _ClientGone:
             return
+        finally:
+            if self.head_timer is not None:
+                self.head_timer.close()
 
     def _read_head(self) -> bool:
         """Read until a request head is ready; False (after any refusal) to close."""
         parser = self.parser
         sock = self.sock
-        service = self.service
-        timeout = service.head_timeout
-        if timeout is not None:
-            previous = sock.gettimeout()
-            sock.settimeout(timeout)
+        timer = self.head_timer
+        untimed = timer is not None and self.sock_timeout is not None
+        if untimed:
+            sock.settimeout(None)  # the head timer takes its place
         try:
             while not parser.ready:
                 if parser.error is not None:
@@ -230,15 +249,24 @@ class _Connection:
                     return False
                 if parser.upgraded:
                     return False
+                cur = parser.current
+                in_head = cur is not None and not cur.head_done
                 try:
-                    if parser.in_head:
-                        data = sock.recv(RECV_SIZE)
-                    else:
-                        with self.waiting:
+                    if timer is not None:
+                        timer.again(getcurrent().throw, *self.head_expired)
+                    try:
+                        if in_head:
                             data = sock.recv(RECV_SIZE)
+                        else:
+                            with self.waiting:
+                                data = sock.recv(RECV_SIZE)
+                    finally:
+                        if timer is not None:
+                            timer.stop()
                 except TimeoutError:
-                    if parser.in_head and service.timeout_status is not None:
-                        self._send_quietly(error_response(service.timeout_status))
+                    status = self.service.timeout_status
+                    if in_head and status is not None:
+                        self._send_quietly(error_response(status))
                     return False
                 except OSError:
                     return False
@@ -246,8 +274,8 @@ class _Connection:
                     return False
                 parser.feed(data)
         finally:
-            if timeout is not None:
-                sock.settimeout(previous)
+            if untimed:
+                sock.settimeout(self.sock_timeout)
         return True
 
     def _refuse(self, error: HTTPError) -> None:
