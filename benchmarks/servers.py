@@ -804,7 +804,8 @@ LAYERS = [
     ("greenpool HTTP core (Python + llhttp)", lambda f, fn: "greenpool/http/" in f),
     ("greenpool server + wsgi glue", lambda f, fn: "greenpool/" in f),
     ("gevent (sockets, hub, waits)", lambda f, fn: "gevent" in f + fn or "greenlet" in fn),
-    ("the app (Flask/Werkzeug)", lambda f, fn: any(m in f for m in ("flask", "werkzeug"))),
+    ("the app (Flask/Werkzeug)", lambda f, fn: any(
+        m in f for m in ("flask", "werkzeug", "blinker", "itsdangerous", "markupsafe", "jinja2"))),
     ("the app (wsgi_apps.py)", lambda f, fn: "wsgi_apps" in f),
     ("stdlib (and builtins it calls)", lambda f, fn: True),
 ]
