@@ -12,7 +12,9 @@ cross-hub versions in their place:
 * ``greenpool._socket_follow``: gevent sockets move to the hub of the greenlet
   that uses them;
 * ``greenpool._patch_threads``: ``threading.Thread`` started outside the pool
-  runs on a hub the dispatcher picks.
+  runs on a hub the dispatcher picks;
+* ``greenpool._patch_child``: ``subprocess``, ``os.fork`` and ``os.waitpid``
+  work on any hub, not only on the main thread's loop.
 
 Usage: call :func:`patch_all` first thing in the main module, or run
 ``python -m greenpool.monkey script.py [args]``.
@@ -50,7 +52,7 @@ def patch_all(**kwargs) -> None:
         refuse_if_hubs_run("greenpool.monkey.patch_all()")
     # Again: gevent's no-op for what is patched, its PatchingError for anything new.
     monkey.patch_all(**kwargs)
-    from greenpool import _patch_sync, _patch_threads, _socket_follow
+    from greenpool import _patch_child, _patch_sync, _patch_threads, _socket_follow
 
     if kwargs.get("thread", True):
         _patch_sync.install()
@@ -58,6 +60,8 @@ def patch_all(**kwargs) -> None:
         _socket_follow.install()
     if kwargs.get("thread", True):
         _patch_threads.install()
+    if kwargs.get("os", True):
+        _patch_child.install()
     _patched = True
 
 

@@ -1,0 +1,178 @@
+"""Child processes started on any hub: ``subprocess``, ``os.fork`` and ``os.waitpid``.
+
+gevent's patched ``os.fork`` (and so ``subprocess.Popen``, ``multiprocessing``)
+watches its children with libev child watchers, and libev has those only on
+the default loop: the main thread's. After ``greenpool.monkey.patch_all()``
+the app's threads and request handlers run on pool hubs, where
+``subprocess.run()`` raised ``TypeError: child watchers are only available on
+the default loop``, and raised it *after* forking, so the child ran on,
+never reaped.
+
+:func:`install` teaches gevent's ``os`` module to watch a child started on
+any other loop through a pidfd (Linux 5.3+): an I/O watcher on the starting
+hub's own loop, readable once the child has exited, whose callback reaps it
+with ``waitpid(pid, WNOHANG)``. Everything above stays gevent's (``Popen``'s
+result, ``os.waitpid`` of a watched child); a blocking ``os.waitpid`` of such
+a child waits cooperatively, from any hub or thread. The main thread keeps
+gevent's own child watchers.
+
+``Popen`` on a pool hub also skips gevent's ``install_sigchld()``: libev's
+process-wide SIGCHLD handler reaps *every* child whenever the main loop runs.
+
+Limits: ``os.waitpid(-1, 0)`` on a pool hub still needs a child watcher (it
+raises gevent's ``TypeError``). Once the main thread itself has started a
+child through gevent, that handler is installed; a child of a pool hub that
+it reaps first gets exit status 0, as the stdlib's ``subprocess`` reports a
+child it could not wait for.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from greenpool._waiter import Signal
+
+__all__ = ["install"]
+
+_installed = False
+_gevent_watch_child = None
+_gevent_waitpid = None
+_gevent_execute_child = None
+
+
+class _NoSigchldLoop:
+    """A non-default loop, as ``Popen._execute_child`` sees it: ``install_sigchld`` does nothing.
+
+    That call installs libev's SIGCHLD handler for the whole process; it then
+    reaps *every* child (``waitpid(-1)``) whenever the main thread's loop runs,
+    and a pidfd-watched child's exit status would be lost.
+    """
+
+    __slots__ = ("loop",)
+
+    def __init__(self, loop) -> None:
+        self.loop = loop
+
+    def install_sigchld(self) -> None:
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self.loop, name)
+
+
+def _execute_child(self, *args, **kwargs):
+    """gevent's ``Popen._execute_child``, told a non-default loop has no SIGCHLD to install."""
+    loop = self._loop
+    if getattr(loop, "default", True) or not hasattr(os, "pidfd_open"):
+        return _gevent_execute_child(self, *args, **kwargs)
+    self._loop = _NoSigchldLoop(loop)
+    try:
+        return _gevent_execute_child(self, *args, **kwargs)
+    finally:
+        self._loop = loop
+
+
+class _PidfdChild:
+    """A libev-child-watcher look-alike for one child, on any loop, through a pidfd.
+
+    gevent's ``_on_child`` and ``Popen._on_child`` use ``pid``, ``rpid``,
+    ``rstatus``, ``stop()`` and ``close()``; ``done`` lets ``waitpid`` wait
+    for the reaping from any context.
+    """
+
+    __slots__ = ("pid", "rpid", "rstatus", "loop", "done", "_fd", "_io")
+
+    def __init__(self, loop, pid: int, ref: bool) -> None:
+        self.pid = pid
+        self.rpid = 0
+        self.rstatus = 0
+        self.loop = loop
+        self.done = Signal()
+        self._fd = os.pidfd_open(pid)
+        self._io = loop.io(self._fd, 1)
+        self._io.ref = ref
+
+    def start(self, callback, *args) -> None:
+        self._io.start(self._exited, callback, args)
+
+    def _exited(self, callback, args) -> None:
+        try:
+            pid, status = _gevent_waitpid_raw(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            # Reaped by someone else (libev's SIGCHLD handler on the main loop):
+            # the status is gone; the stdlib's subprocess reports 0 then too.
+            pid, status = self.pid, 0
+        if pid == 0:
+            return  # not reapable yet: the watcher stays started
+        self.rpid, self.rstatus = pid, status
+        try:
+            callback(*args)  # gevent's _on_child: records, calls Popen back, stop(), close()
+        finally:
+            self.close()
+            self.done.set()
+
+    def stop(self) -> None:
+        if self._fd >= 0:
+            self._io.stop()
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            self._io.stop()
+            self._io.close()
+            os.close(fd)
+
+
+def _gevent_waitpid_raw(pid: int, options: int):
+    from gevent import os as gevent_os
+
+    return gevent_os._waitpid(pid, options)  # the unpatched os.waitpid
+
+
+def _watch_child(pid, callback=None, loop=None, ref=False):
+    """gevent's ``_watch_child``, with a pidfd watcher off the default loop."""
+    from gevent import os as gevent_os
+    from gevent.hub import get_hub
+
+    loop = loop or get_hub().loop
+    if isinstance(loop, _NoSigchldLoop):
+        loop = loop.loop
+    if loop.default or not hasattr(os, "pidfd_open"):
+        return _gevent_watch_child(pid, callback, loop, ref)
+    watcher = _PidfdChild(loop, pid, ref)
+    gevent_os._watched_children[pid] = watcher
+    watcher.start(gevent_os._on_child, watcher, callback)
+
+
+def waitpid(pid, options):
+    """gevent's cooperative ``os.waitpid``, which also waits for pidfd-watched children."""
+    from gevent import os as gevent_os
+
+    watcher = gevent_os._watched_children.get(pid)
+    if isinstance(watcher, _PidfdChild) and not options & os.WNOHANG:
+        watcher.done.wait()  # then gevent's _on_child has recorded its status
+    return _gevent_waitpid(pid, options)
+
+
+def install() -> None:
+    """Idempotent: watch children of non-default loops with pidfds (needs gevent's ``patch_os``)."""
+    global _installed, _gevent_watch_child, _gevent_waitpid, _gevent_execute_child
+    if _installed or not sys.platform.startswith("linux"):
+        return
+    from gevent import monkey
+    from gevent import os as gevent_os
+
+    if not monkey.is_module_patched("os") or not hasattr(gevent_os, "_watch_child"):
+        return
+    _gevent_watch_child = gevent_os._watch_child
+    _gevent_waitpid = gevent_os.waitpid
+    gevent_os._watch_child = _watch_child
+    gevent_os.waitpid = waitpid
+    if os.waitpid is _gevent_waitpid:
+        os.waitpid = waitpid
+    from gevent import subprocess as gevent_subprocess
+
+    _gevent_execute_child = gevent_subprocess.Popen._execute_child
+    gevent_subprocess.Popen._execute_child = _execute_child
+    _installed = True
