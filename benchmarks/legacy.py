@@ -87,28 +87,37 @@ class Server:
     failures: list[str] = field(default_factory=list)
     stats: dict | str | None = None
     tracebacks: int = 0
+    log_tail: str = ""
 
 
-def servers(extra: bool, tmp: str) -> list[Server]:
-    greenpool, gevent = ["-k", "greenpool.gunicorn.Worker"], ["-k", "gevent"]
-    configs = [
-        Server("greenpool-4", [*greenpool, "--threads", "4"]),
-        Server("gevent", gevent),
+def servers() -> list[Server]:
+    """The configurations the goals compare."""
+    return [
+        Server("greenpool-4", ["-k", "greenpool.gunicorn.Worker", "--threads", "4"]),
+        Server("gevent", ["-k", "gevent"]),
         Server("gthread-4", ["-k", "gthread", "--threads", "4"]),
         Server("gthread-16", ["-k", "gthread", "--threads", "16"]),
     ]
-    if extra:
-        hook = os.path.join(tmp, "wait_callback_conf.py")
-        with open(hook, "w") as f:
-            f.write("def post_fork(server, worker):\n"
-                    "    from benchmarks.legacy import install_wait_callback\n"
-                    "    install_wait_callback()\n")
-        configs += [
-            Server("greenpool-16", [*greenpool, "--threads", "16"]),
-            Server("greenpool-4+cb", [*greenpool, "--threads", "4", "-c", hook]),
-            Server("gevent+cb", [*gevent, "-c", hook]),
-        ]
-    return configs
+
+
+def extra_servers(tmp: str) -> list[Server]:
+    """``--extra``: measured as a second group, gthread-16 again as the reference.
+
+    A second group because every server holds 16 PostgreSQL connections and
+    PostgreSQL's default limit is 100.
+    """
+    hook = os.path.join(tmp, "wait_callback_conf.py")
+    with open(hook, "w") as f:
+        f.write("def post_fork(server, worker):\n"
+                "    from benchmarks.legacy import install_wait_callback\n"
+                "    install_wait_callback()\n")
+    greenpool = ["-k", "greenpool.gunicorn.Worker"]
+    return [
+        Server("greenpool-16", [*greenpool, "--threads", "16"]),
+        Server("greenpool-4+cb", [*greenpool, "--threads", "4", "-c", hook]),
+        Server("gevent+cb", ["-k", "gevent", "-c", hook]),
+        Server("gthread-16 (ref)", ["-k", "gthread", "--threads", "16"]),
+    ]
 
 
 def install_wait_callback() -> None:
@@ -259,11 +268,8 @@ def wrk(port: int, connections: int, seconds: float) -> tuple[float, float, str 
 # -- sections --------------------------------------------------------------------------------
 
 
-def section_http(name: str, opts, tmp: str) -> dict:
-    delay = SLOW_UPSTREAM_MS if name == "slow" else 0.0
-    connections = CONNECTIONS[name]
-    configs = servers(opts.extra, tmp)
-    upstream, url = start_upstream(delay)
+def measure(configs: list[Server], url: str, connections: int, opts, tmp: str) -> None:
+    """Start every server, warm each up, alternate measured rounds, read the counters, stop."""
     try:
         for server in configs:
             start_server(server, url, tmp)
@@ -277,23 +283,36 @@ def section_http(name: str, opts, tmp: str) -> dict:
                 if problem:
                     server.failures.append(problem)
                 note = f"  FAILED: {problem}" if problem else ""
-                log(f"  {server.label:<12} {rps:8.1f} req/s  mean latency {latency:7.1f} ms{note}")
+                log(f"  {server.label:<16} {rps:8.1f} req/s  mean latency {latency:7.1f} ms"
+                    f"{note}")
         for server in configs:
             server.stats = drained_stats(server)
     finally:
         for server in configs:
             stop(server.proc)
-        stop(upstream)
-    tails = {}
     for server in configs:
         if server.log_path:
             text = Path(server.log_path).read_text(errors="replace")
             server.tracebacks = text.count("Traceback")
-            tails[server.label] = text[-3000:] if server.tracebacks else ""
+            server.log_tail = text[-3000:] if server.tracebacks else ""
+
+
+def section_http(name: str, opts, tmp: str) -> dict:
+    delay = SLOW_UPSTREAM_MS if name == "slow" else 0.0
+    connections = CONNECTIONS[name]
+    configs = servers()
+    extras = extra_servers(tmp) if opts.extra else []
+    upstream, url = start_upstream(delay)
+    try:
+        measure(configs, url, connections, opts, tmp)
+        if extras:
+            measure(extras, url, connections, opts, tmp)
+    finally:
+        stop(upstream)
     rows = {s.label: {"samples": s.samples, "median": median(s.samples),
                       "latency_ms": s.latency_ms, "failures": s.failures, "stats": s.stats,
-                      "tracebacks_in_log": s.tracebacks, "log_tail": tails.get(s.label, "")}
-            for s in configs}
+                      "tracebacks_in_log": s.tracebacks, "log_tail": s.log_tail}
+            for s in configs + extras}
     by_label = {s.label: s.samples for s in configs}
     by_label["best gthread"] = [max(a, b) for a, b in
                                 zip(by_label["gthread-4"], by_label["gthread-16"], strict=True)]
@@ -304,6 +323,14 @@ def section_http(name: str, opts, tmp: str) -> dict:
         value = median(per_round)
         ratios.append({"name": f"{numerator} / {denominator}", "ratio": value,
                        "per_round": per_round, "goal": goal, "met": value >= goal})
+    reference = [s for s in extras if s.label.endswith("(ref)")]
+    for server in extras:
+        if server in reference:
+            continue
+        per_round = [a / b for a, b in zip(server.samples, reference[0].samples, strict=True)
+                     if b]
+        ratios.append({"name": f"{server.label} / gthread-16", "ratio": median(per_round),
+                       "per_round": per_round, "goal": None, "met": True})
     return {"upstream_delay_ms": delay, "connections": connections, "servers": rows,
             "ratios": ratios}
 
@@ -422,6 +449,10 @@ def problems_of(results: dict) -> list[str]:
             elif stats and stats["queued"] != stats["consumed"]:
                 out.append(f"{name}: {label} queued {stats['queued']} items, its writer "
                            f"consumed {stats['consumed']}")
+            if row["tracebacks_in_log"]:
+                last = row["log_tail"].strip().splitlines()[-1:] or [""]
+                out.append(f"{name}: {label} logged {row['tracebacks_in_log']} tracebacks; "
+                           f"last line: {last[0][:160]}")
         for r in section.get("ratios", []):
             if not r["met"]:
                 out.append(f"{name}: {r['name']} = {r['ratio']:.2f}x, goal >= {r['goal']:.2f}x")
@@ -444,12 +475,12 @@ def print_summary(results: dict) -> None:
         if "servers" in section:
             log(f"  upstream delay {section['upstream_delay_ms']:g} ms, "
                 f"{section['connections']} connections")
-            log(f"  {'server':<13} {'req/s':>8} {'latency ms':>11} {'queued':>8} "
+            log(f"  {'server':<17} {'req/s':>8} {'latency ms':>11} {'queued':>8} "
                 f"{'consumed':>9}  samples")
             for label, row in section["servers"].items():
                 stats = row["stats"] if isinstance(row["stats"], dict) else {}
                 lat = median(row["latency_ms"])
-                log(f"  {label:<13} {row['median']:>8.1f} {lat:>11.1f} "
+                log(f"  {label:<17} {row['median']:>8.1f} {lat:>11.1f} "
                     f"{stats.get('queued', '-'):>8} {stats.get('consumed', '-'):>9}  "
                     + " ".join(f"{s:.0f}" for s in row["samples"])
                     + (f"  FAILED REQUESTS: {row['failures'][0]}" if row["failures"] else ""))
@@ -459,8 +490,9 @@ def print_summary(results: dict) -> None:
                 f"worst getconn() wait {max(section['worst_getconn_ms']):.1f} ms; "
                 f"hubs {section['hubs']}")
         for r in section["ratios"]:
-            mark = "ok" if r["met"] else "MISSED"
-            log(f"  {r['name']:<32} {r['ratio']:5.2f}x  goal >= {r['goal']:.2f}x  {mark}  "
+            goal = (f"goal >= {r['goal']:.2f}x  {'ok' if r['met'] else 'MISSED'}"
+                    if r["goal"] else "(no goal; same group)")
+            log(f"  {r['name']:<32} {r['ratio']:5.2f}x  {goal}  "
                 f"[{', '.join(f'{x:.2f}' for x in r['per_round'])}]")
 
 
