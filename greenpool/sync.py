@@ -425,15 +425,18 @@ class Lock:
                     waiters.appendleft(entry)
                 else:
                     waiters.append(entry)
-                if woken or not self._starving:
-                    if self._try(False):
-                        if woken:
-                            waiters.popleft()
-                        else:
-                            waiters.pop()
-                        return True
-                    if woken and time.monotonic() - since > self._starvation_threshold:
-                        self._starving = True
+                # Try even in starvation mode: its releases keep the lock held
+                # (offered), so a lock found free here was freed by a release
+                # that read _starving just before it turned on, and that release
+                # may have found no waiter to wake (one that has since left).
+                if self._try(False):
+                    if woken:
+                        waiters.popleft()
+                    else:
+                        waiters.pop()
+                    return True
+                if woken and time.monotonic() - since > self._starvation_threshold:
+                    self._starving = True
             if deadline is None:
                 left = None
             else:

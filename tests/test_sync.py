@@ -862,3 +862,40 @@ def test_threads_sentinel_lock_never_starves_so_join_never_sees_it_held_after_re
     let_go.set()
     waiting.result(WAIT)
     assert not lock.locked()
+
+
+class _MutexWithEntryHook:
+    """A lock's inner mutex that tells when a thread is about to take it."""
+
+    def __init__(self, mutex, entering: threading.Event) -> None:
+        self._mutex = mutex
+        self._entering = entering
+
+    def __enter__(self):
+        self._entering.set()
+        return self._mutex.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self._mutex.__exit__(*exc_info)
+
+
+def test_lock_waiter_queued_in_starvation_mode_still_takes_a_lock_freed_meanwhile():
+    # A fast-path release reads _starving before a woken waiter (on another
+    # hub) turns it on and then times out and leaves: the release frees the
+    # lock, finds no waiter and wakes nobody. A waiter that queues after that
+    # must still try the free lock, or it (and everyone behind it) waits forever.
+    lock = sync.Lock()
+    lock.acquire()
+    real_mutex = lock._mutex
+    entering = threading.Event()
+    real_mutex.acquire()
+    lock._mutex = _MutexWithEntryHook(real_mutex, entering)
+    got = []
+    newcomer = threading.Thread(target=lambda: got.append(lock.acquire(timeout=5)))
+    newcomer.start()
+    assert entering.wait(5)  # failed its first try; about to queue
+    lock._starving = True  # the timed-out waiter's doing
+    lock._free()  # the racing fast-path release: no waiter seen, nobody woken
+    real_mutex.release()
+    newcomer.join(10)
+    assert got == [True]
