@@ -83,6 +83,8 @@ class WSGIConnectionHandler:
         serve_connection(service, sock, addr)
 
     def _make_service(self, sock) -> Service:
+        hub = current_hub()
+        assert hub is not None, "connection handlers run on a pool hub"
         host, port = sock.getsockname()[:2]
         if host in ("0.0.0.0", "::"):
             host = socket.gethostname()
@@ -91,7 +93,7 @@ class WSGIConnectionHandler:
             "SERVER_PORT": str(port),
             "wsgi.url_scheme": "https" if self.secure else "http",
             # The app is called from several OS threads at once when hubs > 1.
-            "wsgi.multithread": current_hub().pool.size > 1,
+            "wsgi.multithread": hub.pool.size > 1,
         }
         return Service(self.app, environ, self.limits, self.access_log)
 

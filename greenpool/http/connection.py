@@ -148,7 +148,7 @@ class Service:
             f'"{environ["REQUEST_METHOD"]} {environ["RAW_URI"]} {environ["SERVER_PROTOCOL"]}" '
             f'{status.split(" ", 1)[0]} {sent} {seconds:.6f}\n'
         )
-        self._access_write(line)
+        self._access_write(line)  # type: ignore[misc]  # access is None without a log
 
 
 def _access_writer(access_log) -> Callable[[str], None] | None:
@@ -182,6 +182,12 @@ class _Connection:
         "no_body", "continue_sent", "code", "head_parts", "app_length", "app_close",
         "sock_timeout", "head_timer", "head_expired",
     )
+
+    status: str | None
+    headers: list | None
+    continue_sent: bool
+    head_parts: list | None
+    length: int | None
 
     def __init__(self, service: Service, sock, addr) -> None:
         self.service = service

@@ -157,7 +157,8 @@ class RequestParser:
         self._max_block = limits.header_block
         self._parser = httptools.HttpRequestParser(self)
         self.ready: deque[Request] = deque()
-        self.current: Request | None = None
+        # None until the first request begins (typed as Request: every callback has one)
+        self.current: Request = None  # type: ignore[assignment]
         self.error: HTTPError | None = None
         self._pending = 0  # bytes of the request head received so far
         self.upgraded = False
@@ -270,8 +271,8 @@ class RequestParser:
         parser = self._parser
         req.head_done = True
         version = req.version = parser.get_http_version()
-        method = parser.get_method()
-        req.method = method = _METHODS.get(method) or method.decode("ascii")
+        raw_method = parser.get_method()
+        req.method = method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         req.keep_alive = parser.should_keep_alive()
         if version != "1.1":
             if version != "1.0":

@@ -18,7 +18,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS = re.compile(r"[1-9][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*\Z")
 
-_date_cache = [0, b""]
+_date_cache: list = [0, b""]
 
 
 def date_header() -> bytes:
@@ -131,6 +131,7 @@ def head_entry(status, headers) -> tuple[bytes, int, int | None, bool, bool]:
     ``Connection: close``. Cached per (status, headers): most apps answer
     with a handful of distinct heads.
     """
+    key: tuple | None
     try:
         key = (status, tuple(headers))
         entry = HEADS.get(key)
@@ -142,13 +143,13 @@ def head_entry(status, headers) -> tuple[bytes, int, int | None, bool, bool]:
         raise TypeError(f"WSGI response headers must be a list, got {type(headers).__name__}")
     line, code = status_entry(status)
     parts = [line]
-    length = None
+    length: int | None = None
     close = False
     has_date = False
     for item in headers:
         header, kind, value = header_entry(item)
         if kind == CONTENT_LENGTH:
-            length = value
+            length = value  # type: ignore[assignment]  # header_entry gives the int
         elif kind == CONNECTION:
             close = close or bool(value)
             continue
