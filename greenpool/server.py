@@ -41,7 +41,7 @@ from greenlet import GreenletExit, getcurrent
 
 from greenpool.errors import PoolFull, TimeoutError
 from greenpool.future import Future
-from greenpool.hub import current_hub
+from greenpool.hub import Hub, current_hub
 from greenpool.pool import Pool
 
 __all__ = ["DEFAULT_SPREAD", "SPREADS", "Server", "idle", "idle_scope", "serve"]
@@ -82,7 +82,7 @@ class _Connection:
         self.future: Future | None = None
         self.state = _QUEUED
         self.idle = False
-        self.hub = None
+        self.hub: Hub | None = None
         self.greenlet = None
 
     def done_callback(self, future: Future) -> None:
@@ -399,7 +399,9 @@ class Server:
             if self.spread == "dispatch":
                 spawn = self.pool.spawn
             else:  # stay on this hub: a same-thread spawn, no dispatch
-                spawn = functools.partial(self.pool.spawn_on, current_hub().index)
+                here = current_hub()
+                assert here is not None  # the accept loop runs on a pool hub
+                spawn = functools.partial(self.pool.spawn_on, here.index)
             burst = 0
             while True:
                 if limited:
@@ -461,9 +463,11 @@ class Server:
 
     def _reserve_slot(self) -> None:
         """Count one connection before accepting it, waiting while at the limit."""
+        limit = self.max_connections
+        assert limit is not None  # only called when connections are limited
         while True:
             with self._lock:
-                if self._live < self.max_connections:
+                if self._live < limit:
                     self._live += 1
                     return
                 waiter = Future()
@@ -487,6 +491,7 @@ class Server:
                 return
             conn.state = _RUNNING
         hub = current_hub()
+        assert hub is not None  # connections run as pool tasks
         conn.hub = hub
         conn.greenlet = getcurrent()
         _current.set(conn)
@@ -531,10 +536,10 @@ class Server:
             self._conns.discard(conn)
             self._live -= 1
             live = self._live
-            slot_waiters = ()
+            slot_waiters: list[Future] = []
             if self._slot_waiters:
                 slot_waiters, self._slot_waiters = self._slot_waiters, []
-            drained = [w for target, w in self._drain_waiters if live <= target]
+            drained: list[Future] = [w for target, w in self._drain_waiters if live <= target]
             if drained:
                 self._drain_waiters = [
                     (t, w) for t, w in self._drain_waiters if live > t
@@ -579,7 +584,8 @@ class Server:
                 if not self._wait_drained(target, _KILL_GRACE):
                     log.warning("%r: %d connections ignored being closed", self, self._live)
             if self._owns_pool:
-                inside = current_hub() is not None and current_hub().pool is self.pool
+                here = current_hub()
+                inside = here is not None and here.pool is self.pool
                 # Handlers that ignored GreenletExit would hold a waiting
                 # shutdown forever: stop() keeps its timeout and gives up on
                 # them, as gevent's does (their hubs end when they return).
@@ -730,7 +736,7 @@ def serve(
             raise ValueError(f"hubs={hubs} does not match the given pool's size {pool.size}")
     family, sockaddr = resolve_address(address)
     owns_pool = pool is None
-    if owns_pool:
+    if pool is None:
         pool = Pool(hubs, name="greenpool-server")
     listeners = []
     try:
