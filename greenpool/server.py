@@ -670,31 +670,13 @@ def serve(
     and is logged on the ``greenpool`` logger. Returns once every hub is
     accepting.
 
-    :param address: ``(host, port)`` or ``"host:port"``; port 0 picks a free
-        port (see :attr:`Server.address`). Bound before ``serve`` returns, so
-        an unresolvable address raises ``socket.gaierror`` and a busy one
-        ``OSError``, both naming it.
-    :param pool: the :class:`Pool` whose hubs serve; by default a private pool
-        of ``hubs`` hubs (CPU count) that :meth:`Server.stop` shuts down.
-    :param ssl_context: an ``ssl.SSLContext`` (stdlib or ``gevent.ssl``) to
-        serve TLS with; each handshake runs on the connection's hub.
-    :param max_connections: at most this many connections at once; at the
-        limit the server stops accepting (new clients wait in the backlog)
-        and resumes when one closes.
-    :param idle_timeout: seconds a connection may wait on the network (a
-        socket timeout; the TLS handshake included) before it is closed.
-    :param spread: ``"reuseport"`` (default), ``"shared"`` or ``"dispatch"``
-        (see :mod:`greenpool.server`). Where ``SO_REUSEPORT`` is missing,
-        ``"reuseport"`` becomes ``"shared"``. Two ``reuseport`` servers of the
-        same user on one explicit port share it instead of failing.
-
-    Why ``reuseport`` is the default: it has the cheapest accept path (no
-    thundering herd, no cross-thread hand-off) and spreads a burst of
+    Why ``reuseport`` is the default ``spread``: it has the cheapest accept
+    path (no thundering herd, no cross-thread hand-off) and spreads a burst of
     connects evenly, where ``shared`` once put all 64 of wrk's connections on
     one hub of four. Measured with wrk (64 connections, pinned to one CPU) on
     an HTTP hello handler, on 2 shared and busy cores: medians of 5
     alternating 2 s runs; "us" is the server's CPU time per request, steadier
-    than requests/s on a shared machine::
+    than requests/s on a shared machine:
 
         new connection per request   2 hubs            4 hubs
           reuseport                   7.6k/s  46 us     9.8k/s  59 us
@@ -717,6 +699,29 @@ def serve(
     network errors (``ConnectionError``, timeouts, TLS errors) at DEBUG.
     Stop the server before shutting a shared pool down: ``shutdown(wait=True)``
     waits for the accept loops.
+
+    :param handler: called as ``handler(sock, addr)`` in a greenlet of its
+        own for each accepted connection, on the hub that accepted it.
+    :param address: ``(host, port)`` or ``"host:port"``; port 0 picks a free
+        port (see :attr:`Server.address`). Bound before ``serve`` returns, so
+        an unresolvable address raises ``socket.gaierror`` and a busy one
+        ``OSError``, both naming it.
+    :param pool: the :class:`Pool` whose hubs serve; by default a private pool
+        of ``hubs`` hubs (CPU count) that :meth:`Server.stop` shuts down.
+    :param hubs: the size of that private pool; with ``pool``, must match
+        its size or be None.
+    :param backlog: the ``listen()`` backlog of each listening socket.
+    :param ssl_context: an ``ssl.SSLContext`` (stdlib or ``gevent.ssl``) to
+        serve TLS with; each handshake runs on the connection's hub.
+    :param max_connections: at most this many connections at once; at the
+        limit the server stops accepting (new clients wait in the backlog)
+        and resumes when one closes.
+    :param idle_timeout: seconds a connection may wait on the network (a
+        socket timeout; the TLS handshake included) before it is closed.
+    :param spread: ``"reuseport"`` (default), ``"shared"`` or ``"dispatch"``
+        (see :mod:`greenpool.server`). Where ``SO_REUSEPORT`` is missing,
+        ``"reuseport"`` becomes ``"shared"``. Two ``reuseport`` servers of the
+        same user on one explicit port share it instead of failing.
     """
     if not callable(handler):
         raise TypeError(f"handler must be callable(sock, addr), got {type(handler).__name__}")

@@ -126,23 +126,35 @@ def serve(
 ) -> Server:
     """Serve the WSGI ``app`` on ``address`` on every hub; returns the running :class:`Server`.
 
+    ``Server.stop(timeout)`` is graceful: it stops accepting, closes
+    keep-alive connections waiting for a request, and gives requests in
+    progress up to ``timeout`` seconds. Malformed and oversized requests get
+    the statuses the module docstring lists, and a closed connection.
+
+    :param app: the WSGI application, called as ``app(environ,
+        start_response)`` on the hub that accepted the connection.
+    :param address: ``(host, port)`` or ``"host:port"``, as for
+        :func:`greenpool.serve`.
     :param pool: the pool to serve on; by default a private pool of ``hubs``
         hubs (CPU count), shut down by ``Server.stop()``.
+    :param hubs: the size of that private pool.
     :param ssl_context: serve HTTPS with this ``ssl.SSLContext``.
     :param access_log: ``None`` (no access log, the default), a file-like
         object with ``write`` (one line per request), or a ``logging.Logger``
         (INFO records).
+    :param spread: how connections reach the hubs, as for
+        :func:`greenpool.serve`.
+    :param backlog: the ``listen()`` backlog of each listening socket.
+    :param max_connections: at most this many connections at once, as for
+        :func:`greenpool.serve`.
     :param idle_timeout: close a connection that waits this long on the
-        client (a slow request, an idle keep-alive connection).
+        client (a slow request, an idle keep-alive connection); a request
+        head not complete by then gets ``408``.
     :param max_body_size: answer ``413`` to request bodies over this many
         bytes (``None``, the default: no limit, the application bounds
         ``wsgi.input`` itself). Overrides ``limits.max_body_size`` when given.
     :param limits: request line, header and body limits (:class:`Limits`;
         the defaults when None).
-
-    Other options are :func:`greenpool.serve`'s. ``Server.stop(timeout)`` is
-    graceful: it stops accepting, closes keep-alive connections waiting for
-    a request, and gives requests in progress up to ``timeout`` seconds.
     """
     _check_max_body_size(max_body_size)
     if limits is not None and not isinstance(limits, Limits):
