@@ -12,9 +12,11 @@ never reaped.
 any other loop through a pidfd (Linux 5.3+): an I/O watcher on the starting
 hub's own loop, readable once the child has exited, whose callback reaps it
 with ``waitpid(pid, WNOHANG)``. Everything above stays gevent's (``Popen``'s
-result, ``os.waitpid`` of a watched child); a blocking ``os.waitpid`` of such
-a child waits cooperatively, from any hub or thread. The main thread keeps
-gevent's own child watchers.
+result, ``os.waitpid`` of a watched child). The main thread keeps gevent's
+own child watchers. A blocking ``os.waitpid`` of any watched child waits
+cooperatively from any hub or thread, for the child's own loop to reap it
+(a child of the main thread: once the main thread's loop runs, as always
+under gevent).
 
 ``Popen`` on a pool hub also skips gevent's ``install_sigchld()``: libev's
 process-wide SIGCHLD handler reaps *every* child whenever the main loop runs.
@@ -31,6 +33,9 @@ from __future__ import annotations
 import os
 import sys
 
+from gevent._hub_local import get_hub_if_exists
+
+from greenpool._native import allocate_lock
 from greenpool._waiter import Signal
 
 __all__ = ["install"]
@@ -39,6 +44,11 @@ _installed = False
 _gevent_watch_child = None
 _gevent_waitpid = None
 _gevent_execute_child = None
+_gevent_on_child = None
+
+#: pid -> Signal set once gevent has recorded that child's exit (see waitpid).
+_recorded: dict[int, Signal] = {}
+_recorded_lock = allocate_lock()
 
 
 class _NoSigchldLoop:
@@ -145,19 +155,56 @@ def _watch_child(pid, callback=None, loop=None, ref=False):
     watcher.start(gevent_os._on_child, watcher, callback)
 
 
+def _on_child(watcher, callback):
+    """gevent's ``_on_child`` (records the exit status), then wakes ``waitpid`` callers."""
+    try:
+        _gevent_on_child(watcher, callback)
+    finally:
+        with _recorded_lock:
+            recorded = _recorded.pop(watcher.pid, None)
+        if recorded is not None:
+            recorded.set()
+
+
 def waitpid(pid, options):
-    """gevent's cooperative ``os.waitpid``, which also waits for pidfd-watched children."""
+    """gevent's cooperative ``os.waitpid``, from any hub or thread.
+
+    gevent waits for a watched child by starting one more child watcher on
+    the watcher's loop and parking on the *calling* hub: from another thread
+    than that loop's (a ``ProcessPoolExecutor``'s manager thread joining
+    workers the main thread forked) that touched the main loop from the
+    wrong thread, and its callback failed with "Can only use Waiter.switch
+    method from the Hub greenlet". Here such a caller waits, from wherever it
+    is, until the watcher's own loop has recorded the exit, and then gets it
+    from gevent's record.
+    """
     from gevent import os as gevent_os
 
     watcher = gevent_os._watched_children.get(pid)
-    if isinstance(watcher, _PidfdChild) and not options & os.WNOHANG:
-        watcher.done.wait()  # then gevent's _on_child has recorded its status
+    if watcher is not None and not isinstance(watcher, tuple) and not options & os.WNOHANG:
+        if isinstance(watcher, _PidfdChild):
+            watcher.done.wait()  # then gevent's _on_child has recorded its status
+        else:
+            hub = get_hub_if_exists()
+            if hub is None or hub.loop is not watcher.loop:
+                _wait_recorded(gevent_os._watched_children, pid)
     return _gevent_waitpid(pid, options)
+
+
+def _wait_recorded(watched: dict, pid: int) -> None:
+    """Wait until gevent's ``_on_child`` has recorded ``pid``'s exit (on its own loop)."""
+    with _recorded_lock:
+        recorded = _recorded.get(pid)
+        if recorded is None:
+            recorded = _recorded[pid] = Signal()
+    if not isinstance(watched.get(pid), tuple):  # registered first: no lost wake-up
+        recorded.wait()
 
 
 def install() -> None:
     """Idempotent: watch children of non-default loops with pidfds (needs gevent's ``patch_os``)."""
     global _installed, _gevent_watch_child, _gevent_waitpid, _gevent_execute_child
+    global _gevent_on_child
     if _installed or not sys.platform.startswith("linux"):
         return
     from gevent import monkey
@@ -166,6 +213,8 @@ def install() -> None:
     if not monkey.is_module_patched("os") or not hasattr(gevent_os, "_watch_child"):
         return
     _gevent_watch_child = gevent_os._watch_child
+    _gevent_on_child = gevent_os._on_child
+    gevent_os._on_child = _on_child
     _gevent_waitpid = gevent_os.waitpid
     gevent_os._watch_child = _watch_child
     gevent_os.waitpid = waitpid

@@ -132,3 +132,28 @@ def test_child_forked_in_a_pool_task_spawns_on_a_fresh_default_pool():
         patched=False,
     )
     assert result_of(proc) == {"code": 5}
+
+
+def test_waitpid_of_a_main_thread_child_from_a_thread_and_process_pool_executor():
+    # gevent's waitpid started a child watcher on the main loop from the
+    # waiting thread and failed in the main loop ("Can only use Waiter.switch
+    # method from the Hub greenlet"): ProcessPoolExecutor's manager thread
+    # joins the workers the main thread forked.
+    proc = run_script(
+        """
+        import concurrent.futures
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(0.2)
+            os._exit(3)
+        statuses = []
+        t = threading.Thread(
+            target=lambda: statuses.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])))
+        t.start()
+        t.join(30)
+        with concurrent.futures.ProcessPoolExecutor(2) as executor:
+            total = sum(executor.map(abs, range(-10, 10)))
+        report(statuses=statuses, total=total)
+        """
+    )
+    assert result_of(proc) == {"statuses": [3], "total": 100}
