@@ -6,16 +6,18 @@ mode plus RFC 9112 checks of its own) and calls the app per PEP 3333:
 keep-alive and pipelining, chunked request and response bodies,
 ``100-continue``, ``wsgi.file_wrapper`` with ``os.sendfile`` on plain sockets.
 
-What malformed requests get (the connection is closed after each refusal;
-other connections are not affected):
+What malformed requests get (the connection is closed after each refusal,
+nothing sent behind a refused request is parsed, and other connections are
+not affected; the docs' "Strict HTTP/1.1" section has every case):
 
 * a request line over 8190 bytes: ``414 URI Too Long``;
 * a header block over 64 KiB: ``431``; more than 100 header fields: ``400``;
 * bad framing: ``400`` (``Content-Length`` with ``Transfer-Encoding``,
   duplicate or invalid ``Content-Length``, whitespace before a colon, CR, LF
-  or NUL in a value, obs-fold, bad chunks, an HTTP/1.1 request without
-  exactly one ``Host``); a transfer coding other than one final ``chunked``:
-  ``501``; a version other than HTTP/1.0 or 1.1: ``505``;
+  or NUL in a value, obs-fold, bad chunks, two ``Host`` fields, an HTTP/1.1
+  request without ``Host``); a transfer coding other than one final
+  ``chunked``, and ``CONNECT``: ``501``; HTTP/0.9 or HTTP/2.0: ``505`` (other version
+  strings: ``400``);
 * headers not complete within ``idle_timeout``: ``408``;
 * a request body over ``max_body_size`` bytes (off by default, as in gunicorn):
   ``413 Content Too Large``. A ``Content-Length`` over the limit is refused

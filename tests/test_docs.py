@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import os
@@ -173,3 +174,83 @@ def test_broken_reference_fails_the_build_naming_the_page(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "greenpool.NoSuchName" in output and "reference/api.md" in output, output
+
+
+# -- what the docs say about HTTP is what the parser does ------------------------------
+
+HTTP_PAGE = REFERENCE / "http.md"
+_STRICT_ROW = re.compile(
+    r"^\| (?P<what>[^|]+?) \| (?P<examples>`b\".*\"`) \| (?P<status>\d{3}) \|$", re.M
+)
+
+
+def _strict_rows() -> list[tuple[str, bytes, int]]:
+    text = HTTP_PAGE.read_text()
+    section = text.split("## Strict HTTP/1.1", 1)[1].split("\n### ", 1)[0]
+    rows = []
+    for match in _STRICT_ROW.finditer(section):
+        for literal in re.findall(r"`(b\".*?\")`", match["examples"]):
+            rows.append((match["what"], ast.literal_eval(literal), int(match["status"])))
+    return rows
+
+
+STRICT_ROWS = _strict_rows()
+
+
+def test_the_strict_http_table_has_its_rows():
+    assert len(STRICT_ROWS) >= 30, len(STRICT_ROWS)
+    statuses = {status for _, _, status in STRICT_ROWS}
+    assert statuses == {400, 501, 505}, statuses
+
+
+@pytest.mark.parametrize("what, raw, status", STRICT_ROWS,
+                         ids=[f"{status}-{i}" for i, (_, _, status) in enumerate(STRICT_ROWS)])
+def test_the_strict_http_table_is_what_the_parser_does(what, raw, status):
+    from greenpool.http.parser import Limits, RequestParser
+
+    parser = RequestParser(Limits())
+    parser.feed(raw + b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert parser.error is not None, f"docs/reference/http.md: {what}: {raw!r} was accepted"
+    assert parser.error.status == status, (what, raw, parser.error.reason)
+    # Nothing behind the refused request is parsed.
+    assert all(req.target != b"/smuggled" for req in parser.ready), (what, raw)
+
+
+# -- docstrings render as they read ----------------------------------------------------
+
+_FIELD = re.compile(r"^:(param|parameter|arg|key|keyword|type|raises?|except|exception|returns?"
+                    r"|rtype|var|ivar|cvar|vartype|yields?)\b")
+
+
+def _docstrings():
+    for path in sorted((ROOT / "greenpool").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=True)
+                if doc:
+                    name = getattr(node, "name", "<module>")
+                    yield f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 1)} {name}", doc
+
+
+def test_docstring_fields_come_last():
+    # The reference reads Sphinx-style fields; a paragraph after a ``:param`` field is
+    # rendered as part of that parameter's description.
+    bad = []
+    for where, doc in _docstrings():
+        lines = doc.splitlines()
+        in_fields = False
+        for previous, line in zip([""] + lines, lines, strict=False):
+            if _FIELD.match(line):
+                in_fields = True
+            elif in_fields and line.strip() and not line[0].isspace() and not previous.strip():
+                bad.append(f"{where}: {line[:60]!r} after the fields")
+                break
+    assert not bad, "move the prose above the :param/:raises fields:\n" + "\n".join(bad)
+
+
+def test_docstrings_have_no_rst_literal_blocks():
+    # Docstrings render as Markdown: ``::`` shows as is, and an indented block after it
+    # is code only when a blank line precedes it. End the sentence with ':' instead.
+    bad = [where for where, doc in _docstrings() if re.search(r"::[ \t]*$", doc, re.M)]
+    assert not bad, bad

@@ -13,7 +13,8 @@ this module refuses what llhttp lets through:
   ``xchunked``, a second ``Transfer-Encoding`` field): 501 (RFC 9112 6.1);
 * ``Transfer-Encoding`` in an HTTP/1.0 request: 400 (faulty framing, 6.1);
 * an HTTP/1.1 request without ``Host``, any request with two: 400 (3.2);
-* a version other than HTTP/1.0 and HTTP/1.1: 505;
+* HTTP/0.9 and HTTP/2.0, the other versions llhttp parses: 505 (it
+  refuses other version strings, ``HTTP/1.2``, ``http/1.1``, itself: 400);
 * ``CONNECT``: 501 (a WSGI server cannot tunnel); an ``Upgrade`` request
   that declares a body: 400 (llhttp would not frame that body);
 * the limits of :class:`Limits`: 414 (request line), 431 (a header field,
