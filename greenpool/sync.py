@@ -128,15 +128,38 @@ class _Entry:
     def __init__(self, value: Any = None) -> None:
         current = _current()
         if isinstance(current, _GeventHub):
-            raise RuntimeError(
-                "cannot block in a gevent hub greenlet (a loop callback); "
-                "spawn a greenlet to wait, or use the non-blocking call"
-            )
-        # A thread whose greenlets are being torn down can only block natively.
-        self.waiter = waiter = make_waiter() if current is not None else NativeWaiter()
+            waiter = _hub_callback_waiter(current)
+        elif current is None:
+            # A thread whose greenlets are being torn down can only block natively.
+            waiter = NativeWaiter()
+        else:
+            waiter = make_waiter()
+        self.waiter = waiter
         self.value = value
         # Where the waiter runs: its hub (one thread runs all its greenlets), or itself.
         self.place = getattr(waiter, "_hub", waiter)
+
+
+def _hub_callback_waiter(hub) -> NativeWaiter:
+    """A waiter for a caller running in a hub greenlet (a loop callback), or RuntimeError.
+
+    On a pool hub, blocking would stall every greenlet of that hub, maybe
+    the one that would wake it: refused. After ``greenpool.monkey.patch_all()``
+    the main thread's hub runs none of the app's threads (they are on pool
+    hubs), and a Python signal handler runs in that hub's greenlet when the
+    signal arrives while the main thread waits (``time.sleep``, ``join()``):
+    a SIGTERM handler that puts a sentinel on a queue and joins the worker
+    thread blocks the main thread natively there, as it would under CPython.
+    """
+    if getattr(hub, "greenpool_hub", None) is None:
+        from greenpool import monkey
+
+        if monkey.is_patched():
+            return NativeWaiter()
+    raise RuntimeError(
+        "cannot block in a gevent hub greenlet (a loop callback); "
+        "spawn a greenlet to wait, or use the non-blocking call"
+    )
 
 
 def _current():

@@ -385,3 +385,33 @@ def test_patched_locks_logging_and_queues_work_in_a_forked_child():
         """
     )
     assert out.splitlines() == ["parent hub", "child", "child exit 0"]
+
+
+def test_signal_handler_in_the_main_hub_can_queue_a_sentinel_and_join_the_worker():
+    # A SIGTERM arriving while the main thread waits runs its Python handler
+    # in the main thread's hub greenlet; the usual graceful shutdown (put a
+    # sentinel, join the worker) raised "cannot block in a gevent hub greenlet".
+    out = check(
+        """
+        import os, signal
+        from greenlet import getcurrent
+        jobs = queue.Queue()
+        def worker():
+            while jobs.get() is not None:
+                pass
+        w = threading.Thread(target=worker)
+        w.start()
+        seen = []
+        def on_term(signum, frame):
+            seen.append(getcurrent() is gevent.get_hub())
+            jobs.put(None)
+            w.join(10)
+            seen.append(w.is_alive())
+        signal.signal(signal.SIGTERM, on_term)
+        # Sent once the main thread is parked in join() (its hub runs the handler).
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        w.join(20)
+        print(seen)
+        """
+    )
+    assert out == "[True, False]"
