@@ -974,6 +974,18 @@ def ensure_wrk() -> str | None:
     return shutil.which("wrk")
 
 
+def git_revision() -> str | None:
+    """The checkout's commit, with "+dirty" when greenpool/ has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(HERE.parent), "status", "--porcelain",
+                                "greenpool"], capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def print_summary(results: dict) -> None:
     log("")
     log(f"{'':-<78}")
@@ -982,8 +994,8 @@ def print_summary(results: dict) -> None:
     machine = results["machine"]
     log(f"Machine: {machine['cpus']} CPUs; client on CPU {machine['client_cpu']}, servers on "
         f"CPUs {machine['server_cpus'] or 'any'}; load average "
-        f"{machine['loadavg_start'][0]:.1f} -> {machine['loadavg_end'][0]:.1f}. "
-        "Noisy on small shared machines.")
+        f"{machine['loadavg_start'][0]:.1f} -> {machine['loadavg_end'][0]:.1f}; "
+        f"greenpool {machine.get('revision')}. Noisy on small shared machines.")
     for name, section in results["sections"].items():
         log(f"\n[{name}]")
         if isinstance(section.get("skipped"), str):
@@ -1091,6 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "gevent": gevent.__version__,
+            "revision": git_revision(),
             "loadavg_start": os.getloadavg(),
         },
         "options": {"duration": opts.duration, "runs": opts.runs, "wrk_connections": 64},
