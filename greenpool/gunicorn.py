@@ -143,6 +143,11 @@ class _Service(Service):
 class _Server(StreamServer):
     """One hub's server on one of gunicorn's listeners; knows its idle connections."""
 
+    # One connection per wake-up: every hub's loop watches the same listener,
+    # and with gevent's default (100) the first hub to wake took a client's
+    # whole burst of new connections, leaving the other hubs idle.
+    max_accept = 1
+
     def __init__(self, listener, *, worker: Worker, environ: dict, **kwargs: Any) -> None:
         super().__init__(listener, **kwargs)
         self.draining = False
