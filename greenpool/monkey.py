@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["patch_all", "is_patched", "main"]
+__all__ = ["patch_all", "patch_psycopg2", "is_patched", "main"]
 
 _patched = False
 
@@ -35,11 +35,11 @@ def is_patched() -> bool:
     return _patched
 
 
-def patch_all(**kwargs) -> None:
+def patch_all(*, psycopg2: bool = False, **kwargs) -> None:
     """Patch like ``gevent.monkey.patch_all(**kwargs)``, then install the cross-hub pieces.
 
-    Calling it again is harmless. Called after greenpool started hub threads,
-    it raises :class:`greenpool.PatchingError` (nothing is patched), even
+    ``psycopg2=True`` also calls :func:`patch_psycopg2`. Calling it again
+    is harmless. Called after greenpool started hub threads, it raises :class:`greenpool.PatchingError` (nothing is patched), even
     when gevent's own patching had already been done: the cross-hub pieces
     would come too late for the locks and sockets those hubs already hold.
     """
@@ -62,7 +62,23 @@ def patch_all(**kwargs) -> None:
         _patch_threads.install()
     if kwargs.get("os", True):
         _patch_child.install()
+    if psycopg2:
+        patch_psycopg2()
     _patched = True
+
+
+def patch_psycopg2() -> None:
+    """Make psycopg2 queries wait cooperatively on the calling hub (psycogreen's callback).
+
+    Without it a query blocks its hub's thread: N hubs overlap N queries, no
+    more. With it every greenlet's query waits on its own hub, so one hub
+    overlaps as many queries as it has greenlets. Not done by :func:`patch_all`
+    unless asked (``psycopg2=True``): in this mode psycopg2 refuses COPY
+    (``copy_from``/``copy_to``/``copy_expert``) and large objects.
+    """
+    from greenpool import _patch_psycopg2
+
+    _patch_psycopg2.install()
 
 
 _USAGE = """usage: python -m greenpool.monkey [--module] SCRIPT_OR_MODULE [ARGS...]
