@@ -22,6 +22,7 @@ TITLES = {
     "spread": "greenpool spread modes (hello handler)",
     "tls": "TLS handshake + 1 request per connection",
     "memory": "RSS with idle keep-alive connections",
+    "wsgi": "WSGI servers, one process on one core (bare app, Flask)",
 }
 
 
@@ -77,7 +78,8 @@ def plot(results: dict, output: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sections = {k: v for k, v in results["sections"].items() if "skipped" not in v}
+    sections = {k: v for k, v in results["sections"].items()
+                if "skipped" not in v and ("configs" in v or "rows" in v)}  # not "profile"
     if not sections:
         raise SystemExit("nothing to plot: every section was skipped")
     heights = [max(2.0, 0.45 * len(v.get("configs") or v.get("rows")) + 1.0)

@@ -790,7 +790,7 @@ def section_wsgi(bench: Bench) -> dict:
         if one and one.samples and cfg.samples:
             ratios.append(ratio(cfg, one, f"bare: greenpool {n} hubs / 1 hub (one core)"))
     configs = [c for c in configs if c.samples]
-    return {"configs": table(configs), "ratios": ratios, "skipped": skipped or None}
+    return {"configs": table(configs), "ratios": ratios, "skipped_servers": skipped}
 
 
 # -- profile: where a greenpool WSGI request's time goes ------------------------
@@ -998,13 +998,13 @@ def print_summary(results: dict) -> None:
         f"greenpool {machine.get('revision')}. Noisy on small shared machines.")
     for name, section in results["sections"].items():
         log(f"\n[{name}]")
-        if isinstance(section.get("skipped"), str):
+        if "skipped" in section:
             log(f"  skipped: {section['skipped']}")
             continue
         if name == "profile":
             print_profile(section)
             continue
-        for label, why in (section.get("skipped") or {}).items():
+        for label, why in section.get("skipped_servers", {}).items():
             log(f"  {label}: skipped, {why}")
         if name == "memory":
             for label, row in section["rows"].items():
