@@ -39,9 +39,10 @@ def patch_all(*, psycopg2: bool = False, **kwargs) -> None:
     """Patch like ``gevent.monkey.patch_all(**kwargs)``, then install the cross-hub pieces.
 
     ``psycopg2=True`` also calls :func:`patch_psycopg2`. Calling it again
-    is harmless. Called after greenpool started hub threads, it raises :class:`greenpool.PatchingError` (nothing is patched), even
-    when gevent's own patching had already been done: the cross-hub pieces
-    would come too late for the locks and sockets those hubs already hold.
+    is harmless. Called after greenpool started hub threads, it raises
+    :class:`greenpool.PatchingError` (nothing is patched), even when gevent's
+    own patching had already been done: the cross-hub pieces would come too
+    late for the locks and sockets those hubs already hold.
     """
     global _patched
     from gevent import monkey
