@@ -839,6 +839,35 @@ def test_corpus_in_pieces_matches_h11(address, name):
     check(address, raw, tuple(range(3, len(raw), 3)))
 
 
+def _large_body_cases():
+    """Bodies around and past a socket read (64 KiB), each followed by a pipelined GET."""
+    after = b"GET /next HTTP/1.1\r\n" + H + b"\r\n"
+    for size in (65535, 65537, 300_000):
+        body = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+        yield pytest.param(
+            b"POST / HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % size + body + after,
+            id=f"content-length-{size}",
+        )
+        sizes = [1, 7, 4096, 65536, 70000]
+        chunks, at = [], 0
+        while at < size:
+            piece = body[at : at + sizes[len(chunks) % len(sizes)]]
+            chunks.append(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            at += len(piece)
+        yield pytest.param(
+            b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+            + b"".join(chunks) + b"0\r\n\r\n" + after,
+            id=f"chunked-{size}",
+        )
+
+
+@pytest.mark.parametrize("raw", list(_large_body_cases()))
+def test_large_bodies_match_h11(address, raw):
+    """Bodies that span several reads, whole and in pieces; the next request is not lost."""
+    check(address, raw)
+    check(address, raw, tuple(sorted({100, 65_000, 65_600, len(raw) - 30})))
+
+
 # -- generated requests ---------------------------------------------------------
 
 _PCHAR = st.sampled_from(
