@@ -34,6 +34,31 @@ def _original(module: str, name: str):
     return monkey.get_original(module, name)
 
 
+def prepare() -> None:
+    """Before gevent patches: import ``concurrent.futures.thread`` with a cross-hub lock.
+
+    That module registers its ``_global_shutdown_lock``'s ``acquire`` and
+    ``release`` as ``os.fork()`` hooks, at import, for good. gevent imports it
+    right after patching ``threading``, so the hooks held one of gevent's
+    one-hub locks; replacing the module's global later (as gevent and
+    :func:`install` do) cannot reach them. Two hubs forking at once (a
+    ``subprocess`` call in two request handlers) met on that lock, and a lost
+    wake-up left a thread parked inside ``os.fork()`` for good. Imported
+    first with greenpool's lock as ``threading.Lock``, the hooks get a lock
+    that works between hubs.
+    """
+    if "concurrent.futures.thread" in sys.modules:
+        return  # imported before any patching: the hooks hold a native lock
+    import threading
+
+    saved = threading.Lock
+    threading.Lock = sync.Lock  # type: ignore[misc]  # read once, by the import below
+    try:
+        import concurrent.futures.thread  # noqa: F401
+    finally:
+        threading.Lock = saved  # type: ignore[misc]
+
+
 def install() -> None:
     """Idempotent: put greenpool's primitives into ``threading``, ``_thread`` and ``queue``."""
     global _installed

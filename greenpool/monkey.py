@@ -51,9 +51,12 @@ def patch_all(*, psycopg2: bool = False, **kwargs) -> None:
         from greenpool.patching import refuse_if_hubs_run
 
         refuse_if_hubs_run("greenpool.monkey.patch_all()")
+    from greenpool import _patch_child, _patch_sync, _patch_threads, _socket_follow
+
+    if kwargs.get("thread", True) and not _patched:
+        _patch_sync.prepare()
     # Again: gevent's no-op for what is patched, its PatchingError for anything new.
     monkey.patch_all(**kwargs)
-    from greenpool import _patch_child, _patch_sync, _patch_threads, _socket_follow
 
     if kwargs.get("thread", True):
         _patch_sync.install()
