@@ -32,8 +32,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+import weakref
 
 from gevent._hub_local import get_hub_if_exists
+from greenlet import getcurrent
 
 from greenpool._native import allocate_lock
 from greenpool._waiter import Signal
@@ -41,6 +44,7 @@ from greenpool._waiter import Signal
 __all__ = ["install"]
 
 _installed = False
+_native_close = os.close  # until install() takes the one gevent's patching replaced
 _gevent_watch_child = None
 _gevent_waitpid = None
 _gevent_execute_child = None
@@ -131,7 +135,46 @@ class _PidfdChild:
         if fd >= 0:
             self._io.stop()
             self._io.close()
-            os.close(fd)
+            # The unpatched close: gevent's may wait on the loop, and this runs
+            # in a loop callback. The watcher is stopped, so libev forgets the fd.
+            _native_close(fd)
+
+
+class _PerGreenlet:
+    """A data descriptor whose value is kept per greenlet (the one running)."""
+
+    def __init__(self) -> None:
+        self.values: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        return self.values.get(getcurrent())
+
+    def __set__(self, obj, value) -> None:
+        self.values[getcurrent()] = value
+
+
+def _per_greenlet_fork_hooks() -> None:
+    """Make gevent's ``os.fork()`` hooks remember the forking greenlet's state per greenlet.
+
+    gevent notes the forking thread in one shared object before a fork and
+    asserts, in the child, that it is still the current thread. Two hubs
+    forking at once overwrote each other's note (the GIL passes between the
+    hook and the fork), and the child printed an AssertionError and kept a
+    broken ``threading`` state. Its hooks were registered as bound methods,
+    so the instance's class is swapped for one that keeps the notes per
+    greenlet (the forking one is the child's only one).
+    """
+    from gevent import threading as gevent_threading
+
+    hooks = getattr(gevent_threading, "_fork_hooks", None)
+    if hooks is None or type(hooks).__name__ != "_ForkHooks":
+        return  # a gevent without them, or done already
+    names = ("_before_fork_current_thread", "_before_fork_active", "_before_fork_ident")
+    hooks.__class__ = type(
+        "_PerGreenletForkHooks", (type(hooks),), {name: _PerGreenlet() for name in names}
+    )
 
 
 def _gevent_waitpid_raw(pid: int, options: int):
@@ -164,6 +207,23 @@ def _on_child(watcher, callback):
             recorded = _recorded.pop(watcher.pid, None)
         if recorded is not None:
             recorded.set()
+
+
+def _reap_children(timeout=60):
+    """gevent's ``_reap_children`` (forget exits nobody waited for), safe between threads.
+
+    gevent's iterates ``_watched_children`` in Python; with children started on
+    several hubs another thread adds one meanwhile, and the hub printed
+    "dictionary changed size during iteration" from a child's exit callback.
+    """
+    from gevent import os as gevent_os
+
+    watched = gevent_os._watched_children
+    oldest_allowed = time.time() - timeout
+    for pid, value in list(watched.items()):  # one C call: no other thread runs inside
+        if isinstance(value, tuple) and value[2] < oldest_allowed:
+            if watched.get(pid) is value:
+                watched.pop(pid, None)
 
 
 def waitpid(pid, options):
@@ -207,14 +267,17 @@ def install() -> None:
     global _gevent_on_child
     if _installed or not sys.platform.startswith("linux"):
         return
+    global _native_close
     from gevent import monkey
     from gevent import os as gevent_os
 
+    _native_close = monkey.get_original("os", "close")
     if not monkey.is_module_patched("os") or not hasattr(gevent_os, "_watch_child"):
         return
     _gevent_watch_child = gevent_os._watch_child
     _gevent_on_child = gevent_os._on_child
     gevent_os._on_child = _on_child
+    gevent_os._reap_children = _reap_children
     _gevent_waitpid = gevent_os.waitpid
     gevent_os._watch_child = _watch_child
     gevent_os.waitpid = waitpid
@@ -224,4 +287,5 @@ def install() -> None:
 
     _gevent_execute_child = gevent_subprocess.Popen._execute_child
     gevent_subprocess.Popen._execute_child = _execute_child
+    _per_greenlet_fork_hooks()
     _installed = True

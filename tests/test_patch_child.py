@@ -157,3 +157,56 @@ def test_waitpid_of_a_main_thread_child_from_a_thread_and_process_pool_executor(
         """
     )
     assert result_of(proc) == {"statuses": [3], "total": 100}
+
+
+@pytest.mark.timeout(90)
+def test_children_exiting_on_several_hubs_at_once_print_nothing():
+    # gevent's _reap_children iterated the shared dict of watched children in
+    # Python while another hub added one: "dictionary changed size during
+    # iteration" from an exit callback (with a tiny switch interval: every run, before).
+    proc = run_script(
+        """
+        import subprocess
+        sys.setswitchinterval(1e-6)  # hand the GIL over often: the race shows in every run
+        codes = []
+        def spawn_many():
+            for _ in range(40):
+                codes.append(subprocess.Popen(["true"]).wait(timeout=20))
+        threads = [threading.Thread(target=spawn_many) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        report(codes=len(codes), failed=sum(codes))
+        """,
+        timeout=80,
+    )
+    assert result_of(proc) == {"codes": 320, "failed": 0}
+
+
+@pytest.mark.timeout(90)
+def test_forks_from_several_hubs_at_once_never_hang():
+    # concurrent.futures.thread's os.fork() hooks hold the lock it made at
+    # import; gevent imported it right after patching threading, so that was
+    # gevent's one-hub lock, and two hubs forking at once lost a wake-up on it:
+    # a thread parked inside os.fork() for good (4 runs in 6, before).
+    proc = run_script(
+        """
+        sys.setswitchinterval(1e-6)
+        statuses = []
+        def fork_many():
+            for _ in range(40):
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0)
+                statuses.append(os.waitpid(pid, 0)[1])
+        threads = [threading.Thread(target=fork_many) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(40)
+        report(forks=len(statuses), failed=sum(statuses), alive=sum(t.is_alive() for t in threads))
+        """,
+        timeout=80,
+    )
+    assert result_of(proc) == {"forks": 320, "failed": 0, "alive": 0}
