@@ -40,9 +40,8 @@ computed from its bytes; the failure message names them):
   values must equal h11's unfolded ones modulo runs of whitespace); bare LF
   line ends (RFC 9112 2.2 "MAY"); duplicate but equal Content-Length values
   (RFC 9110 8.6 "MAY reject"); more than one Content-Type (a singleton
-  field, RFC 9110 5.3; if accepted, any one of them or all joined); more than
-  one Host (RFC 9112 3.2 even says
-  MUST 400; h11 does not check); CTLs other than NUL/CR/LF in field values
+  field, RFC 9110 5.3; if accepted, any one of them or all joined); CTLs
+  other than NUL/CR/LF in field values
   (RFC 9110 5.5: invalid, "MAY retain"; h11 keeps them); methods outside RFC
   9110's and PATCH (501 for unknown methods, lowercase ones, CONNECT);
   versions other than 1.0/1.1 (505); targets with characters RFC 3986 does
@@ -68,6 +67,10 @@ computed from its bytes; the failure message names them):
   generated: h11 refuses it, the RFC allows it.
 * Status codes are not compared (h11's hints are 400/501/431; the property
   is "4xx or 5xx, then close").
+
+Mismatches found but not fixed yet are listed in ``KNOWN_MISMATCHES``: their
+corpus cases are strict expected failures (a fix makes them fail until the
+entry goes), and generated requests that match them are skipped.
 """
 
 from __future__ import annotations
@@ -304,8 +307,6 @@ def _allowances(e: Expected) -> None:
         e.may_reject.append("duplicate equal Content-Length")
     if names.count(b"content-type") > 1:
         e.may_reject.append("more than one Content-Type (a singleton field, RFC 9110 5.3)")
-    if names.count(b"host") > 1:
-        e.may_reject.append("more than one Host (RFC 9112 3.2: MUST 400)")
     if any(re.search(rb"[\x01-\x08\x0a-\x1f\x7f]", v) for _, v in e.headers):
         e.may_reject.append("CTL in a field value")
     if e.method not in KNOWN_METHODS:
