@@ -34,7 +34,7 @@ test: $(VENV)/.installed-test
 stress: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
-# make loadtest [TARGET=wsgi|echo|mixed] [HUBS=N] [USERS=N] [WORKERS=N] [LOADTEST_TIME=10s] [LOADTEST_ARGS=--shape]
+# make loadtest [TARGET=wsgi|echo|mixed|legacy] [HUBS=N] [USERS=N] [WORKERS=N] [LOADTEST_TIME=10s] [LOADTEST_ARGS=--shape]
 loadtest: $(VENV)/.installed-test
 	$(PY) -m loadtests.run $(LOADTEST_ARGS)
 
