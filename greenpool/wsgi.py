@@ -168,7 +168,7 @@ def serve(
         app, access_log=access_log, secure=ssl_context is not None, limits=limits
     )
     return serve_tcp(
-        handler,
+        handler.__call__,  # a bound method: the call adds no C stack to every idle connection
         address,
         pool=pool,
         hubs=hubs,

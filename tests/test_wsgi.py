@@ -356,7 +356,7 @@ def body_reader(raw: bytes, limit: int | None, read_size: int = 4096):
     stream = io.BytesIO(raw)
     parser = RequestParser(Limits(max_body_size=limit))
     parser.feed(stream.read(len(raw.partition(b"\r\n\r\n")[0]) + 4))
-    request = parser.ready.popleft()
+    request = parser.ready.pop(0)
 
     def pull():
         data = stream.read(read_size)

@@ -39,12 +39,15 @@ class Input:
     the refusal has been read.
     """
 
-    __slots__ = ("_req", "_pull", "_pos")
+    __slots__ = ("_req", "_pull", "_first", "_pos")
 
     def __init__(self, request: Request, pull: Callable[[], None]) -> None:
         self._req = request
         self._pull = pull
-        self._pos = 0  # bytes of request.body[0] already read
+        # request.body is a list read from the front: chunks before _first are
+        # read (dropped when all are), _pos bytes of request.body[_first] too.
+        self._first = 0
+        self._pos = 0
 
     def _more(self) -> bool:
         """Wait until the parser adds a chunk to ``request.body``; False at the body's end."""
@@ -63,13 +66,18 @@ class Input:
         return True
 
     def _take(self, limit: int) -> bytes:
-        """Up to ``limit`` bytes of the first chunk (which must exist)."""
+        """Up to ``limit`` bytes of the first unread chunk (which must exist)."""
         chunks = self._req.body
-        chunk = chunks[0]
+        first = self._first
+        chunk = chunks[first]
         pos = self._pos
         end = pos + limit
         if end >= len(chunk):
-            chunks.popleft()
+            first += 1
+            if first == len(chunks):
+                chunks.clear()
+                first = 0
+            self._first = first
             self._pos = 0
             return chunk[pos:] if pos else chunk
         self._pos = end
@@ -81,11 +89,15 @@ class Input:
         if size is None or size < 0:
             while self._more():
                 pass
-            if self._pos:
-                chunks[0] = chunks[0][self._pos:]
-                self._pos = 0
-            data = b"".join(chunks)
+            if self._first or self._pos:
+                rest = chunks[self._first:]
+                if rest:
+                    rest[0] = rest[0][self._pos:]
+                data = b"".join(rest)
+            else:
+                data = b"".join(chunks)
             chunks.clear()
+            self._first = self._pos = 0
             return data
         parts = []
         need = size
@@ -103,7 +115,7 @@ class Input:
         while need is None or need > 0:
             if not chunks and not self._more():
                 break
-            chunk = chunks[0]
+            chunk = chunks[self._first]
             end = chunk.find(b"\n", self._pos)
             limit = len(chunk) - self._pos if need is None else need
             if 0 <= end < self._pos + limit:
@@ -138,7 +150,7 @@ class Input:
     def discard(self, limit: int) -> bool:
         """Read and drop the rest of the body, at most ``limit`` bytes; True if it all came."""
         req = self._req
-        self._pos = 0
+        self._first = self._pos = 0
         while True:
             req.body.clear()
             if req.complete:

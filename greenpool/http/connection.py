@@ -45,6 +45,8 @@ LINGER_BYTES = 64 * 2**20
 #: Unread request body the server reads and drops after a response to keep
 #: the connection; past it the connection is closed.
 DISCARD_BYTES = 2**20
+#: Parsers kept for reuse per :class:`Service` (see ``Service.spare_parsers``).
+SPARE_PARSERS = 256
 
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
@@ -122,6 +124,11 @@ class Service:
             "SERVER_SOFTWARE": "greenpool",
             **environ,
         }
+        #: Parsers of connections waiting between requests (each in the state
+        #: between two messages), taken by the next connection that reads: an
+        #: idle keep-alive connection holds none (~1 KiB each). One list for
+        #: all hubs: append and pop are atomic under the GIL.
+        self.spare_parsers: list[RequestParser] = []
         self._access_write = _access_writer(access_log)
         if self._access_write is None and type(self).access is Service.access:
             self.access = None  # type: ignore[assignment]  # skipped per request
@@ -180,9 +187,10 @@ class _Connection:
         "service", "sock", "addr", "parser", "base", "remote", "plain", "waiting", "start_response",
         "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
         "no_body", "continue_sent", "code", "head_parts", "app_length", "app_close",
-        "sock_timeout", "head_timer", "head_expired",
+        "sock_timeout", "head_timer", "head_expired", "drained", "spares",
     )
 
+    req: Request
     status: str | None
     headers: list | None
     continue_sent: bool
@@ -193,7 +201,9 @@ class _Connection:
         self.service = service
         self.sock = sock
         self.addr = addr
-        self.parser = RequestParser(service.limits)
+        # Taken when the first bytes arrive, given back while waiting between requests.
+        self.parser: RequestParser | None = None
+        self.spares = service.spare_parsers
         # Shared, not copied per connection: 10,000 idle connections would
         # otherwise hold 10,000 copies of it (~1 KiB each).
         self.base = service.environ
@@ -206,11 +216,13 @@ class _Connection:
         self.start_response = self._start_response
         self.pull = self._pull
         self.head_timer = None
+        # True when the last read of a plain socket left its buffer empty: the
+        # next read waits for data first instead of failing with EAGAIN.
+        self.drained = False
 
     # -- the request loop ------------------------------------------------------------
 
     def run(self) -> None:
-        ready = self.parser.ready
         sock = self.sock
         # The wait for a request head is timed with one reusable libev timer per
         # connection: a gevent socket timeout would make (and drop) a Timeout on
@@ -227,13 +239,18 @@ class _Connection:
             self.head_expired = (TimeoutError("no request head within the timeout"),)
         try:
             while True:
-                if not ready and not self._read_head():
+                if not self._read_head():
                     return
-                req = ready.popleft()
-                if not self._serve(req):
-                    return
-                if not req.complete and not self._finish_body(req):
-                    return
+                # In order; the parser only appends (a pipelined request that
+                # arrives with this one's body) while the last one is served.
+                ready = self.parser.ready  # type: ignore[union-attr]
+                for req in ready:
+                    if not self._serve(req):
+                        return
+                    if not req.complete and not self._finish_body(req):
+                        return
+                ready.clear()
+                ready = req = None  # not kept while the connection waits
         except _ClientGone:
             return
         finally:
@@ -243,46 +260,80 @@ class _Connection:
     def _read_head(self) -> bool:
         """Read until a request head is ready; False (after any refusal) to close."""
         parser = self.parser
-        sock = self.sock
         timer = self.head_timer
-        untimed = timer is not None and self.sock_timeout is not None
-        if untimed:
-            sock.settimeout(None)  # the head timer takes its place
-        try:
-            while not parser.ready:
+        while parser is None or not parser.ready:
+            if parser is None:
+                in_head = False
+            else:
                 if parser.error is not None:
                     self._refuse(parser.error)
                     return False
                 if parser.upgraded:
                     return False
                 cur = parser.current
-                in_head = cur is not None and not cur.head_done
+                in_head = cur is not None
+                if not in_head:
+                    # Between requests: nothing of the last one is kept while
+                    # idle, and the parser (between two messages) is lent out.
+                    self.req = None  # type: ignore[assignment]
+                    self.headers = self.head_parts = None
+                    if len(self.spares) < SPARE_PARSERS:
+                        self.spares.append(parser)
+                    parser = self.parser = None
+            try:
+                if timer is not None:
+                    timer.again(getcurrent().throw, *self.head_expired)
                 try:
+                    if in_head:
+                        data = self._recv_head()
+                    else:
+                        with self.waiting:
+                            data = self._recv_head()
+                finally:
                     if timer is not None:
-                        timer.again(getcurrent().throw, *self.head_expired)
-                    try:
-                        if in_head:
-                            data = sock.recv(RECV_SIZE)
-                        else:
-                            with self.waiting:
-                                data = sock.recv(RECV_SIZE)
-                    finally:
-                        if timer is not None:
-                            timer.stop()
-                except TimeoutError:
-                    status = self.service.timeout_status
-                    if in_head and status is not None:
-                        self._send_quietly(error_response(status))
-                    return False
-                except OSError:
-                    return False
-                if not data:
-                    return False
-                parser.feed(data)
-        finally:
-            if untimed:
-                sock.settimeout(self.sock_timeout)
+                        timer.stop()
+            except TimeoutError:
+                status = self.service.timeout_status
+                if in_head and status is not None:
+                    self._send_quietly(error_response(status))
+                return False
+            except OSError:
+                return False
+            if not data:
+                return False
+            if parser is None:
+                try:
+                    parser = self.spares.pop()
+                except IndexError:
+                    parser = RequestParser(self.service.limits)
+                self.parser = parser
+            parser.feed(data)
         return True
+
+    def _recv_head(self) -> bytes:
+        """One read of request head bytes, timed by the head timer only."""
+        sock = self.sock
+        if self.drained:
+            # The last read emptied the buffer: wait for data (without a
+            # socket timeout: the head timer times it) rather than first
+            # failing a recv() with EAGAIN, ~1 us a keep-alive request.
+            event = sock._read_event
+            if event is None:  # closed under us
+                return b""
+            sock.hub.wait(event)
+            data = sock.recv(RECV_SIZE)  # readable: returns without waiting
+        elif self.head_timer is not None and self.sock_timeout is not None:
+            # A gevent socket timeout would make (and drop) a Timeout per wait.
+            sock.settimeout(None)
+            try:
+                data = sock.recv(RECV_SIZE)
+            finally:
+                sock.settimeout(self.sock_timeout)
+        else:
+            data = sock.recv(RECV_SIZE)
+        # Only for plain sockets: TLS holds decrypted bytes the fd does not show.
+        self.drained = self.plain and len(data) < RECV_SIZE
+        return data
 
     def _refuse(self, error: HTTPError) -> None:
         """Answer a refused request and close; bad requests are logged at WARNING."""
@@ -324,7 +375,7 @@ class _Connection:
         """After a response: drop the unread rest of the body to keep the connection."""
         if req.expect_continue and not self.continue_sent:
             return False  # the client waits for a 100 that never came; it may never send
-        if self.parser.error is None and Input(req, self.pull).discard(DISCARD_BYTES):
+        if self.parser.error is None and Input(req, self.pull).discard(DISCARD_BYTES):  # type: ignore[union-attr]
             return True
         if req.exceeded:
             log.warning("(from %s) request body over max_body_size %s; closing",
@@ -344,7 +395,7 @@ class _Connection:
             raise IncompleteBody("timed out waiting for the request body") from None
         if not data:
             raise IncompleteBody("the client closed the connection in the request body")
-        self.parser.feed(data)
+        self.parser.feed(data)  # type: ignore[union-attr]
 
     # -- one request -----------------------------------------------------------------
 
