@@ -187,7 +187,7 @@ class _Connection:
         "service", "sock", "addr", "parser", "base", "remote", "plain", "waiting", "start_response",
         "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
         "no_body", "continue_sent", "code", "head_parts", "app_length", "app_close",
-        "sock_timeout", "head_timer", "head_expired", "drained", "spares",
+        "sock_timeout", "head_timer", "head_expired", "drained", "spares", "raw",
     )
 
     req: Request
@@ -212,6 +212,9 @@ class _Connection:
         else:
             self.remote = (addr or "", "")
         self.plain = type(sock) is GeventSocket
+        # A plain gevent socket's own (non-blocking) socket: reads of a readable
+        # socket and sends that fit its buffer skip gevent's Python wrapper.
+        self.raw = sock._sock if self.plain else None
         self.waiting = service.waiting(sock)
         self.start_response = self._start_response
         self.pull = self._pull
@@ -321,7 +324,10 @@ class _Connection:
             if event is None:  # closed under us
                 return b""
             sock.hub.wait(event)
-            data = sock.recv(RECV_SIZE)  # readable: returns without waiting
+            try:
+                data = self.raw.recv(RECV_SIZE)  # type: ignore[union-attr]  # readable: at once
+            except BlockingIOError:  # a spurious wake-up
+                data = sock.recv(RECV_SIZE)
         elif self.head_timer is not None and self.sock_timeout is not None:
             # A gevent socket timeout would make (and drop) a Timeout per wait.
             sock.settimeout(None)
@@ -468,9 +474,13 @@ class _Connection:
         if type(result) is list:
             if not self.head_sent:
                 body = b"".join(result)
-                head = self._head(len(body))
+                size = len(body)
+                head = self._head(size)
                 if self.no_body:
                     self._sendall(head)
+                elif self.length == size:  # the usual case: what _frame_known would do
+                    self.sent = size
+                    self._sendall(head + body)
                 else:
                     self._sendall(head + self._frame_known(body))
                 return
@@ -614,8 +624,15 @@ class _Connection:
     def _sendall(self, data: bytes) -> None:
         # One send() first: gevent's sendall() asks the kernel for SO_SNDBUF on
         # every call, and a response usually fits the socket buffer whole.
+        raw = self.raw
         try:
-            sent = self.sock.send(data)
+            if raw is not None:
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:  # the socket buffer is full
+                    sent = 0
+            else:
+                sent = self.sock.send(data)
             if sent < len(data):
                 self.sock.sendall(memoryview(data)[sent:])
         except OSError as exc:
