@@ -415,3 +415,24 @@ def test_signal_handler_in_the_main_hub_can_queue_a_sentinel_and_join_the_worker
         """
     )
     assert out == "[True, False]"
+
+
+def test_fork_hooks_of_concurrent_futures_hold_a_cross_hub_lock():
+    # concurrent.futures.thread registers its lock's acquire/release as
+    # os.fork() hooks at import. Imported under gevent's patching, they held
+    # gevent's one-hub lock: two hubs forking at once could park a thread
+    # inside os.fork() for good (test_patch_child has the load test).
+    out = check(
+        """
+        import gc
+        from gevent.thread import LockType
+        hooked = [
+            ref.__func__.__name__
+            for lock in gc.get_objects() if isinstance(lock, LockType)
+            for ref in gc.get_referrers(lock)
+            if getattr(ref, "__self__", None) is lock
+        ]
+        print(sorted(hooked))
+        """
+    )
+    assert out == "[]"
