@@ -52,11 +52,11 @@ def prepare() -> None:
     import threading
 
     saved = threading.Lock
-    threading.Lock = sync.Lock  # type: ignore[misc]  # read once, by the import below
+    setattr(threading, "Lock", sync.Lock)  # noqa: B010 - read once, by the import below
     try:
         import concurrent.futures.thread  # noqa: F401
     finally:
-        threading.Lock = saved  # type: ignore[misc]
+        setattr(threading, "Lock", saved)  # noqa: B010
 
 
 def install() -> None:

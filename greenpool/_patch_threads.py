@@ -56,6 +56,7 @@ it is not reported to ``threading.excepthook``.
 from __future__ import annotations
 
 import sys
+from typing import Any
 from weakref import WeakSet
 
 from greenlet import GreenletExit, getcurrent
@@ -85,9 +86,10 @@ def start_new_thread(function, args=(), kwargs=None) -> int:
     thread = _thread_of(function)
     if thread is not None:
         _quiet_greenlet_exit(thread)
+    start: Any = _gevent_start  # set by install()
     if _stays_here(thread):
-        return _gevent_start(_run_as_thread, (function, args, kwargs))
-    return default_pool().spawn(_gevent_start, _run_as_thread, (function, args, kwargs)).result()
+        return start(_run_as_thread, (function, args, kwargs))
+    return default_pool().spawn(start, _run_as_thread, (function, args, kwargs)).result()
 
 
 def _stays_here(thread) -> bool:
@@ -134,7 +136,7 @@ def _quiet_greenlet_exit(thread) -> None:
             return
         report(thread_arg)
 
-    invoke_excepthook._greenpool_quiet = True
+    invoke_excepthook._greenpool_quiet = True  # type: ignore[attr-defined]
     thread._invoke_excepthook = invoke_excepthook
 
 

@@ -97,6 +97,7 @@ def spawn(fn: Callable, /, *args, **kwargs) -> Future:
     if pool is not None:
         return pool.spawn(fn, *args, **kwargs)
     check_callable(fn, "spawn")
+    assert hub is not None  # no dispatcher means a pool hub
     return hub.pool._spawn_on(hub, fn, args, kwargs)
 
 
@@ -239,8 +240,8 @@ class _StopOnSignals:
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        self.signalled = None
-        self._previous = {}
+        self.signalled: str | None = None
+        self._previous: dict = {}
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 try:

@@ -32,6 +32,7 @@ import errno
 import io
 import socket as _stdlib_socket
 import weakref
+from typing import Any
 
 import gevent
 from gevent.socket import socket as GeventSocket
@@ -116,7 +117,7 @@ def rebind(sock: GeventSocket) -> GeventSocket:
             "(their buffers may hold data already read) or move the connection before "
             "calling makefile()"
         )
-    cls = type(sock)
+    cls: Any = type(sock)
     new = cls.__new__(cls)
     for name in _slot_names(cls):
         try:
