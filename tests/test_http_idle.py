@@ -65,15 +65,17 @@ def exchange(sock: socket.socket, request: bytes, answers: int = 1) -> bytes:
     return data
 
 
-POST = b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
-GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+POST = b"POST /idle-test HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+GET = b"GET /idle-test HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
 def live(kind, limits):
     gc.collect()
     found = [o for o in gc.get_objects() if type(o) is kind]
-    if kind is RequestParser:
+    if kind is RequestParser:  # this test's parsers, not those of other tests' servers
         found = [p for p in found if p._limits is limits]
+    else:
+        found = [r for r in found if r.target.startswith(b"/idle-test")]
     return found
 
 
