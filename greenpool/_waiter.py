@@ -128,7 +128,10 @@ def make_waiter():
             )
     elif gevent_hub is not None:
         pool_hub = getattr(gevent_hub, "greenpool_hub", None)
-        if pool_hub is not None:
+        # A hub whose wake-up is gone (the forking hub in a child after
+        # os.fork()) can no longer be woken through its mailbox: such a
+        # greenlet parks on its own watcher, like one on a foreign hub.
+        if pool_hub is not None and pool_hub._wakeup is not None:
             return PoolHubWaiter(pool_hub)
         if gevent_hub.loop is not None:
             return ForeignHubWaiter(gevent_hub)

@@ -464,11 +464,6 @@ class Pool(Executor):
                 hub._accepting = False
                 if hub._wakeup is not None:
                     hub._wakeup.stop()
-                # And it is no pool's hub any more: its waits park on their own
-                # watchers (its mailbox is deaf now) and its spawns and thread
-                # starts go to a new default pool, as in a child of the main thread.
-                if hub.gevent_hub is not None:
-                    hub.gevent_hub.greenpool_hub = None
             hub._wakeup = None
             pending = list(hub._mailbox) + list(hub._running)
             hub._mailbox.clear()

@@ -108,32 +108,6 @@ def test_waitpid_of_a_hub_child_from_another_hub_and_the_main_thread():
     assert result_of(proc) == {"other": 4, "main": 6}
 
 
-def test_child_forked_in_a_pool_task_spawns_on_a_fresh_default_pool():
-    # Unpatched: the forking hub thread lives on in the child, outside any pool,
-    # so greenpool.spawn() there makes a new default pool (BrokenPool before).
-    proc = run_script(
-        """
-        import json, os
-        import greenpool
-
-        def task():
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    os._exit(greenpool.spawn(lambda: 5).result(timeout=10))
-                except BaseException:
-                    os._exit(9)
-            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-        with greenpool.Pool(2) as pool:
-            code = pool.spawn(task).result(timeout=30)
-        print("RESULT " + json.dumps({"code": code}), flush=True)
-        """,
-        patched=False,
-    )
-    assert result_of(proc) == {"code": 5}
-
-
 def test_waitpid_of_a_main_thread_child_from_a_thread_and_process_pool_executor():
     # gevent's waitpid started a child watcher on the main loop from the
     # waiting thread and failed in the main loop ("Can only use Waiter.switch
