@@ -27,7 +27,7 @@ from greenlet import getcurrent
 
 from greenpool import rebind
 from greenpool._native import allocate_lock, get_ident
-from greenpool._waiter import make_waiter
+from greenpool._waiter import Signal, make_waiter
 from greenpool.compat import RoomNotifier
 from greenpool.dispatch import STRATEGIES
 from greenpool.errors import BrokenPool, PoolFull, check_callable
@@ -473,7 +473,10 @@ class Pool(Executor):
                 # Its lock may have been held by a hub thread that is now gone.
                 task._condition = allocate_lock()
                 task._complete(FINISHED, None, error)
-            hub._stopped.set()
+            # A fresh latch: the old one's native lock may be held by a thread
+            # that is gone in the child (its set() would wait for good).
+            stopped = hub._stopped = Signal()
+            stopped.set()
 
 
 def live_pools() -> list[Pool]:
