@@ -27,7 +27,7 @@ from greenlet import getcurrent
 
 from greenpool import rebind
 from greenpool._native import allocate_lock, get_ident
-from greenpool._waiter import Signal, make_waiter
+from greenpool._waiter import PoolHubWaiter, Signal, make_waiter
 from greenpool.compat import RoomNotifier
 from greenpool.dispatch import STRATEGIES
 from greenpool.errors import BrokenPool, PoolFull, check_callable
@@ -470,13 +470,31 @@ class Pool(Executor):
             hub._running.clear()
             hub._nrunning = 0
             for task in pending:
-                # Its lock may have been held by a hub thread that is now gone.
-                task._condition = allocate_lock()
-                task._complete(FINISHED, None, error)
+                _fail_after_fork(task, error, here)
             # A fresh latch: the old one's native lock may be held by a thread
             # that is gone in the child (its set() would wait for good).
             stopped = hub._stopped = Signal()
             stopped.set()
+
+
+def _fail_after_fork(task: Future, error: BaseException, here: int) -> None:
+    """In a forked child: fail a task whose hub is gone, waking only this thread.
+
+    Only this thread survives the fork (and, if it is a hub's, that hub's
+    greenlets). Every other waiter, ``wait()``er and done callback belongs to
+    a thread that is gone and may need a lock that thread held at the fork:
+    running them would wait for good, so they are dropped with the task.
+    """
+    task._condition = allocate_lock()  # may have been held by a gone thread
+    task._waiters = []
+    task._done_callbacks = []
+    wakers = task._wakers
+    if wakers:
+        task._wakers = [
+            w for w in wakers
+            if isinstance(w, PoolHubWaiter) and w._hub.thread_ident == here
+        ]
+    task._complete(FINISHED, None, error)
 
 
 def live_pools() -> list[Pool]:

@@ -260,3 +260,48 @@ def test_join_from_inside_returns_when_the_last_other_task_on_its_own_hub_ends(m
 
     done, took = p.spawn(parent).result(15)
     assert done and took < 5
+
+
+@pytest.mark.timeout(30)
+def test_fork_does_not_run_callbacks_of_threads_that_the_child_lost():
+    """A pending task's done callback belongs to a thread that is gone in a forked
+    child, and may need a lock that thread held at the fork: the child's after-fork
+    cleanup fails the task without running it (it used to wait for that lock)."""
+    result = run_python("""
+        import os, threading, greenpool
+        from greenpool._native import allocate_lock
+        pool = greenpool.Pool(2)
+        release = threading.Event()
+        held_by_another_thread = allocate_lock()
+        holding = threading.Event()
+
+        def hold():
+            with held_by_another_thread:
+                holding.set()
+                release.wait(20)
+
+        threading.Thread(target=hold).start()
+        holding.wait(10)
+        pending = pool.spawn_on(1, release.wait, 20)
+
+        def callback(fut):
+            with held_by_another_thread:
+                pass
+
+        pending.add_done_callback(callback)
+
+        def forker():
+            pid = os.fork()
+            if pid == 0:
+                os.write(1, b"child after fork\\n")
+                os._exit(pending.exception(0) is not None and 7)
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+
+        print("child exit", pool.spawn_on(0, forker).result(20), flush=True)
+        release.set()
+        pool.shutdown()
+    """, timeout=25)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "child after fork" in result.stdout
+    assert "child exit 7" in result.stdout
