@@ -13,9 +13,10 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install -e .
 	touch $@
 
+# The suite builds the docs too (a broken link or reference must fail a test, not skip it).
 $(VENV)/.installed-test: pyproject.toml | $(PY)
-	$(PIP) install -e '.[test]'
-	touch $@
+	$(PIP) install -e '.[test,docs]'
+	touch $@ $(VENV)/.installed-docs
 
 $(VENV)/.installed-docs: pyproject.toml | $(PY)
 	$(PIP) install -e '.[docs]'

@@ -121,24 +121,11 @@ def extra_servers(tmp: str) -> list[Server]:
 
 
 def install_wait_callback() -> None:
-    """psycogreen's wait callback: psycopg2 queries wait on the hub instead of blocking it."""
-    import psycopg2
-    from gevent.socket import wait_read, wait_write
-    from psycopg2 import extensions
+    """psycogreen's wait callback (greenpool.monkey.patch_psycopg2; it works under plain
+    gevent too): psycopg2 queries wait on the hub instead of blocking it."""
+    from greenpool.monkey import patch_psycopg2
 
-    def wait(conn, timeout=None) -> None:
-        while True:
-            state = conn.poll()
-            if state == extensions.POLL_OK:
-                return
-            if state == extensions.POLL_READ:
-                wait_read(conn.fileno(), timeout=timeout)
-            elif state == extensions.POLL_WRITE:
-                wait_write(conn.fileno(), timeout=timeout)
-            else:
-                raise psycopg2.OperationalError(f"bad state from poll: {state!r}")
-
-    extensions.set_wait_callback(wait)
+    patch_psycopg2()
 
 
 def log(message: str) -> None:

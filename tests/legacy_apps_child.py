@@ -157,30 +157,13 @@ def scenario_redis(args) -> dict:
 # -- PostgreSQL and MariaDB --------------------------------------------------------------------
 
 
-def gevent_wait_callback(conn, timeout=None) -> None:
-    """psycogreen's wait callback: psycopg2 polls, the hub waits on the descriptor."""
-    import psycopg2
-    from gevent.socket import wait_read, wait_write
-    from psycopg2 import extensions
-
-    while True:
-        state = conn.poll()
-        if state == extensions.POLL_OK:
-            return
-        if state == extensions.POLL_READ:
-            wait_read(conn.fileno(), timeout=timeout)
-        elif state == extensions.POLL_WRITE:
-            wait_write(conn.fileno(), timeout=timeout)
-        else:
-            raise psycopg2.OperationalError(f"bad state from poll: {state!r}")
-
-
 def scenario_psycopg2(args) -> dict:
-    from psycopg2 import extensions
     from psycopg2.pool import ThreadedConnectionPool
 
-    if args.green:
-        extensions.set_wait_callback(gevent_wait_callback)
+    if args.green:  # psycogreen's wait callback: queries wait on the calling hub
+        import greenpool.monkey
+
+        greenpool.monkey.patch_psycopg2()
     # minconn = maxconn: psycopg2 closes a returned connection beyond minconn.
     db = ThreadedConnectionPool(POOL_SIZE, POOL_SIZE, PG_DSN)
     # getconn() raises when all connections are out: thread-style apps bound it.
