@@ -85,3 +85,18 @@ def make_certificate(directory) -> tuple[str, str]:
         check=True, capture_output=True, timeout=30,
     )
     return cert, key
+
+
+def need_service(name: str, port: int) -> None:
+    """Skip (fail under CI=true) unless ``name`` accepts connections on 127.0.0.1:``port``.
+
+    A user's laptop may not run PostgreSQL, MariaDB or Redis; CI does, and there
+    a skipped proof is no proof.
+    """
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError as exc:
+        message = f"{name} is not reachable on 127.0.0.1:{port} ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI=true requires it")
+        pytest.skip(f"{message}: start it to run this test")

@@ -30,7 +30,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -40,23 +39,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import need_service
 from tests.procs import ServerProcess, python_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "legacy_apps_child.py"
 HUBS = 4
 POOL_SIZE = 4  # the child's client pools
-
-
-def need_service(name: str, port: int) -> None:
-    """Skip (fail under CI=true) unless ``name`` accepts connections on 127.0.0.1:``port``."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError as exc:
-        message = f"{name} is not reachable on 127.0.0.1:{port} ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI=true requires it")
-        pytest.skip(f"{message}: start it to run this test")
 
 
 def run_scenario(scenario: str, *args: str, reps: int = 1, timeout: float = 45) -> dict:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import need_service
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(
@@ -159,14 +161,8 @@ def test_target_dying_mid_run_fails_the_run_and_says_so(tmp_path):
 
 
 def need_postgres() -> None:
-    """Skip (fail under CI=true) unless PostgreSQL accepts connections on 127.0.0.1:5432."""
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
-    except OSError as exc:
-        message = f"PostgreSQL is not reachable on 127.0.0.1:5432 ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI=true requires it")
-        pytest.skip(f"{message}: the legacy target's app needs it")
+    """The legacy target's app needs PostgreSQL."""
+    need_service("PostgreSQL", 5432)
 
 
 @pytest.mark.timeout(90)

@@ -6,8 +6,7 @@ import textwrap
 
 import pytest
 
-from tests.helpers import run_python
-from tests.test_legacy_apps import need_service
+from tests.helpers import need_service, run_python
 
 pytestmark = pytest.mark.timeout(60)
 

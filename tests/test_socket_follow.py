@@ -8,8 +8,6 @@ printed at exit for sockets whose hub has stopped.
 
 from __future__ import annotations
 
-import os
-import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +16,7 @@ from socketserver import StreamRequestHandler, ThreadingTCPServer
 
 import pytest
 
-from .helpers import make_certificate, run_python
+from .helpers import make_certificate, need_service, run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -508,13 +506,7 @@ print("ok")
 
 
 def _need_redis() -> None:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=2).close()
-    except OSError as exc:
-        message = f"Redis is not reachable on 127.0.0.1:6379 ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI=true requires it")
-        pytest.skip(f"{message}: start it to run this test")
+    need_service("Redis", 6379)
 
 
 @pytest.mark.timeout(120)
