@@ -48,7 +48,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -58,6 +57,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _tools import ensure_wrk, log
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -109,8 +110,8 @@ def extra_servers(tmp: str) -> list[Server]:
     hook = os.path.join(tmp, "wait_callback_conf.py")
     with open(hook, "w") as f:
         f.write("def post_fork(server, worker):\n"
-                "    from benchmarks.legacy import install_wait_callback\n"
-                "    install_wait_callback()\n")
+                "    from greenpool.monkey import patch_psycopg2  # works under plain gevent too\n"
+                "    patch_psycopg2()\n")
     greenpool = ["-k", "greenpool.gunicorn.Worker"]
     return [
         Server("greenpool-16", [*greenpool, "--threads", "16"]),
@@ -118,18 +119,6 @@ def extra_servers(tmp: str) -> list[Server]:
         Server("gevent+cb", ["-k", "gevent", "-c", hook]),
         Server("gthread-16 (ref)", ["-k", "gthread", "--threads", "16"]),
     ]
-
-
-def install_wait_callback() -> None:
-    """psycogreen's wait callback (greenpool.monkey.patch_psycopg2; it works under plain
-    gevent too): psycopg2 queries wait on the hub instead of blocking it."""
-    from greenpool.monkey import patch_psycopg2
-
-    patch_psycopg2()
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def median(values: list[float]) -> float:
@@ -222,19 +211,6 @@ def drained_stats(server: Server, timeout: float = 15.0) -> dict | str:
 
 
 # -- wrk -------------------------------------------------------------------------------------
-
-
-def ensure_wrk() -> str | None:
-    """wrk's path; installs it with apt-get when running as root, else None."""
-    path = shutil.which("wrk")
-    if path or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return path
-    log("wrk not found; installing it: apt-get install -y wrk")
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet).returncode != 0:
-        subprocess.run(["apt-get", "update"], **quiet)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet)
-    return shutil.which("wrk")
 
 
 def wrk(port: int, connections: int, seconds: float) -> tuple[float, float, str | None]:

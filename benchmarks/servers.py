@@ -73,6 +73,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _tools import ensure_wrk, log
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SECTIONS = ("pure", "blocking", "spread", "tls", "memory", "wsgi", "profile")
@@ -546,10 +548,6 @@ def wsgi_missing(kind: str, app: str) -> str | None:
     return None
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -959,19 +957,6 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
-
-
-def ensure_wrk() -> str | None:
-    """wrk's path; installs it with apt-get when running as root, else None."""
-    path = shutil.which("wrk")
-    if path or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return path
-    log("wrk not found; installing it: apt-get install -y wrk")
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet).returncode != 0:
-        subprocess.run(["apt-get", "update"], **quiet)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet)
-    return shutil.which("wrk")
 
 
 def git_revision() -> str | None:
