@@ -117,9 +117,10 @@ def test_lock_release_frees_it_for_a_newcomer_while_the_woken_waiter_is_not_runn
     assert not lock.locked() and not lock._starving
 
 
-def test_lock_waiter_that_lost_the_race_after_1ms_turns_on_starvation_mode(pool):
-    """Starvation mode (after Go's sync.Mutex): no barging until the queue is served."""
-    lock = sync.Lock()
+def _barge_past_a_waiter_of_over_1ms(pool, lock):
+    """Hold ``lock`` with a waiter on hub 1 queued past the starvation threshold, then
+    release it and take it back before the woken waiter runs. Returns the waiter's
+    future and the Event that lets it release the lock once it has it."""
     let_go = sync.Event()
 
     def waiter():
@@ -133,6 +134,13 @@ def test_lock_waiter_that_lost_the_race_after_1ms_turns_on_starvation_mode(pool)
     time.sleep(2 * sync.STARVATION_THRESHOLD)  # the waiter has now waited past the threshold
     lock.release()
     assert lock.acquire(blocking=False) is True  # barged in before the woken waiter ran
+    return waiting, let_go
+
+
+def test_lock_waiter_that_lost_the_race_after_1ms_turns_on_starvation_mode(pool):
+    """Starvation mode (after Go's sync.Mutex): no barging until the queue is served."""
+    lock = sync.Lock()
+    waiting, let_go = _barge_past_a_waiter_of_over_1ms(pool, lock)
     wait_until(lambda: lock._starving, what="the woken waiter to lose and turn starvation on")
     assert len(lock._waiters) == 1  # back at the head of the queue
     lock.release()  # stays held, offered to the woken waiter only
@@ -842,19 +850,7 @@ def test_threads_sentinel_lock_never_starves_so_join_never_sees_it_held_after_re
     lock held (offered): its assert would fail. The sentinel lock barges only.
     """
     lock = sync.SentinelLock()
-    let_go = sync.Event()
-
-    def waiter():
-        assert lock.acquire(timeout=WAIT)
-        assert let_go.wait(WAIT)
-        lock.release()
-
-    lock.acquire()
-    waiting = pool.spawn_on(1, waiter)
-    wait_until(lambda: len(lock._waiters) == 1)
-    time.sleep(2 * sync.STARVATION_THRESHOLD)  # the waiter has now waited past 1 ms
-    lock.release()
-    assert lock.acquire(blocking=False) is True  # barged in before the woken waiter ran
+    waiting, let_go = _barge_past_a_waiter_of_over_1ms(pool, lock)
     wait_until(lambda: len(lock._waiters) == 1, what="the woken waiter to lose and requeue")
     assert not lock._starving
     lock.release()
