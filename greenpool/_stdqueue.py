@@ -2,23 +2,42 @@
 
 :class:`Queue`, :class:`LifoQueue` and :class:`PriorityQueue` *are* the
 stdlib's pure-Python classes (subclasses, with its ``mutex``, ``not_empty``,
-``not_full``, ``all_tasks_done``, ``_init``/``_qsize``/``_put``/``_get`` hooks
-and every method), on a cross-hub :class:`greenpool.sync.Lock`. Only the two
-hot calls get a fast path: an unbounded ``put()`` and a ``get()`` that finds an
-item take the lock with one C call and skip ``notify()`` when nobody waits
-(which the stdlib's ``notify()`` would find out more slowly); everything that
-has to wait runs the stdlib's own code. :class:`SimpleQueue` replaces the C
-``_queue.SimpleQueue``, which blocks a hub's whole thread natively.
+``not_full``, ``all_tasks_done``, ``unfinished_tasks``, ``_init``/``_qsize``/
+``_put``/``_get`` hooks and every method), on a cross-hub
+:class:`greenpool.sync.Lock`. Two things make the hot calls cheap:
+
+* **Lock-free unbounded queues.** An unbounded :class:`Queue` or
+  :class:`LifoQueue` whose class keeps the stdlib's hooks and methods keeps
+  its items in a deque (a list for LIFO) whose ``append`` and ``pop`` are
+  single C calls, atomic under the GIL. ``put()`` counts the task, appends
+  and wakes a parked getter if there is one; ``get()`` pops, and only an
+  empty queue parks the caller (:class:`_Getters`: a getter queues itself
+  and then looks again, so it and a putter always see each other). Neither
+  takes ``mutex``: holding ``q.mutex`` still excludes the waiting paths,
+  ``task_done()`` and ``join()``, but not another hub's put/get. (gevent's
+  patched ``queue.Queue`` has no ``mutex`` at all.) ``unfinished_tasks``
+  is puts counted by an ``itertools.count`` minus ``task_done()`` calls.
+* Bounded and priority queues, and subclasses that override a hook or a
+  method, keep the stdlib's locking; their ``put()`` and ``get()`` take the
+  lock with one C call and skip ``notify()`` when nobody waits, and
+  everything that has to wait runs the stdlib's own code.
+
+:class:`SimpleQueue` replaces the C ``_queue.SimpleQueue``, which blocks a
+hub's whole thread natively.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
 import types
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gevent import monkey
 
+from greenpool._native import allocate_lock
 from greenpool.sync import Empty, Lock, _Entry, _remove
 
 if TYPE_CHECKING:
@@ -31,6 +50,92 @@ else:  # the stdlib's classes even when gevent has patched the names
     _StdlibLifo = monkey.get_original("queue", "LifoQueue")
     _StdlibPriority = monkey.get_original("queue", "PriorityQueue")
     _StdlibCondition = monkey.get_original("threading", "Condition")
+
+#: Python 3.13's ``Queue.shutdown()`` is checked inside the stdlib's locked
+#: put/get; there, every queue keeps the locked paths.
+_HAS_SHUTDOWN = hasattr(_StdlibQueue, "shutdown")
+_LOCK_FREE_POSSIBLE = not _HAS_SHUTDOWN
+
+#: What a subclass must not override to keep its parent's lock-free paths.
+_LOCK_FREE_NAMES = (
+    "__init__", "_init", "_qsize", "_put", "_get", "put", "get", "put_nowait", "get_nowait",
+    "task_done", "join", "qsize", "empty", "full",
+)
+
+
+def _count_value(counter: itertools.count) -> int:
+    """How many times ``next()`` was called on a fresh ``itertools.count()``."""
+    return int(repr(counter)[6:-1])  # "count(N)": its only non-consuming read
+
+
+class _Getters:
+    """Getters parked on a queue whose put/get take no lock; never a lost wake-up.
+
+    A putter appends and *then* looks for parked getters; a getter parks and
+    *then* looks for an item, so one of the two always sees the other. A
+    woken getter competes with newcomers (as :class:`greenpool.sync.Lock`'s
+    waiters do); one that loses queues again at the head.
+    """
+
+    __slots__ = ("_parked", "_mutex")
+
+    def __init__(self) -> None:
+        self._parked: deque[_Entry] = deque()
+        self._mutex = allocate_lock()
+
+    def wake_one(self) -> None:
+        with self._mutex:
+            if not self._parked:
+                return
+            entry = self._parked.popleft()
+        entry.waiter.wake()
+
+    def wake_all(self) -> None:
+        with self._mutex:
+            entries = list(self._parked)
+            self._parked.clear()
+        for entry in entries:
+            entry.waiter.wake()
+
+    def wait_pop(self, pop: Callable[[], Any], timeout: float | None) -> Any:
+        """Park until ``pop()`` finds an item; Empty once ``timeout`` expires."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        parked = self._parked
+        woken = False
+        while True:
+            entry = _Entry()
+            with self._mutex:
+                if woken:
+                    parked.appendleft(entry)
+                else:
+                    parked.append(entry)
+                try:
+                    item = pop()
+                except IndexError:
+                    pass
+                else:
+                    _remove(parked, entry)
+                    return item
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                got = entry.waiter.wait(left)
+            except BaseException:
+                with self._mutex:
+                    queued = _remove(parked, entry)
+                if not queued and parked:
+                    self.wake_one()  # woken while being killed: pass it on
+                raise
+            if not got:
+                with self._mutex:
+                    _remove(parked, entry)
+                try:
+                    return pop()  # woken just as the timeout expired, or raced
+                except IndexError:
+                    raise Empty from None
+            try:
+                return pop()
+            except IndexError:
+                woken = True  # a newcomer took it first: queue again at the head
 
 
 class _Condition(_StdlibCondition):
@@ -64,40 +169,122 @@ class _Condition(_StdlibCondition):
 
 
 class Queue(_StdlibQueue):
-    """``queue.Queue`` with a cross-hub lock and fast uncontended ``put``/``get``."""
+    """``queue.Queue`` with a cross-hub lock and fast ``put``/``get`` (see the module)."""
 
-    def __init__(self, maxsize: int = 0) -> None:
-        self.maxsize = maxsize
-        self._init(maxsize)
-        self.mutex = Lock()  # type: ignore[assignment]  # a threading.Lock stand-in
-        self.not_empty = _Condition(self.mutex)
-        self.not_full = _Condition(self.mutex)
-        self.all_tasks_done = _Condition(self.mutex)
-        self.unfinished_tasks = 0
-
-    #: True while _init/_qsize/_put/_get are the deque ones: the fast paths inline them.
+    #: The container's atomic (push, pop) method names, or None: locked paths only.
+    _atomic_ops: tuple[str, str] | None = ("append", "popleft")
+    #: True while _init/_qsize/_put/_get are the deque ones: the locked paths inline them.
     _plain = True
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         hooks = ("_init", "_qsize", "_put", "_get")
         cls._plain = all(getattr(cls, name) is getattr(Queue, name) for name in hooks)
+        if "_atomic_ops" not in cls.__dict__:  # a user's subclass
+            parent = next(c for c in cls.__mro__[1:] if "_atomic_ops" in c.__dict__)
+            if any(getattr(cls, n) is not getattr(parent, n) for n in _LOCK_FREE_NAMES):
+                cls._atomic_ops = None
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self._lock_free = False
+        self.maxsize = maxsize
+        self._init(maxsize)
+        self.mutex = Lock()  # type: ignore[assignment]  # a threading.Lock stand-in
+        self.not_empty = _Condition(self.mutex)
+        self.not_full = _Condition(self.mutex)
+        self.all_tasks_done = _Condition(self.mutex)
+        self._puts = itertools.count()  # next(): one C call, atomic under the GIL
+        self._done = 0
+        ops = type(self)._atomic_ops
+        if _LOCK_FREE_POSSIBLE and ops is not None and not maxsize > 0:
+            getters = _Getters()
+            self._getters = getters
+            self._parked = getters._parked
+            self._lock_free = True
+            self.queue = self._items  # binds _push and _pop
+
+    @property
+    def queue(self) -> Any:
+        """The container (a deque; a list for LIFO, a heap for priority), as in the stdlib."""
+        return self._items
+
+    @queue.setter
+    def queue(self, container: Any) -> None:
+        self._items = container
+        if self._lock_free:  # a replaced container: put/get follow it
+            push, pop = self._atomic_ops  # type: ignore[misc]
+            self._push = getattr(container, push)
+            self._pop = getattr(container, pop)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        if self._lock_free and value > 0:
+            if self._items or self._parked or _count_value(self._puts):
+                raise ValueError(
+                    "greenpool's queue.Queue: an unbounded queue that has been used cannot "
+                    "be given a maxsize (its put/get take no lock); create it with "
+                    "queue.Queue(maxsize)"
+                )
+            self._lock_free = False  # unused yet: nobody can be in a lock-free call
+        self._maxsize = value
+
+    @property
+    def unfinished_tasks(self) -> int:
+        return _count_value(self._puts) - self._done
+
+    @unfinished_tasks.setter
+    def unfinished_tasks(self, value: int) -> None:
+        # The stdlib's waiting put() adds one under the mutex. (A lock-free put()
+        # racing a caller that sets a value it computed earlier is lost, as it
+        # would be in the stdlib without the mutex: task_done() never sets it.)
+        self._done = _count_value(self._puts) - value
+
+    def task_done(self) -> None:
+        """As the stdlib's; counts done tasks instead of setting ``unfinished_tasks``.
+
+        A lock-free ``put()`` only ever adds to the count of puts, so counting
+        down the other counter keeps it.
+        """
+        with self.all_tasks_done:
+            unfinished = self.unfinished_tasks - 1
+            if unfinished < 0:
+                raise ValueError("task_done() called too many times")
+            self._done += 1
+            if unfinished == 0:
+                self.all_tasks_done.notify_all()
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if self.maxsize > 0:
-            return _StdlibQueue.put(self, item, block, timeout)
+        if self._lock_free:
+            next(self._puts)  # before the item is visible: task_done() never goes below 0
+            self._push(item)
+            if self._parked:
+                self._getters.wake_one()
+            return
+        maxsize = self._maxsize
+        if _HAS_SHUTDOWN or maxsize > 0 and (
+            block and timeout is not None or self._qsize() >= maxsize
+        ):
+            return _StdlibQueue.put(self, item, block, timeout)  # may wait, checks timeout
         mutex: Any = self.mutex  # a greenpool Lock: its fast paths are used inline
         if not mutex._try(False):
             mutex._acquire_slow(True, -1)
         try:
-            if self._plain:
-                self.queue.append(item)
+            if 0 < self._maxsize <= self._qsize():
+                full = True  # filled up while this call waited for the mutex
             else:
-                self._put(item)
-            self.unfinished_tasks += 1
-            not_empty: Any = self.not_empty
-            if not_empty._waiters:
-                not_empty.notify()
+                full = False
+                if self._plain:
+                    self._items.append(item)
+                else:
+                    self._put(item)
+                next(self._puts)
+                not_empty: Any = self.not_empty
+                if not_empty._waiters:
+                    not_empty.notify()
         finally:
             if mutex._starving:
                 mutex._release_slow()
@@ -105,17 +292,28 @@ class Queue(_StdlibQueue):
                 mutex._free()
                 if mutex._waiters:
                     mutex._wake_waiters()
+        if full:
+            _StdlibQueue.put(self, item, block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if block and timeout is not None:
+        if self._lock_free:
+            if timeout is not None and block and timeout < 0:
+                raise ValueError("'timeout' must be a non-negative number")
+            try:
+                return self._pop()
+            except IndexError:
+                if not block:
+                    raise Empty from None
+            return self._getters.wait_pop(self._pop, timeout)
+        if _HAS_SHUTDOWN or block and timeout is not None:
             return _StdlibQueue.get(self, block, timeout)  # checks the timeout first
         mutex: Any = self.mutex  # a greenpool Lock: its fast paths are used inline
         if not mutex._try(False):
             mutex._acquire_slow(True, -1)
         try:
             if self._plain:
-                if self.queue:
-                    item = self.queue.popleft()
+                if self._items:
+                    item = self._items.popleft()
                     not_full: Any = self.not_full
                     if not_full._waiters:
                         not_full.notify()
@@ -139,6 +337,7 @@ class Queue(_StdlibQueue):
 class LifoQueue(Queue):
     """``queue.LifoQueue`` on the fast, cross-hub :class:`Queue`."""
 
+    _atomic_ops = ("append", "pop")
     _init = _StdlibLifo._init
     _qsize = _StdlibLifo._qsize
     _put = _StdlibLifo._put
@@ -146,8 +345,9 @@ class LifoQueue(Queue):
 
 
 class PriorityQueue(Queue):
-    """``queue.PriorityQueue`` on the fast, cross-hub :class:`Queue`."""
+    """``queue.PriorityQueue`` on the fast, cross-hub :class:`Queue` (heap order: locked)."""
 
+    _atomic_ops = None  # heappush compares items: Python code, not one C call
     _init = _StdlibPriority._init
     _qsize = _StdlibPriority._qsize
     _put = _StdlibPriority._put
@@ -157,26 +357,22 @@ class PriorityQueue(Queue):
 class SimpleQueue:
     """``queue.SimpleQueue``: unbounded FIFO; ``put`` never blocks, ``get`` waits on any hub.
 
-    ``put`` appends and then wakes one parked getter; a getter queues itself
-    and then looks again, so one of the two always sees the other (no lost
-    wake-up). A woken getter competes with newcomers, like :class:`Lock`.
+    ``put`` appends and then wakes one parked getter (:class:`_Getters`).
     """
 
-    __slots__ = ("_items", "_getters", "_mutex", "__weakref__")
+    __slots__ = ("_items", "_getters", "_parked", "__weakref__")
 
     __class_getitem__: Any = classmethod(types.GenericAlias)
 
     def __init__(self) -> None:
-        from greenpool._native import allocate_lock
-
         self._items: deque = deque()
-        self._getters: deque[_Entry] = deque()
-        self._mutex = allocate_lock()
+        self._getters = _Getters()
+        self._parked = self._getters._parked
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         self._items.append(item)
-        if self._getters:
-            self._wake_one()
+        if self._parked:
+            self._getters.wake_one()
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, False)
@@ -189,7 +385,7 @@ class SimpleQueue:
         except IndexError:
             if not block:
                 raise Empty from None
-        return self._get_slow(timeout)
+        return self._getters.wait_pop(self._items.popleft, timeout)
 
     def get_nowait(self) -> Any:
         return self.get(False)
@@ -199,51 +395,3 @@ class SimpleQueue:
 
     def qsize(self) -> int:
         return len(self._items)
-
-    def _wake_one(self) -> None:
-        with self._mutex:
-            if not self._getters:
-                return
-            entry = self._getters.popleft()
-        entry.waiter.wake()
-
-    def _get_slow(self, timeout: float | None) -> Any:
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        items, getters = self._items, self._getters
-        woken = False
-        while True:
-            entry = _Entry()
-            with self._mutex:
-                if woken:
-                    getters.appendleft(entry)
-                else:
-                    getters.append(entry)
-                try:
-                    item = items.popleft()
-                except IndexError:
-                    pass
-                else:
-                    _remove(getters, entry)
-                    return item
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                got = entry.waiter.wait(left)
-            except BaseException:
-                with self._mutex:
-                    queued = _remove(getters, entry)
-                if not queued and items and getters:
-                    self._wake_one()  # woken while being killed: wake the next getter
-                raise
-            if not got:
-                with self._mutex:
-                    queued = _remove(getters, entry)
-                try:
-                    return items.popleft()  # woken just as the timeout expired, or raced
-                except IndexError:
-                    raise Empty from None
-            try:
-                return items.popleft()
-            except IndexError:
-                woken = True  # a newcomer took it first: queue again at the head

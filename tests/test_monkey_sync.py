@@ -339,7 +339,7 @@ def test_barrier_and_condition_across_hubs_and_a_native_thread():
 
 
 def test_patched_queue_fast_paths_wake_the_next_waiter_on_their_mutex(pool):
-    """put()/get() release the queue's mutex inline; a waiter queued on it must be woken.
+    """A bounded queue's put()/get() release its mutex inline; the next waiter must be woken.
 
     Runs unpatched: greenpool's queue.Queue uses a greenpool Lock either way.
     Four calls on one hub park on the held mutex; each wakes the next as it
@@ -349,7 +349,7 @@ def test_patched_queue_fast_paths_wake_the_next_waiter_on_their_mutex(pool):
 
     from .helpers import wait_until
 
-    q = Queue()
+    q = Queue(10)
     q.mutex.acquire()
     calls = [(q.put, "a"), (q.get,), (q.put, "b"), (q.get,)]
     futures = []

@@ -39,8 +39,9 @@ count_lock = get_original("_thread", "allocate_lock")()  # the test's own bookke
 
 lock, cond = threading.Lock(), threading.Condition()
 items, sem = queue.Queue(maxsize=8), threading.Semaphore(3)
+relay = queue.Queue()  # unbounded: the lock-free put/get
 state = {"counter": 0, "lock_ops": 0, "inside_lock": 0, "inside_sem": 0, "turn": 0,
-         "passes": 0, "stop": False, "put": 0, "got": 0}
+         "passes": 0, "stop": False, "put": 0, "got": 0, "relayed": 0}
 stats = {"lost": [], "errors": [], "worst": {"lock": 0.0, "semaphore": 0.0, "queue": 0.0,
                                              "condition": 0.0}, "ops": 0}
 
@@ -126,6 +127,17 @@ def participant(me, ring):
                 with count_lock:
                     state["got"] += 1
                 assert isinstance(got, tuple) and len(got) == 2
+                # unbounded Queue: put one, get one, task_done (lock-free put/get)
+                relay.put((me, n))
+                try:
+                    got = timed("queue", relay.get, True, 0.0002 if n % 3 == 0 else TIMEOUT)
+                except queue.Empty:
+                    if n % 3 != 0:
+                        raise
+                    got = timed("queue", relay.get, True, TIMEOUT)
+                relay.task_done()
+                with count_lock:
+                    state["relayed"] += 1
             except (queue.Full, queue.Empty) as exc:
                 stats["lost"].append(f"{me}: queue {type(exc).__name__}"); return
             # Condition: a token goes round the ring of participants, notify_all each
@@ -168,9 +180,11 @@ with greenpool.Pool(HUBS) as pool:
         assert done.wait(60), "a native participant never finished"
 assert state["counter"] == state["lock_ops"], state
 assert state["put"] == state["got"] and items.qsize() == 0, state
+assert relay.qsize() == 0 and relay.unfinished_tasks == 0, (relay.qsize(), relay.unfinished_tasks)
+relay.join()
 print(json.dumps({"lost": stats["lost"], "errors": stats["errors"], "ops": stats["ops"],
                   "lock_ops": state["lock_ops"], "passes": state["passes"],
-                  "queue_items": state["got"],
+                  "queue_items": state["got"] + state["relayed"],
                   "worst_ms": {k: round(v * 1e3, 2) for k, v in stats["worst"].items()}}))
 """
 

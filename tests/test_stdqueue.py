@@ -1,0 +1,211 @@
+"""The patched ``queue`` classes (greenpool._stdqueue): lock-free unbounded put/get, across hubs.
+
+The stdlib's own specification runs in ``tests/stdlib`` (mostly bounded
+queues, which keep the stdlib's locking). These pin the lock-free paths of an
+unbounded Queue/LifoQueue: no lost item or wake-up between hubs and native
+threads, task accounting with racing puts, what ``q.mutex`` still excludes,
+and when a queue (or a subclass) falls back to the locked paths. They run
+unpatched: the classes use greenpool's cross-hub locks either way.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+
+from greenpool import _stdqueue
+from greenpool._native import start_new_thread
+from greenpool._stdqueue import LifoQueue, PriorityQueue, Queue, SimpleQueue
+
+from .helpers import wait_until
+
+ITEMS = 2000
+
+
+def native(fn, *args) -> threading.Event:
+    """Run ``fn(*args)`` in a plain native thread; the event is set when it returns."""
+    done = threading.Event()
+
+    def run():
+        try:
+            fn(*args)
+        finally:
+            done.set()
+
+    start_new_thread(run, ())
+    return done
+
+
+def test_unbounded_queues_are_lock_free_and_bounded_ones_keep_the_locked_paths():
+    expected = not hasattr(queue.Queue, "shutdown")  # 3.13's shutdown(): locked everywhere
+    assert Queue()._lock_free is expected and LifoQueue()._lock_free is expected
+    assert not Queue(5)._lock_free and not PriorityQueue()._lock_free
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", [Queue, LifoQueue, SimpleQueue])
+def test_every_item_reaches_exactly_one_getter_across_hubs_and_native_threads(pool, kind):
+    # 4 hubs and 2 native threads each put ITEMS; 4 hub getters and the main
+    # thread take them with blocking gets (parked when empty: the wake-up path).
+    q = kind()
+    producers = 6
+    got: list[list] = [[] for _ in range(5)]
+
+    def produce(p):
+        for i in range(ITEMS):
+            q.put((p, i))
+
+    def consume(k, n):
+        for _ in range(n):
+            got[k].append(q.get(timeout=10))
+
+    total = producers * ITEMS
+    share = total // 5
+    getters = [pool.spawn_on(k, consume, k, share) for k in range(4)]
+    putters = [pool.spawn_on(p, produce, p) for p in range(4)]
+    natives = [native(produce, p) for p in (4, 5)]
+    consume(4, total - 4 * share)
+    for f in getters + putters:
+        f.result(30)
+    assert all(done.wait(30) for done in natives)
+    items = [item for part in got for item in part]
+    assert sorted(items) == sorted((p, i) for p in range(producers) for i in range(ITEMS))
+    if kind is not LifoQueue:  # FIFO: each producer's items come out in its order
+        for part in got:
+            for p in range(producers):
+                mine = [i for (q_p, i) in part if q_p == p]
+                assert mine == sorted(mine)
+    assert q.qsize() == 0 and q.empty()
+
+
+@pytest.mark.timeout(60)
+def test_join_waits_for_every_task_done_while_puts_race_on_other_hubs(pool):
+    q = Queue()
+    done_count = [0]
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            item = q.get(timeout=10)
+            if item is None:
+                q.task_done()
+                return
+            with lock:
+                done_count[0] += 1
+            q.task_done()
+
+    workers = [pool.spawn_on(k, worker) for k in range(4)]
+    putters = [pool.spawn_on(k, lambda: [q.put(i) for i in range(500)]) for k in range(4)]
+    natives = [native(lambda: [q.put(i) for i in range(500)]) for _ in range(2)]
+    for f in putters:
+        f.result(30)
+    assert all(e.wait(30) for e in natives)
+    q.join()  # the main thread; returns only once all 3,000 are done
+    assert done_count[0] == 3000 and q.unfinished_tasks == 0
+    for _ in workers:
+        q.put(None)
+    q.join()
+    for f in workers:
+        f.result(10)
+    with pytest.raises(ValueError, match="task_done"):
+        q.task_done()
+    assert q.unfinished_tasks == 0
+
+
+def test_get_timeouts_empty_and_argument_errors_match_the_stdlib(pool):
+    q = Queue()
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        pool.spawn(q.get, True, 0.01).result(5)
+    q.put(1)
+    with pytest.raises(ValueError, match="non-negative"):
+        q.get(timeout=-1)  # checked before the item is taken, as in the stdlib
+    assert q.get(False) == 1
+    q.put(2, timeout=-1)  # unbounded: put ignores block and timeout, as in the stdlib
+    assert q.get() == 2
+
+
+def test_a_getter_parked_on_one_hub_is_woken_by_a_put_from_another(pool):
+    q = LifoQueue()
+    getter = pool.spawn_on(0, q.get, True, 10)
+    wait_until(lambda: len(q._parked) == 1, what="the getter to park")
+    pool.spawn_on(1, q.put, "x").result(5)
+    assert getter.result(5) == "x"
+    assert not q._parked
+
+
+def test_holding_the_mutex_excludes_join_and_task_done_but_not_put_or_get(pool):
+    q = Queue()
+    q.put(1)
+    with q.mutex:  # the idiom `with q.mutex: q.queue.clear()` still works
+        assert pool.spawn_on(1, q.put, 2).result(5) is None
+        q.queue.clear()
+        task_done = pool.spawn_on(2, q.task_done)
+        wait_until(lambda: len(q.mutex._waiters) == 1, what="task_done to wait for the mutex")
+    task_done.result(5)
+    assert q.unfinished_tasks == 1 and q.qsize() == 0
+
+
+def test_a_replaced_container_is_followed_by_put_and_get():
+    from collections import deque
+
+    q = Queue()
+    q.put(1)
+    q.queue = deque([7])
+    q.put(8)
+    assert [q.get(), q.get()] == [7, 8]
+
+
+def test_maxsize_can_be_set_before_first_use_but_not_after():
+    q = Queue()
+    q.maxsize = 1  # unused: becomes a bounded, locked queue
+    assert not q._lock_free
+    q.put(1)
+    with pytest.raises(queue.Full):
+        q.put_nowait(2)
+    used = Queue()
+    used.put(1)
+    used.get()
+    if used._lock_free:
+        with pytest.raises(ValueError, match=r"queue.Queue\(maxsize\)"):
+            used.maxsize = 1
+    used.maxsize = 0  # unbounded stays allowed
+
+
+def test_subclasses_that_override_a_method_or_hook_keep_the_locked_paths():
+    class Counting(Queue):
+        puts = 0
+
+        def put(self, item, block=True, timeout=None):
+            type(self).puts += 1
+            super().put(item, block, timeout)
+
+    class Plain(Queue):
+        pass
+
+    class Own(LifoQueue):
+        def _get(self):
+            return self.queue.pop(0)  # a FIFO through the hooks
+
+    counting, plain, own = Counting(), Plain(), Own()
+    assert not counting._lock_free and not own._lock_free
+    assert plain._lock_free is Queue()._lock_free
+    for q in (counting, plain, own):
+        q.put(1)
+        q.put(2)
+        assert [q.get(), q.get()] == [1, 2]
+        assert q.unfinished_tasks == 2
+    assert Counting.puts == 2
+
+
+def test_the_pure_python_stdlib_helpers_still_see_the_queue(pool):
+    # qsize/empty/full/put_nowait/get_nowait are the stdlib's own methods
+    q = Queue()
+    for i in range(3):
+        q.put_nowait(i)
+    assert (q.qsize(), q.empty(), q.full()) == (3, False, False)
+    assert [q.get_nowait() for _ in range(3)] == [0, 1, 2]
+    assert _stdqueue._count_value(q._puts) == 3
