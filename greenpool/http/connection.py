@@ -27,7 +27,14 @@ from gevent.socket import socket as GeventSocket
 from greenlet import GreenletExit, getcurrent
 
 from greenpool.http.body import BodyTooLarge, IncompleteBody, Input, InvalidBody
-from greenpool.http.parser import HTTPError, Limits, Request, RequestParser
+from greenpool.http.parser import (
+    SIMPLE_HEAD,
+    HTTPError,
+    Limits,
+    Request,
+    RequestParser,
+    simple_request,
+)
 from greenpool.http.response import HEADS, FileWrapper, date_header, head_entry
 
 __all__ = ["Service", "error_response", "serve_connection"]
@@ -73,6 +80,13 @@ _LAST_CHUNK = b"0\r\n\r\n"
 _ENV_KEYS: dict[bytes, str | None] = {b"content-type": "CONTENT_TYPE",
                                       b"content-length": "CONTENT_LENGTH"}
 _ENV_KEYS_MAX = 2048
+
+
+#: Environ keys of the fields a simple head may not carry (but one Host and one
+#: ``Connection: close`` or ``keep-alive``): llhttp frames, upgrades, continues.
+_SIMPLE_SPECIAL = frozenset(("HTTP_HOST", "HTTP_CONNECTION", "CONTENT_LENGTH",
+                             "HTTP_TRANSFER_ENCODING", "HTTP_UPGRADE", "HTTP_EXPECT",
+                             "HTTP_PROXY_CONNECTION"))
 
 
 def _env_key(name: bytes) -> str | None:
@@ -187,7 +201,8 @@ class _Connection:
         "service", "sock", "addr", "parser", "base", "remote", "plain", "waiting", "start_response",
         "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
         "no_body", "continue_sent", "code", "head_parts", "app_length", "app_close",
-        "sock_timeout", "head_timer", "head_expired", "drained", "spares", "raw",
+        "sock_timeout", "head_timer", "head_expired", "drained", "spares", "raw", "simple_max",
+        "max_fields",
     )
 
     req: Request
@@ -204,6 +219,12 @@ class _Connection:
         # Taken when the first bytes arrive, given back while waiting between requests.
         self.parser: RequestParser | None = None
         self.spares = service.spare_parsers
+        # A simple head no longer than this is within every limit but the
+        # field count (see _simple_environ); longer ones go through llhttp.
+        limits = service.limits
+        self.simple_max = min(limits.request_line - 16, limits.header_block,
+                              limits.header_field - 2 if limits.header_field else 2**63)
+        self.max_fields = limits.header_count
         # Shared, not copied per connection: 10,000 idle connections would
         # otherwise hold 10,000 copies of it (~1 KiB each).
         self.base = service.environ
@@ -242,31 +263,41 @@ class _Connection:
             self.head_expired = (TimeoutError("no request head within the timeout"),)
         try:
             while True:
-                if not self._read_head():
+                head = self._read_head()
+                if head is True:
+                    # In order; the parser only appends (a pipelined request that
+                    # arrives with this one's body) while the last one is served.
+                    ready = self.parser.ready  # type: ignore[union-attr]
+                    for req in ready:
+                        if not self._serve(req, self._environ(req)):
+                            return
+                        if not req.complete and not self._finish_body(req):
+                            return
+                    ready.clear()
+                    ready = req = None  # not kept while the connection waits
+                elif head is False:
                     return
-                # In order; the parser only appends (a pipelined request that
-                # arrives with this one's body) while the last one is served.
-                ready = self.parser.ready  # type: ignore[union-attr]
-                for req in ready:
-                    if not self._serve(req):
-                        return
-                    if not req.complete and not self._finish_body(req):
-                        return
-                ready.clear()
-                ready = req = None  # not kept while the connection waits
+                elif not self._serve(self.req, head):  # a simple head's environ
+                    return
         except _ClientGone:
             return
         finally:
             if self.head_timer is not None:
                 self.head_timer.close()
 
-    def _read_head(self) -> bool:
-        """Read until a request head is ready; False (after any refusal) to close."""
+    def _read_head(self) -> bool | dict:
+        """Read until a request head is ready; False (after any refusal) to close.
+
+        True: the parser has requests ready. A dict: one simple head
+        (:data:`~greenpool.http.parser.SIMPLE_HEAD`) was read whole, between
+        requests; it is the request's environ, and ``self.req`` its request.
+        """
         parser = self.parser
         timer = self.head_timer
         while parser is None or not parser.ready:
             if parser is None:
                 in_head = False
+                self.headers = self.head_parts = None  # the last response's, not kept idle
             else:
                 if parser.error is not None:
                     self._refuse(parser.error)
@@ -305,6 +336,12 @@ class _Connection:
             if not data:
                 return False
             if parser is None:
+                if len(data) <= self.simple_max:
+                    match = SIMPLE_HEAD.fullmatch(data)
+                    if match is not None:
+                        env = self._simple_environ(match)
+                        if env is not None:
+                            return env
                 try:
                     parser = self.spares.pop()
                 except IndexError:
@@ -405,6 +442,63 @@ class _Connection:
 
     # -- one request -----------------------------------------------------------------
 
+    def _simple_environ(self, match) -> dict | None:
+        """The environ of a simple head read whole; None to parse it with llhttp instead.
+
+        What the parser and :meth:`_environ` would make of the same bytes
+        (the head is one llhttp accepts, see ``SIMPLE_HEAD``); heads with a
+        field that frames a body or changes the connection, and those the
+        parser would refuse (Host missing or twice, too many fields), are
+        left to the parser.
+        """
+        method, target, minor, fields = match.groups()
+        env = self.base.copy()
+        http11 = minor == b"1"
+        keep_alive = http11
+        hosts = 0
+        if fields:
+            lines = fields.split(b"\r\n")
+            lines.pop()  # after the last CRLF
+            if len(lines) > self.max_fields:
+                return None
+            for line in lines:
+                name, _, value = line.partition(b":")
+                key = _ENV_KEYS[name] if name in _ENV_KEYS else _env_key(name)
+                if key is None:
+                    continue
+                value = value.strip(b" \t")
+                if key in _SIMPLE_SPECIAL:
+                    if key == "HTTP_HOST":
+                        hosts += 1
+                    elif key != "HTTP_CONNECTION" or key in env:
+                        return None  # framing, upgrades, 100-continue: the parser's
+                    else:
+                        option = value.lower()
+                        if option == b"close":
+                            keep_alive = False
+                        elif option == b"keep-alive":
+                            keep_alive = True
+                        else:
+                            return None
+                if key in env:
+                    env[key] += ", " + value.decode("latin-1")
+                else:
+                    env[key] = value.decode("latin-1")
+        if hosts > 1 or (http11 and not hosts):  # HTTP/1.1: exactly one; HTTP/1.0: at most one
+            return None
+        self.req = req = simple_request(method, http11, keep_alive)
+        env["REMOTE_ADDR"], env["REMOTE_PORT"] = self.remote
+        entry = _TARGETS.get(target)
+        if entry is None:
+            entry = _split_target(target)
+        env["RAW_URI"] = env["REQUEST_URI"] = entry[0]
+        env["PATH_INFO"] = entry[1]
+        env["QUERY_STRING"] = entry[2]
+        env["REQUEST_METHOD"] = req.method
+        env["SERVER_PROTOCOL"] = "HTTP/1.1" if http11 else "HTTP/1.0"
+        env["wsgi.input"] = Input(req, self.pull)
+        return env
+
     def _environ(self, req: Request) -> dict:
         env = self.base.copy()
         env["REMOTE_ADDR"], env["REMOTE_PORT"] = self.remote
@@ -428,8 +522,8 @@ class _Connection:
         env["wsgi.input"] = Input(req, self.pull)
         return env
 
-    def _serve(self, req: Request) -> bool:
-        """Run the app for ``req`` and send its response; False to close the connection."""
+    def _serve(self, req: Request, env: dict) -> bool:
+        """Run the app for ``req`` and its ``env`` and send the response; False to close."""
         service = self.service
         began = time.time() if service.access is not None else 0.0
         self.req = req
@@ -443,7 +537,6 @@ class _Connection:
         self.close = not req.keep_alive
         self.no_body = req.method == "HEAD"
         self.continue_sent = False
-        env = self._environ(req)
         if service.before_request is not None and not service.before_request(env):
             self.close = True
         result = None

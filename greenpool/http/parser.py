@@ -34,6 +34,7 @@ chunked body are read and dropped, never shown to the app.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import httptools
@@ -44,7 +45,7 @@ from httptools.parser.errors import (
     HttpParserUpgrade,
 )
 
-__all__ = ["HTTPError", "Limits", "Request", "RequestParser"]
+__all__ = ["SIMPLE_HEAD", "HTTPError", "Limits", "Request", "RequestParser", "simple_request"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,44 @@ _HOST = b"host"
 _EXPECT = b"expect"
 _OWS = b" \t"
 _SPECIAL = frozenset((_TE, _CL, _HOST, _EXPECT, _UPGRADE))
+
+
+#: The head of a plain bodiless request, matched whole by the connection's fast
+#: path before llhttp: a method of ``_METHODS``, an origin-form target of RFC
+#: 3986 path and query characters (no fragment), ``HTTP/1.1`` or ``HTTP/1.0``,
+#: single spaces, header fields of a token, ``:`` and visible ASCII, SP or HTAB
+#: only, CRLF line ends. Every head it matches is one llhttp's strict mode
+#: accepts with the same method, target, version and fields; anything else
+#: (and any field that frames a body or changes the connection:
+#: ``Content-Length``, ``Transfer-Encoding``, ``Upgrade``, ``Expect``,
+#: ``Proxy-Connection``, a ``Connection`` other than one ``close`` or
+#: ``keep-alive``, a missing or second ``Host``) goes through llhttp and this
+#: module's checks. Linear: no part can match where another does.
+SIMPLE_HEAD = re.compile(
+    rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (/[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*)"
+    rb" HTTP/1\.([01])\r\n((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*)\r\n"
+)
+
+_SIMPLE_REQUESTS: dict[tuple[bytes, bool, bool], Request] = {}
+
+
+def simple_request(method: bytes, http11: bool, keep_alive: bool) -> Request:
+    """The complete, bodiless :class:`Request` the fast path serves a simple head as.
+
+    One shared object per (method, version, keep-alive): nothing mutates a
+    complete request with an empty body (its target and headers are not
+    kept: the fast path builds the environ from the head itself).
+    """
+    key = (method, http11, keep_alive)
+    req = _SIMPLE_REQUESTS.get(key)
+    if req is None:
+        req = Request()
+        req.method = _METHODS[method]
+        req.version = "1.1" if http11 else "1.0"
+        req.keep_alive = keep_alive
+        req.head_done = req.complete = True
+        _SIMPLE_REQUESTS[key] = req
+    return req
 
 
 class RequestParser:
