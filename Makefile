@@ -3,26 +3,28 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
+# An editable install compiles greenpool/_speedups.c in place: a change to it reinstalls.
+BUILD_INPUTS := pyproject.toml setup.py greenpool/_speedups.c
 
 .PHONY: demo test stress bench loadtest lint docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(PY)
+$(VENV)/.installed: $(BUILD_INPUTS) | $(PY)
 	$(PIP) install -e .
 	touch $@
 
 # The suite builds the docs too (a broken link or reference must fail a test, not skip it).
-$(VENV)/.installed-test: pyproject.toml | $(PY)
+$(VENV)/.installed-test: $(BUILD_INPUTS) | $(PY)
 	$(PIP) install -e '.[test,docs]'
 	touch $@ $(VENV)/.installed-docs
 
-$(VENV)/.installed-docs: pyproject.toml | $(PY)
+$(VENV)/.installed-docs: $(BUILD_INPUTS) | $(PY)
 	$(PIP) install -e '.[docs]'
 	touch $@
 
-$(VENV)/.installed-bench: pyproject.toml | $(PY)
+$(VENV)/.installed-bench: $(BUILD_INPUTS) | $(PY)
 	$(PIP) install -e '.[test,bench]'
 	touch $@
 

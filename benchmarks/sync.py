@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -39,7 +40,7 @@ import sys, time
 variant = sys.argv[1]
 if variant == "gevent":
     from gevent import monkey; monkey.patch_all()
-else:
+else:  # "greenpool", or "greenpool-py" (GREENPOOL_PURE_PYTHON=1: no C extension)
     import greenpool.monkey; greenpool.monkey.patch_all()
 import threading, queue, json
 import greenpool
@@ -73,9 +74,11 @@ def measure():
         "lock with": per_op(lock_with, threading.Lock()),
         "rlock with": per_op(lock_with, threading.RLock()),
         "Queue put+get": per_op(put_get, queue.Queue()),
+        "LifoQueue put+get": per_op(put_get, queue.LifoQueue()),
+        "Queue(100) put+get (bounded)": per_op(put_get, queue.Queue(100)),
         "SimpleQueue put+get": per_op(put_get, queue.SimpleQueue()),
     }
-    if variant == "greenpool":
+    if variant.startswith("greenpool"):
         out["stdlib py Queue on greenpool Lock"] = per_op(put_get, get_original("queue", "Queue")())
         out["stdlib _PySimpleQueue on greenpool Lock"] = per_op(put_get, queue._PySimpleQueue())
         out["greenpool.Queue (API class)"] = per_op(put_get, greenpool.Queue())
@@ -161,8 +164,12 @@ print(json.dumps(run()))
 
 
 def child(code: str, *args: str) -> dict:
+    env = dict(os.environ)
+    if args[0] == "greenpool-py":
+        env["GREENPOOL_PURE_PYTHON"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+        env=env,
     )
     if proc.returncode:
         raise RuntimeError(proc.stderr)
@@ -170,24 +177,28 @@ def child(code: str, *args: str) -> dict:
 
 
 def uncontended(rounds: int) -> None:
-    runs: dict[str, list[dict]] = {"gevent": [], "greenpool": []}
+    runs: dict[str, list[dict]] = {"gevent": [], "greenpool": [], "greenpool-py": []}
     for _ in range(rounds):
         for variant in runs:
             runs[variant].append(child(UNCONTENDED_CHILD, variant))
-    print(f"Uncontended, one hub, ns per operation (median of {rounds} rounds; raw in brackets)")
-    print(f"{'operation':42} {'gevent':>8} {'greenpool':>10} {'ratio':>6}")
+    print(f"Uncontended, one hub, ns per operation (median of {rounds} rounds; raw in brackets);")
+    print("greenpool-py: GREENPOOL_PURE_PYTHON=1 (the queue's pure-Python core, no C extension)")
+    head = ("operation", "gevent", "greenpool", "ratio", "gp-py", "ratio")
+    print(f"{head[0]:42} {head[1]:>8} {head[2]:>10} {head[3]:>6} {head[4]:>7} {head[5]:>6}")
     for name in runs["greenpool"][0]:
         ours = [r[name] for r in runs["greenpool"]]
+        py = [r[name] for r in runs["greenpool-py"]]
         theirs = [r[name] for r in runs["gevent"]] if name in runs["gevent"][0] else None
-        ours_m = statistics.median(ours)
+        ours_m, py_m = statistics.median(ours), statistics.median(py)
         if theirs:
             theirs_m = statistics.median(theirs)
             raw = f"[{' '.join(f'{x:.0f}' for x in theirs)}] [{' '.join(f'{x:.0f}' for x in ours)}]"
-            print(f"{name:42} {theirs_m:8.0f} {ours_m:10.0f} {ours_m / theirs_m:6.2f}   {raw}")
+            print(f"{name:42} {theirs_m:8.0f} {ours_m:10.0f} {ours_m / theirs_m:6.2f}"
+                  f" {py_m:7.0f} {py_m / theirs_m:6.2f}   {raw}")
         else:
             queue_m = statistics.median(r["Queue put+get"] for r in runs["gevent"])
             print(f"{name:42} {'':8} {ours_m:10.0f} {ours_m / queue_m:6.2f}"
-                  f"   (vs gevent's Queue) [{' '.join(f'{x:.0f}' for x in ours)}]")
+                  f" {py_m:7.0f} {py_m / queue_m:6.2f}   (vs gevent's Queue)")
 
 
 def convoy(rounds: int, seconds: float, hold_us: float) -> None:

@@ -29,6 +29,7 @@ hub's whole thread natively.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 import types
 from collections import deque
@@ -168,7 +169,66 @@ class _Condition(_StdlibCondition):
                     pass
 
 
-class Queue(_StdlibQueue):
+class _PyQueueCore:
+    """The pure-Python twin of ``greenpool._speedups.QueueCore``: :class:`Queue`'s put/get.
+
+    Used where the C extension was not built, or with ``GREENPOOL_PURE_PYTHON=1``.
+    The count of puts is an ``itertools.count``: ``next()`` is one C call.
+    """
+
+    _lock_free = False
+    # Set by Queue.__init__ (the C type's members):
+    _items: Any
+    _push: Callable[[Any], Any]
+    _pop: Callable[[], Any]
+    _parked: deque
+    _getters: _Getters
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        self = super().__new__(cls)
+        self._counter = itertools.count()
+        return self
+
+    @property
+    def _puts(self) -> int:
+        return _count_value(self._counter)
+
+    @_puts.setter
+    def _puts(self, value: int) -> None:  # the locked paths, under the mutex
+        self._counter = itertools.count(value)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if self._lock_free:
+            next(self._counter)  # before the item is visible: task_done() can't get ahead
+            self._push(item)
+            if self._parked:
+                self._getters.wake_one()
+            return None
+        return self._put_locked(item, block, timeout)  # type: ignore[attr-defined]
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if self._lock_free:
+            if timeout is not None and block and timeout < 0:
+                raise ValueError("'timeout' must be a non-negative number")
+            try:
+                return self._pop()
+            except IndexError:
+                if not block:
+                    raise Empty from None
+            return self._getters.wait_pop(self._pop, timeout)
+        return self._get_locked(block, timeout)  # type: ignore[attr-defined]
+
+
+if TYPE_CHECKING or os.environ.get("GREENPOOL_PURE_PYTHON"):
+    _QueueCore: Any = _PyQueueCore
+else:
+    try:
+        from greenpool._speedups import QueueCore as _QueueCore
+    except ImportError:  # built without a C compiler
+        _QueueCore = _PyQueueCore
+
+
+class Queue(_QueueCore, _StdlibQueue):
     """``queue.Queue`` with a cross-hub lock and fast ``put``/``get`` (see the module)."""
 
     #: The container's atomic (push, pop) method names, or None: locked paths only.
@@ -193,7 +253,6 @@ class Queue(_StdlibQueue):
         self.not_empty = _Condition(self.mutex)
         self.not_full = _Condition(self.mutex)
         self.all_tasks_done = _Condition(self.mutex)
-        self._puts = itertools.count()  # next(): one C call, atomic under the GIL
         self._done = 0
         ops = type(self)._atomic_ops
         if _LOCK_FREE_POSSIBLE and ops is not None and not maxsize > 0:
@@ -223,7 +282,7 @@ class Queue(_StdlibQueue):
     @maxsize.setter
     def maxsize(self, value: int) -> None:
         if self._lock_free and value > 0:
-            if self._items or self._parked or _count_value(self._puts):
+            if self._items or self._parked or self._puts:
                 raise ValueError(
                     "greenpool's queue.Queue: an unbounded queue that has been used cannot "
                     "be given a maxsize (its put/get take no lock); create it with "
@@ -234,14 +293,14 @@ class Queue(_StdlibQueue):
 
     @property
     def unfinished_tasks(self) -> int:
-        return _count_value(self._puts) - self._done
+        return self._puts - self._done
 
     @unfinished_tasks.setter
     def unfinished_tasks(self, value: int) -> None:
         # The stdlib's waiting put() adds one under the mutex. (A lock-free put()
         # racing a caller that sets a value it computed earlier is lost, as it
         # would be in the stdlib without the mutex: task_done() never sets it.)
-        self._done = _count_value(self._puts) - value
+        self._done = self._puts - value
 
     def task_done(self) -> None:
         """As the stdlib's; counts done tasks instead of setting ``unfinished_tasks``.
@@ -257,13 +316,9 @@ class Queue(_StdlibQueue):
             if unfinished == 0:
                 self.all_tasks_done.notify_all()
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if self._lock_free:
-            next(self._puts)  # before the item is visible: task_done() never goes below 0
-            self._push(item)
-            if self._parked:
-                self._getters.wake_one()
-            return
+    # put() and get() are _QueueCore's: lock-free, or these.
+
+    def _put_locked(self, item: Any, block: bool, timeout: float | None) -> None:
         maxsize = self._maxsize
         if _HAS_SHUTDOWN or maxsize > 0 and (
             block and timeout is not None or self._qsize() >= maxsize
@@ -281,7 +336,7 @@ class Queue(_StdlibQueue):
                     self._items.append(item)
                 else:
                     self._put(item)
-                next(self._puts)
+                self._puts += 1
                 not_empty: Any = self.not_empty
                 if not_empty._waiters:
                     not_empty.notify()
@@ -295,16 +350,7 @@ class Queue(_StdlibQueue):
         if full:
             _StdlibQueue.put(self, item, block, timeout)
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if self._lock_free:
-            if timeout is not None and block and timeout < 0:
-                raise ValueError("'timeout' must be a non-negative number")
-            try:
-                return self._pop()
-            except IndexError:
-                if not block:
-                    raise Empty from None
-            return self._getters.wait_pop(self._pop, timeout)
+    def _get_locked(self, block: bool, timeout: float | None) -> Any:
         if _HAS_SHUTDOWN or block and timeout is not None:
             return _StdlibQueue.get(self, block, timeout)  # checks the timeout first
         mutex: Any = self.mutex  # a greenpool Lock: its fast paths are used inline

@@ -1,0 +1,228 @@
+/* greenpool._speedups: the lock-free put()/get() of greenpool._stdqueue.Queue in C.
+ *
+ * Why C: a patched app's queue.Queue put+get must cost about what gevent's
+ * Cython queue does. In Python, two method frames plus a counter cost ~1.5x
+ * that; here each call is one C function.
+ *
+ * Why it is safe without a lock: everything below between the checks and the
+ * container call runs while holding the GIL and calls no Python code (the
+ * container is a deque or a list, whose append/pop are C), so no other thread
+ * or greenlet can run in between. Anything that may run Python code (waking
+ * or parking a getter, the locked paths) is a call back into the Python class,
+ * made after the atomic part. greenpool/_stdqueue.py's _PyQueueCore is the
+ * pure-Python twin of this type (GREENPOOL_PURE_PYTHON=1 selects it).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *items;    /* the container: a deque (FIFO) or a list (LIFO) */
+    PyObject *push;     /* its bound append */
+    PyObject *pop;      /* its bound popleft / pop */
+    PyObject *parked;   /* the deque of parked getters (_Getters._parked) */
+    PyObject *getters;  /* the _Getters object: wake_one(), wait_pop() */
+    Py_ssize_t puts;    /* put() calls: unfinished_tasks = puts - task_done() calls */
+    char lock_free;
+} QueueCore;
+
+static PyObject *Empty;         /* queue.Empty */
+static PyObject *str_put_locked, *str_get_locked, *str_wake_one, *str_wait_pop;
+static PyObject *zero;
+
+static int
+core_traverse(QueueCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->items);
+    Py_VISIT(self->push);
+    Py_VISIT(self->pop);
+    Py_VISIT(self->parked);
+    Py_VISIT(self->getters);
+    return 0;
+}
+
+static int
+core_clear(QueueCore *self)
+{
+    Py_CLEAR(self->items);
+    Py_CLEAR(self->push);
+    Py_CLEAR(self->pop);
+    Py_CLEAR(self->parked);
+    Py_CLEAR(self->getters);
+    return 0;
+}
+
+static void
+core_dealloc(QueueCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    core_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Unpack (names[0], names[1], ...) from vectorcall arguments; defaults stay. */
+static int
+unpack(const char *fname, const char *const *names, Py_ssize_t nnames, Py_ssize_t required,
+       PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **out)
+{
+    if (nargs > nnames) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)",
+                     fname, nnames, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        out[i] = args[i];
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t k = 0; k < nkw; k++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+            Py_ssize_t i = 0;
+            for (; i < nnames; i++)
+                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
+                    break;
+            if (i == nnames) {
+                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                             fname, key);
+                return -1;
+            }
+            if (i < nargs) {
+                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
+                             fname, names[i]);
+                return -1;
+            }
+            out[i] = args[nargs + k];
+        }
+    }
+    for (Py_ssize_t i = 0; i < required; i++)
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
+    return 0;
+}
+
+static PyObject *
+core_put(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"item", "block", "timeout"};
+    PyObject *a[3] = {NULL, Py_True, Py_None};
+    if (unpack("put", names, 3, 1, args, nargs, kwnames, a) < 0)
+        return NULL;
+    if (!self->lock_free || self->push == NULL)
+        return PyObject_CallMethodObjArgs((PyObject *)self, str_put_locked, a[0], a[1], a[2], NULL);
+    PyObject *r = PyObject_CallOneArg(self->push, a[0]);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    self->puts++;  /* in the same atomic step as the append: task_done() can't get ahead */
+    if (self->parked != NULL && PyObject_IsTrue(self->parked) == 1) {
+        r = PyObject_CallMethodNoArgs(self->getters, str_wake_one);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_get(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"block", "timeout"};
+    PyObject *a[2] = {Py_True, Py_None};
+    if (unpack("get", names, 2, 0, args, nargs, kwnames, a) < 0)
+        return NULL;
+    if (!self->lock_free || self->pop == NULL)
+        return PyObject_CallMethodObjArgs((PyObject *)self, str_get_locked, a[0], a[1], NULL);
+    int block = PyObject_IsTrue(a[0]);
+    if (block < 0)
+        return NULL;
+    if (block && a[1] != Py_None) {
+        int negative = PyObject_RichCompareBool(a[1], zero, Py_LT);
+        if (negative < 0)
+            return NULL;
+        if (negative) {
+            PyErr_SetString(PyExc_ValueError, "'timeout' must be a non-negative number");
+            return NULL;
+        }
+    }
+    PyObject *item = PyObject_CallNoArgs(self->pop);
+    if (item != NULL || !PyErr_ExceptionMatches(PyExc_IndexError))
+        return item;
+    PyErr_Clear();
+    if (!block) {
+        PyErr_SetNone(Empty);
+        return NULL;
+    }
+    return PyObject_CallMethodObjArgs(self->getters, str_wait_pop, self->pop, a[1], NULL);
+}
+
+static PyMethodDef core_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))core_put, METH_FASTCALL | METH_KEYWORDS,
+     "put(item, block=True, timeout=None): as queue.Queue.put."},
+    {"get", (PyCFunction)(void (*)(void))core_get, METH_FASTCALL | METH_KEYWORDS,
+     "get(block=True, timeout=None): as queue.Queue.get."},
+    {NULL}
+};
+
+static PyMemberDef core_members[] = {
+    {"_items", T_OBJECT, offsetof(QueueCore, items), 0, "the container"},
+    {"_push", T_OBJECT, offsetof(QueueCore, push), 0, "the container's append"},
+    {"_pop", T_OBJECT, offsetof(QueueCore, pop), 0, "the container's popleft or pop"},
+    {"_parked", T_OBJECT, offsetof(QueueCore, parked), 0, "parked getters"},
+    {"_getters", T_OBJECT, offsetof(QueueCore, getters), 0, "the _Getters object"},
+    {"_puts", T_PYSSIZET, offsetof(QueueCore, puts), 0, "put() calls so far"},
+    {"_lock_free", T_BOOL, offsetof(QueueCore, lock_free), 0, "put/get take no lock"},
+    {NULL}
+};
+
+static PyTypeObject QueueCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "greenpool._speedups.QueueCore",
+    .tp_doc = "The lock-free put()/get() of greenpool's queue.Queue (see greenpool._stdqueue).",
+    .tp_basicsize = sizeof(QueueCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_traverse = (traverseproc)core_traverse,
+    .tp_clear = (inquiry)core_clear,
+    .tp_methods = core_methods,
+    .tp_members = core_members,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "greenpool._speedups",
+    "C versions of greenpool's hottest pure-Python paths (optional: see greenpool._stdqueue).",
+    -1, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    PyObject *queue = PyImport_ImportModule("queue");
+    if (queue == NULL)
+        return NULL;
+    Empty = PyObject_GetAttrString(queue, "Empty");
+    Py_DECREF(queue);
+    if (Empty == NULL)
+        return NULL;
+    str_put_locked = PyUnicode_InternFromString("_put_locked");
+    str_get_locked = PyUnicode_InternFromString("_get_locked");
+    str_wake_one = PyUnicode_InternFromString("wake_one");
+    str_wait_pop = PyUnicode_InternFromString("wait_pop");
+    zero = PyLong_FromLong(0);
+    if (!str_put_locked || !str_get_locked || !str_wake_one || !str_wait_pop || !zero)
+        return NULL;
+    if (PyType_Ready(&QueueCoreType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&QueueCoreType);
+    if (PyModule_AddObject(m, "QueueCore", (PyObject *)&QueueCoreType) < 0) {
+        Py_DECREF(&QueueCoreType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
