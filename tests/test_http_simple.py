@@ -212,3 +212,30 @@ def test_what_the_fast_path_takes_the_general_path_takes_the_same_way(raw):
     finally:
         a.close()
         b.close()
+
+
+def test_request_lines_are_remembered_per_service_and_bounded(make_conn, monkeypatch):
+    from greenpool.http import connection
+
+    conn = make_conn()
+    first = b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n"
+    again = b"GET /a?b HTTP/1.1\r\nHost: y\r\nConnection: close\r\n\r\n"
+    assert_same(conn, first)
+    assert list(conn.service.simple_lines) == [b"GET /a?b HTTP/1.1"]
+    env = assert_same(conn, again)  # the remembered line, other fields
+    assert env["HTTP_HOST"] == "y" and "HTTP_X_A" not in env and conn.req.keep_alive is False
+    # the remembered part is copied, never handed out: the app may change its environ
+    assert "HTTP_HOST" not in conn.service.simple_lines[b"GET /a?b HTTP/1.1"][0]
+    monkeypatch.setattr(connection, "SIMPLE_LINES", 3)
+    for i in range(5):
+        assert_same(conn, b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        assert len(conn.service.simple_lines) <= 3
+
+
+def test_a_simple_requests_input_is_empty_whatever_the_app_reads(make_conn):
+    conn = make_conn()
+    env = fast(conn, b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
+    body = env["wsgi.input"]
+    assert body.read() == b"" and body.read(10) == b"" and body.readline() == b""
+    assert body.readlines() == [] and list(body) == []
+    assert fast(conn, b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")["wsgi.input"].read() == b""

@@ -28,6 +28,7 @@ from greenlet import GreenletExit, getcurrent
 
 from greenpool.http.body import BodyTooLarge, IncompleteBody, Input, InvalidBody
 from greenpool.http.parser import (
+    _METHODS,
     SIMPLE_HEAD,
     HTTPError,
     Limits,
@@ -54,6 +55,8 @@ LINGER_BYTES = 64 * 2**20
 DISCARD_BYTES = 2**20
 #: Parsers kept for reuse per :class:`Service` (see ``Service.spare_parsers``).
 SPARE_PARSERS = 256
+#: Request lines whose environ part a :class:`Service` keeps (``Service.simple_lines``).
+SIMPLE_LINES = 512
 
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
@@ -143,9 +146,34 @@ class Service:
         #: idle keep-alive connection holds none (~1 KiB each). One list for
         #: all hubs: append and pop are atomic under the GIL.
         self.spare_parsers: list[RequestParser] = []
+        #: Request line of a simple head -> (the base environ with the request
+        #: line's keys, whether it is HTTP/1.1, its keep-alive request, its
+        #: closing one); bounded, cleared when full.
+        self.simple_lines: dict[bytes, tuple[dict, bool, Request, Request]] = {}
         self._access_write = _access_writer(access_log)
         if self._access_write is None and type(self).access is Service.access:
             self.access = None  # type: ignore[assignment]  # skipped per request
+
+    def simple_line(self, line: bytes) -> tuple[dict, bool, Request, Request]:
+        """The ``simple_lines`` entry of the request line of a simple head."""
+        method, target, version = line.split(b" ")
+        http11 = version == b"HTTP/1.1"
+        raw, path_info, query = _TARGETS.get(target) or _split_target(target)
+        env = self.environ.copy()
+        env["RAW_URI"] = env["REQUEST_URI"] = raw
+        env["PATH_INFO"] = path_info
+        env["QUERY_STRING"] = query
+        env["REQUEST_METHOD"] = _METHODS[method]
+        env["SERVER_PROTOCOL"] = version.decode("ascii")
+        # A bodiless request's wsgi.input: empty, read by no one else, shared.
+        env["wsgi.input"] = _EMPTY_INPUT
+        entry = (env, http11, simple_request(method, http11, True),
+                 simple_request(method, http11, False))
+        lines = self.simple_lines
+        if len(lines) >= SIMPLE_LINES:
+            lines.clear()
+        lines[line] = entry
+        return entry
 
     def waiting(self, sock) -> contextlib.AbstractContextManager:
         """A reusable context manager entered while ``sock`` waits for its next request.
@@ -202,7 +230,7 @@ class _Connection:
         "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
         "no_body", "continue_sent", "code", "head_parts", "app_length", "app_close",
         "sock_timeout", "head_timer", "head_expired", "drained", "spares", "raw", "simple_max",
-        "max_fields",
+        "max_fields", "lines",
     )
 
     req: Request
@@ -225,6 +253,7 @@ class _Connection:
         self.simple_max = min(limits.request_line - 16, limits.header_block,
                               limits.header_field - 2 if limits.header_field else 2**63)
         self.max_fields = limits.header_count
+        self.lines = service.simple_lines
         # Shared, not copied per connection: 10,000 idle connections would
         # otherwise hold 10,000 copies of it (~1 KiB each).
         self.base = service.environ
@@ -449,12 +478,15 @@ class _Connection:
         (the head is one llhttp accepts, see ``SIMPLE_HEAD``); heads with a
         field that frames a body or changes the connection, and those the
         parser would refuse (Host missing or twice, too many fields), are
-        left to the parser.
+        left to the parser. The request line's part of the environ comes from
+        ``Service.simple_lines``.
         """
-        method, target, minor, fields = match.groups()
-        env = self.base.copy()
-        http11 = minor == b"1"
-        keep_alive = http11
+        line, fields = match.groups()
+        entry = self.lines.get(line)
+        if entry is None:
+            entry = self.service.simple_line(line)
+        env = entry[0].copy()
+        keep_alive = http11 = entry[1]
         hosts = 0
         if fields:
             lines = fields.split(b"\r\n")
@@ -486,17 +518,8 @@ class _Connection:
                     env[key] = value.decode("latin-1")
         if hosts > 1 or (http11 and not hosts):  # HTTP/1.1: exactly one; HTTP/1.0: at most one
             return None
-        self.req = req = simple_request(method, http11, keep_alive)
+        self.req = entry[2] if keep_alive else entry[3]
         env["REMOTE_ADDR"], env["REMOTE_PORT"] = self.remote
-        entry = _TARGETS.get(target)
-        if entry is None:
-            entry = _split_target(target)
-        env["RAW_URI"] = env["REQUEST_URI"] = entry[0]
-        env["PATH_INFO"] = entry[1]
-        env["QUERY_STRING"] = entry[2]
-        env["REQUEST_METHOD"] = req.method
-        env["SERVER_PROTOCOL"] = "HTTP/1.1" if http11 else "HTTP/1.0"
-        env["wsgi.input"] = Input(req, self.pull)
         return env
 
     def _environ(self, req: Request) -> dict:
@@ -756,6 +779,8 @@ class _Connection:
 
 
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+#: The ``wsgi.input`` of every simple (bodiless, complete) request.
+_EMPTY_INPUT = Input(simple_request(b"GET", True, True), lambda: None)
 # Request target -> (RAW_URI, PATH_INFO, QUERY_STRING); bounded, cleared when full.
 _TARGETS: dict[bytes, tuple[str, str, str]] = {}
 _TARGETS_MAX = 4096

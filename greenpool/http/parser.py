@@ -151,9 +151,10 @@ _SPECIAL = frozenset((_TE, _CL, _HOST, _EXPECT, _UPGRADE))
 #: ``Proxy-Connection``, a ``Connection`` other than one ``close`` or
 #: ``keep-alive``, a missing or second ``Host``) goes through llhttp and this
 #: module's checks. Linear: no part can match where another does.
+#: Its groups: the request line, the header fields (each with its CRLF).
 SIMPLE_HEAD = re.compile(
-    rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (/[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*)"
-    rb" HTTP/1\.([01])\r\n((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*)\r\n"
+    rb"((?:GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) /[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*"
+    rb" HTTP/1\.[01])\r\n((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*)\r\n"
 )
 
 _SIMPLE_REQUESTS: dict[tuple[bytes, bool, bool], Request] = {}
