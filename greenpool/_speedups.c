@@ -7,7 +7,11 @@
  * Why it is safe without a lock: everything below between the checks and the
  * container call runs while holding the GIL and calls no Python code (the
  * container is a deque or a list, whose append/pop are C), so no other thread
- * or greenlet can run in between. Anything that may run Python code (waking
+ * or greenlet can run in between. A bounded queue's fast path does what its
+ * locked path does when the mutex is free and nobody waits (take the mutex,
+ * append or pop, release), in one such atomic step: it reads the state of
+ * greenpool.sync.Lock (its native lock, waiters and mode: C members) and of
+ * the two conditions' waiter deques, and takes the locked path otherwise. Anything that may run Python code (waking
  * or parking a getter, the locked paths) is a call back into the Python class,
  * made after the atomic part. greenpool/_stdqueue.py's _PyQueueCore is the
  * pure-Python twin of this type (GREENPOOL_PURE_PYTHON=1 selects it).
@@ -23,12 +27,19 @@ typedef struct {
     PyObject *pop;      /* its bound popleft / pop */
     PyObject *parked;   /* the deque of parked getters (_Getters._parked) */
     PyObject *getters;  /* the _Getters object: wake_one(), wait_pop() */
+    /* A bounded queue's fast path (bound > 0): its greenpool.sync.Lock and the
+     * _waiters deques of its not_empty and not_full conditions. */
+    PyObject *mutex;
+    PyObject *not_empty_waiters;
+    PyObject *not_full_waiters;
+    Py_ssize_t bound;
     Py_ssize_t puts;    /* put() calls: unfinished_tasks = puts - task_done() calls */
     char lock_free;
 } QueueCore;
 
 static PyObject *Empty;         /* queue.Empty */
 static PyObject *str_put_locked, *str_get_locked, *str_wake_one, *str_wait_pop;
+static PyObject *str_inner, *str_waiters, *str_starving, *str_locked;
 static PyObject *zero;
 
 static int
@@ -39,6 +50,9 @@ core_traverse(QueueCore *self, visitproc visit, void *arg)
     Py_VISIT(self->pop);
     Py_VISIT(self->parked);
     Py_VISIT(self->getters);
+    Py_VISIT(self->mutex);
+    Py_VISIT(self->not_empty_waiters);
+    Py_VISIT(self->not_full_waiters);
     return 0;
 }
 
@@ -50,6 +64,9 @@ core_clear(QueueCore *self)
     Py_CLEAR(self->pop);
     Py_CLEAR(self->parked);
     Py_CLEAR(self->getters);
+    Py_CLEAR(self->mutex);
+    Py_CLEAR(self->not_empty_waiters);
+    Py_CLEAR(self->not_full_waiters);
     return 0;
 }
 
@@ -102,6 +119,55 @@ unpack(const char *fname, const char *const *names, Py_ssize_t nnames, Py_ssize_
     return 0;
 }
 
+/* 1 if obj is a non-empty sized container, 0 if empty, -1 on error (C only for deques). */
+static int
+nonempty(PyObject *obj)
+{
+    Py_ssize_t n = PyObject_Size(obj);
+    return n < 0 ? -1 : n > 0;
+}
+
+/* 1 if the bounded queue's Lock is free, in normal mode, with nobody waiting.
+ * Reads C members of greenpool.sync.Lock (__slots__) and calls the native
+ * lock's locked(): no Python code runs. */
+static int
+mutex_idle(QueueCore *self)
+{
+    PyObject *v = PyObject_GetAttr(self->mutex, str_starving);
+    if (v == NULL)
+        return -1;
+    int starving = (v == Py_True);
+    Py_DECREF(v);
+    if (starving)
+        return 0;
+    v = PyObject_GetAttr(self->mutex, str_waiters);
+    if (v == NULL)
+        return -1;
+    int waiting = nonempty(v);
+    Py_DECREF(v);
+    if (waiting)
+        return waiting < 0 ? -1 : 0;
+    PyObject *inner = PyObject_GetAttr(self->mutex, str_inner);
+    if (inner == NULL)
+        return -1;
+    v = PyObject_CallMethodNoArgs(inner, str_locked);
+    Py_DECREF(inner);
+    if (v == NULL)
+        return -1;
+    int locked = (v == Py_True);
+    Py_DECREF(v);
+    return !locked;
+}
+
+/* The fast path of a bounded queue applies: no timeout to check, all set up. */
+static int
+bounded_fast(QueueCore *self, PyObject *block, PyObject *timeout)
+{
+    return self->bound > 0 && self->mutex != NULL && self->push != NULL && self->pop != NULL
+           && self->not_empty_waiters != NULL && self->not_full_waiters != NULL
+           && (timeout == Py_None || block == Py_False);
+}
+
 static PyObject *
 core_put(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -109,6 +175,27 @@ core_put(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     PyObject *a[3] = {NULL, Py_True, Py_None};
     if (unpack("put", names, 3, 1, args, nargs, kwnames, a) < 0)
         return NULL;
+    if (bounded_fast(self, a[1], a[2])) {
+        /* atomic: as taking the free mutex, appending, releasing it */
+        int idle = mutex_idle(self);
+        if (idle < 0)
+            return NULL;
+        if (idle && PyObject_Size(self->items) < self->bound) {
+            int waiting = nonempty(self->not_empty_waiters);
+            if (waiting < 0)
+                return NULL;
+            if (!waiting) {
+                PyObject *r = PyObject_CallOneArg(self->push, a[0]);
+                if (r == NULL)
+                    return NULL;
+                Py_DECREF(r);
+                self->puts++;
+                Py_RETURN_NONE;
+            }
+        }
+        if (PyErr_Occurred())
+            return NULL;
+    }
     if (!self->lock_free || self->push == NULL)
         return PyObject_CallMethodObjArgs((PyObject *)self, str_put_locked, a[0], a[1], a[2], NULL);
     PyObject *r = PyObject_CallOneArg(self->push, a[0]);
@@ -132,6 +219,20 @@ core_get(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     PyObject *a[2] = {Py_True, Py_None};
     if (unpack("get", names, 2, 0, args, nargs, kwnames, a) < 0)
         return NULL;
+    if (bounded_fast(self, a[0], a[1])) {
+        /* atomic: as taking the free mutex, popping, releasing it */
+        int idle = mutex_idle(self);
+        if (idle < 0)
+            return NULL;
+        if (idle) {
+            int any = nonempty(self->items);
+            int waiting = any > 0 ? nonempty(self->not_full_waiters) : 0;
+            if (any < 0 || waiting < 0)
+                return NULL;
+            if (any && !waiting)
+                return PyObject_CallNoArgs(self->pop);
+        }
+    }
     if (!self->lock_free || self->pop == NULL)
         return PyObject_CallMethodObjArgs((PyObject *)self, str_get_locked, a[0], a[1], NULL);
     int block = PyObject_IsTrue(a[0]);
@@ -171,6 +272,10 @@ static PyMemberDef core_members[] = {
     {"_pop", T_OBJECT, offsetof(QueueCore, pop), 0, "the container's popleft or pop"},
     {"_parked", T_OBJECT, offsetof(QueueCore, parked), 0, "parked getters"},
     {"_getters", T_OBJECT, offsetof(QueueCore, getters), 0, "the _Getters object"},
+    {"_fast_mutex", T_OBJECT, offsetof(QueueCore, mutex), 0, "a bounded queue's Lock"},
+    {"_not_empty_waiters", T_OBJECT, offsetof(QueueCore, not_empty_waiters), 0, ""},
+    {"_not_full_waiters", T_OBJECT, offsetof(QueueCore, not_full_waiters), 0, ""},
+    {"_bound", T_PYSSIZET, offsetof(QueueCore, bound), 0, "maxsize, for the fast path"},
     {"_puts", T_PYSSIZET, offsetof(QueueCore, puts), 0, "put() calls so far"},
     {"_lock_free", T_BOOL, offsetof(QueueCore, lock_free), 0, "put/get take no lock"},
     {NULL}
@@ -210,8 +315,13 @@ PyInit__speedups(void)
     str_get_locked = PyUnicode_InternFromString("_get_locked");
     str_wake_one = PyUnicode_InternFromString("wake_one");
     str_wait_pop = PyUnicode_InternFromString("wait_pop");
+    str_inner = PyUnicode_InternFromString("_inner");
+    str_waiters = PyUnicode_InternFromString("_waiters");
+    str_starving = PyUnicode_InternFromString("_starving");
+    str_locked = PyUnicode_InternFromString("locked");
     zero = PyLong_FromLong(0);
-    if (!str_put_locked || !str_get_locked || !str_wake_one || !str_wait_pop || !zero)
+    if (!str_put_locked || !str_get_locked || !str_wake_one || !str_wait_pop || !zero
+        || !str_inner || !str_waiters || !str_starving || !str_locked)
         return NULL;
     if (PyType_Ready(&QueueCoreType) < 0)
         return NULL;

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 import types
 from collections import deque
@@ -247,20 +248,22 @@ class Queue(_QueueCore, _StdlibQueue):
 
     def __init__(self, maxsize: int = 0) -> None:
         self._lock_free = False
-        self.maxsize = maxsize
-        self._init(maxsize)
+        self._init(maxsize)  # binds _push and _pop (see queue)
         self.mutex = Lock()  # type: ignore[assignment]  # a threading.Lock stand-in
         self.not_empty = _Condition(self.mutex)
         self.not_full = _Condition(self.mutex)
         self.all_tasks_done = _Condition(self.mutex)
         self._done = 0
-        ops = type(self)._atomic_ops
-        if _LOCK_FREE_POSSIBLE and ops is not None and not maxsize > 0:
+        if type(self)._atomic_ops is not None:
+            # What the C core's bounded fast path reads (see _speedups.c).
+            self._fast_mutex = self.mutex
+            self._not_empty_waiters = self.not_empty._waiters  # type: ignore[attr-defined]
+            self._not_full_waiters = self.not_full._waiters  # type: ignore[attr-defined]
             getters = _Getters()
             self._getters = getters
             self._parked = getters._parked
-            self._lock_free = True
-            self.queue = self._items  # binds _push and _pop
+            self._lock_free = _LOCK_FREE_POSSIBLE and not maxsize > 0
+        self.maxsize = maxsize
 
     @property
     def queue(self) -> Any:
@@ -270,10 +273,10 @@ class Queue(_QueueCore, _StdlibQueue):
     @queue.setter
     def queue(self, container: Any) -> None:
         self._items = container
-        if self._lock_free:  # a replaced container: put/get follow it
-            push, pop = self._atomic_ops  # type: ignore[misc]
-            self._push = getattr(container, push)
-            self._pop = getattr(container, pop)
+        ops = type(self)._atomic_ops
+        if ops is not None:  # also a replaced container: the fast paths follow it
+            self._push = getattr(container, ops[0])
+            self._pop = getattr(container, ops[1])
 
     @property
     def maxsize(self) -> int:
@@ -290,6 +293,11 @@ class Queue(_QueueCore, _StdlibQueue):
                 )
             self._lock_free = False  # unused yet: nobody can be in a lock-free call
         self._maxsize = value
+        fast = (
+            not self._lock_free and not _HAS_SHUTDOWN and type(value) is int
+            and 0 < value < sys.maxsize and getattr(self, "_fast_mutex", None) is not None
+        )
+        self._bound = value if fast else 0  # the C core's bounded fast path, or none
 
     @property
     def unfinished_tasks(self) -> int:

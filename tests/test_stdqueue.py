@@ -15,6 +15,7 @@ import queue
 import subprocess
 import sys
 import threading
+from collections import deque
 
 import pytest
 
@@ -45,14 +46,49 @@ def test_unbounded_queues_are_lock_free_and_bounded_ones_keep_the_locked_paths()
     expected = not hasattr(queue.Queue, "shutdown")  # 3.13's shutdown(): locked everywhere
     assert Queue()._lock_free is expected and LifoQueue()._lock_free is expected
     assert not Queue(5)._lock_free and not PriorityQueue()._lock_free
+    # bounded FIFO/LIFO: the C core's fast path when the mutex is idle (not for heaps)
+    assert Queue(5)._bound == LifoQueue(5)._bound == (5 if expected else 0)
+    assert PriorityQueue(5)._bound == 0 and Queue()._bound == 0
+
+
+def test_a_bounded_queue_waits_for_a_held_mutex_and_for_room(pool):
+    q = Queue(2)
+    q.put(1)
+    with q.mutex:
+        put = pool.spawn_on(1, q.put, 2)  # fast path declined: the mutex is held
+        wait_until(lambda: len(q.mutex._waiters) == 1, what="put to wait for the mutex")
+        assert q._items == deque([1])
+    put.result(5)
+    blocked = pool.spawn_on(2, q.put, 3)  # full: waits on not_full
+    wait_until(lambda: len(q.not_full._waiters) == 1, what="put to wait for room")
+    assert q.get() == 1  # the fast path declines (a waiter): the locked path notifies
+    blocked.result(5)
+    assert [q.get_nowait(), q.get_nowait()] == [2, 3]
+    with pytest.raises(queue.Full):
+        for i in range(3):
+            q.put_nowait(i)
+    q.maxsize = 5  # raising the bound lets the fast path use it
+    q.put_nowait(9)
+    assert q.qsize() == 3 and q._bound == (5 if not hasattr(queue.Queue, "shutdown") else 0)
+
+
+KINDS = {
+    "Queue": Queue,
+    "LifoQueue": LifoQueue,
+    "SimpleQueue": SimpleQueue,
+    # bounded: the C core's atomic fast path, and both conditions' waits when full/empty
+    "Queue(8)": lambda: Queue(8),
+    "LifoQueue(8)": lambda: LifoQueue(8),
+    "PriorityQueue(8)": lambda: PriorityQueue(8),
+}
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind", [Queue, LifoQueue, SimpleQueue])
+@pytest.mark.parametrize("kind", KINDS)
 def test_every_item_reaches_exactly_one_getter_across_hubs_and_native_threads(pool, kind):
     # 4 hubs and 2 native threads each put ITEMS; 4 hub getters and the main
     # thread take them with blocking gets (parked when empty: the wake-up path).
-    q = kind()
+    q = KINDS[kind]()
     producers = 6
     got: list[list] = [[] for _ in range(5)]
 
@@ -75,7 +111,7 @@ def test_every_item_reaches_exactly_one_getter_across_hubs_and_native_threads(po
     assert all(done.wait(30) for done in natives)
     items = [item for part in got for item in part]
     assert sorted(items) == sorted((p, i) for p in range(producers) for i in range(ITEMS))
-    if kind is not LifoQueue:  # FIFO: each producer's items come out in its order
+    if kind in ("Queue", "SimpleQueue", "Queue(8)"):  # FIFO: each producer's order kept
         for part in got:
             for p in range(producers):
                 mine = [i for (q_p, i) in part if q_p == p]
