@@ -4,8 +4,9 @@ Two greenlets on the main hub of a ``gevent.monkey.patch_all()``'d interpreter
 bounce one byte over a loopback TCP connection; every recv has to wait, so
 every round trip goes through the socket wait path twice. Batches alternate,
 in the same process and on the same connection, between gevent's own wait
-("gevent") and the one ``greenpool._socket_follow.install()`` puts in its
-place ("follow"), so machine noise hits both alike. Prints every batch, the
+("gevent"), the one ``greenpool._socket_follow.install()`` puts in its
+place ("follow": in C where greenpool's extension is built) and its
+pure-Python twin ("follow-py"), so machine noise hits all alike. Prints every batch, the
 medians and the ratio per process, and the wrapper's own cost per wait
 (timed with gevent's wait replaced by a no-op: best of 7, so noise-free).
 
@@ -31,7 +32,9 @@ rounds, batches = int(sys.argv[1]), int(sys.argv[2])
 original = _socketcommon.SocketMixin.__dict__["_wait"]
 _socket_follow.install()
 follow = _socketcommon.SocketMixin.__dict__["_wait"]
+follow_py = _socket_follow._wait
 assert follow is not original
+waits = {"gevent": original, "follow": follow, "follow-py": follow_py}
 listener = socket.create_server(("127.0.0.1", 0))
 a = socket.create_connection(listener.getsockname())
 b, _ = listener.accept()
@@ -55,30 +58,38 @@ def batch():
         a.recv(1)
     return (time.perf_counter() - t0) / rounds * 1e6
 
-results = {"gevent": [], "follow": []}
+results = {mode: [] for mode in waits}
 batch()  # warm-up
+order = list(waits)
 for i in range(batches):
-    for mode in (("gevent", "follow") if i % 2 == 0 else ("follow", "gevent")):
-        _socketcommon.SocketMixin._wait = original if mode == "gevent" else follow
+    for mode in order[i % 3:] + order[:i % 3]:
+        _socketcommon.SocketMixin._wait = waits[mode]
         results[mode].append(batch())
 a.close()
 server.join()
 
-# The wrapper alone: both waits with gevent's wait replaced by a no-op, so only
-# what follow adds in front of it (one frame, get_hub(), an identity check) is timed.
+# The wrapper alone: the waits with gevent's wait replaced by a no-op, so only
+# what follow adds in front of it (get_hub(), an identity check; in Python also
+# a frame) is timed.
 import timeit
+from greenpool._compiled import speedups
 sock = socket.socket()
 event = sock._read_event
 noop = lambda self, watcher, timeout_exc=None: None
 _socket_follow._gevent_wait = noop
-for name, fn in (("bare", noop), ("wrapped", follow)):
+wrapped = {"bare": noop, "wrapped-py": follow_py}
+if speedups is not None:  # a second C method around the no-op (the last thing this does)
+    wrapped["wrapped"] = speedups.make_follow_wait(
+        _socketcommon.SocketMixin, _socket_follow.get_hub, noop, follow_py,
+        _socket_follow._wait_failed)
+for name, fn in wrapped.items():
     best = min(timeit.repeat(lambda: fn(sock, event), number=100000, repeat=7))
     results[name + "_ns"] = best / 100000 * 1e9
 sock.close()
 print(repr(results))
 """
 
-MODES = ("gevent", "follow")
+MODES = ("gevent", "follow", "follow-py")
 
 
 def one_process(rounds: int, batches: int) -> dict[str, list[float]]:
@@ -96,20 +107,25 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.rounds, args.batches, args.runs) < 1:
         parser.error("--rounds, --batches and --runs must be at least 1")
-    ratios = []
+    ratios: dict[str, list[float]] = {"follow": [], "follow-py": []}
     for run in range(args.runs):
         results = one_process(args.rounds, args.batches)
         medians = {mode: statistics.median(results[mode]) for mode in MODES}
-        ratios.append(medians["follow"] / medians["gevent"])
+        for mode in ratios:
+            ratios[mode].append(medians[mode] / medians["gevent"])
         for mode in MODES:
             raw = " ".join(f"{v:.1f}" for v in results[mode])
-            print(f"run {run} {mode:6s} us/round trip: median {medians[mode]:.2f} "
+            print(f"run {run} {mode:9s} us/round trip: median {medians[mode]:.2f} "
                   f"min {min(results[mode]):.2f}  ({raw})")
-        print(f"run {run} wait wrapper alone: {results['wrapped_ns'] - results['bare_ns']:.0f} ns "
-              f"per wait ({results['wrapped_ns']:.0f} ns vs {results['bare_ns']:.0f} ns for "
-              "a bare call; best of 7)")
-    print("follow / gevent, per run (median of batches): "
-          + " ".join(f"{r:.3f}" for r in ratios) + f"; median {statistics.median(ratios):.3f}")
+        for name in ("wrapped", "wrapped-py"):
+            if name + "_ns" in results:
+                extra = results[name + "_ns"] - results["bare_ns"]
+                print(f"run {run} {name}: the wait wrapper alone adds {extra:.0f} ns per wait "
+                      f"({results[name + '_ns']:.0f} ns vs {results['bare_ns']:.0f} ns for a "
+                      "bare call; best of 7)")
+    for mode, values in ratios.items():
+        print(f"{mode} / gevent, per run (median of batches): "
+              + " ".join(f"{r:.3f}" for r in values) + f"; median {statistics.median(values):.3f}")
 
 
 if __name__ == "__main__":

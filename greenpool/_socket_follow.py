@@ -8,8 +8,9 @@ the socket *moves*, in place, to the hub of whichever greenlet has to wait on
 it: same object, same descriptor, same buffered bytes (``makefile()``), same
 OpenSSL state. Only the wait path and close/shutdown are patched: a send or
 receive that does not have to wait never looks at the hub, and a wait on the
-socket's own hub costs one Python call and one identity check more than
-gevent's (0.1-0.3 us; ``benchmarks/socket_follow.py``).
+socket's own hub costs one identity check more than gevent's (the check is
+in C, ``greenpool/_speedups.c``; the pure-Python twin costs ~0.1 us more a
+wait; ``benchmarks/socket_follow.py``).
 
 Closing or shutting down from another hub never touches the owning loop: an
 idle socket's descriptor is closed directly (also when its hub has stopped:
@@ -49,6 +50,7 @@ from gevent.exceptions import ConcurrentObjectUseError
 from gevent.hub import Hub as GeventHub
 from gevent.monkey import get_original
 
+from greenpool._compiled import speedups
 from greenpool.errors import WrongHubError
 
 __all__ = ["ConcurrentSocketUseError", "install", "installed", "adopt"]
@@ -58,6 +60,9 @@ _move_lock = _RLock()
 _Mixin = _socketcommon.SocketMixin
 _installed = False
 _originals: dict[str, object] = {}
+#: What install() put in place of gevent's SocketMixin._wait: the C method
+#: descriptor, or the pure-Python _wait.
+_installed_wait: object = None
 _dead_loops: dict[type, object] = {}
 
 
@@ -194,12 +199,17 @@ def _wait(self, watcher, timeout_exc=None):
             watcher = self._read_event
     try:
         _gevent_wait(self, watcher, timeout_exc)
-    except ValueError:
+    except ValueError as exc:
+        _wait_failed(self, watcher, exc)
+
+
+def _wait_failed(self, watcher, exc: ValueError):
+    """A wait on ``watcher`` raised ``exc``: which error that means (always raises)."""
+    if watcher is not None and _is_retired(watcher):
         # A watcher retired by a move from another hub while this greenlet was
         # about to wait on it: the two are using the socket at the same time.
-        if watcher is not None and _is_retired(watcher):
-            raise _busy_error(self, self.hub, hub) from None
-        raise
+        raise _busy_error(self, self.hub, get_hub()) from None
+    raise exc
 
 
 def _drop_events_and_close(self, closefd=True, _cancel_wait_ex=_socketcommon.cancel_wait_ex):
@@ -275,12 +285,16 @@ def _handle_error(self, context, type, value, tb):
 
 def install() -> None:
     """Idempotent: patch gevent's socket wait and close paths so sockets follow their user."""
-    global _installed
+    global _installed, _installed_wait
     with _move_lock:
         if _installed:
             return
+        wait = _wait
+        if speedups is not None:  # the same-hub wait in C: as cheap as gevent's own
+            wait = speedups.make_follow_wait(_Mixin, get_hub, _gevent_wait, _wait, _wait_failed)
+        _installed_wait = wait
         for name, replacement in (
-            ("_wait", _wait),
+            ("_wait", wait),
             ("_drop_events_and_close", _drop_events_and_close),
             ("shutdown", _shutdown),
         ):

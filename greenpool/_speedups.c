@@ -295,10 +295,80 @@ static PyTypeObject QueueCoreType = {
     .tp_members = core_members,
 };
 
+/* ---- greenpool._socket_follow: SocketMixin._wait on the socket's own hub ----
+ *
+ * Why C: gevent's own _wait is compiled (Cython); a Python replacement adds a
+ * frame to every wait of every socket, and the issue asks that the same-hub
+ * path not get slower. Only the same-hub case is here: the move to another
+ * hub, and what a ValueError from a retired watcher means, stay in Python. */
+
+static PyObject *fw_get_hub, *fw_wait, *fw_move, *fw_failed, *str_hub;
+
+static PyObject *
+follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"watcher", "timeout_exc"};
+    PyObject *a[2] = {NULL, Py_None};
+    if (unpack("_wait", names, 2, 1, args, nargs, kwnames, a) < 0)
+        return NULL;
+    PyObject *hub = PyObject_CallNoArgs(fw_get_hub);
+    if (hub == NULL)
+        return NULL;
+    PyObject *owner = PyObject_GetAttr(self, str_hub);
+    Py_DECREF(hub);  /* the thread's hub stays referenced by the thread */
+    if (owner == NULL)
+        return NULL;
+    Py_DECREF(owner);
+    PyObject *call[3] = {self, a[0], a[1]};
+    if (owner != hub)  /* another hub's socket: move it first (Python) */
+        return PyObject_Vectorcall(fw_move, call, 3, NULL);
+    PyObject *r = PyObject_Vectorcall(fw_wait, call, 3, NULL);
+    if (r != NULL || !PyErr_ExceptionMatches(PyExc_ValueError))
+        return r;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    PyObject *fargs[3] = {self, a[0], value};
+    r = PyObject_Vectorcall(fw_failed, fargs, 3, NULL);  /* raises */
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return r;
+}
+
+static PyMethodDef follow_wait_def = {
+    "_wait", (PyCFunction)(void (*)(void))follow_wait, METH_FASTCALL | METH_KEYWORDS,
+    "SocketMixin._wait after greenpool._socket_follow.install(): see that module.",
+};
+
+static PyObject *
+make_follow_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "make_follow_wait(mixin_class, get_hub, gevent_wait, move, failed)");
+        return NULL;
+    }
+    Py_XSETREF(fw_get_hub, Py_NewRef(args[1]));
+    Py_XSETREF(fw_wait, Py_NewRef(args[2]));
+    Py_XSETREF(fw_move, Py_NewRef(args[3]));
+    Py_XSETREF(fw_failed, Py_NewRef(args[4]));
+    /* A method descriptor: called unbound by LOAD_METHOD, with a type check. */
+    return PyDescr_NewMethod((PyTypeObject *)args[0], &follow_wait_def);
+}
+
+static PyMethodDef module_methods[] = {
+    {"make_follow_wait", (PyCFunction)(void (*)(void))make_follow_wait, METH_FASTCALL,
+     "make_follow_wait(mixin_class, get_hub, gevent_wait, move, failed) -> the _wait method."},
+    {NULL}
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "greenpool._speedups",
     "C versions of greenpool's hottest pure-Python paths (optional: see greenpool._stdqueue).",
-    -1, NULL,
+    -1, module_methods,
 };
 
 PyMODINIT_FUNC
@@ -319,9 +389,10 @@ PyInit__speedups(void)
     str_waiters = PyUnicode_InternFromString("_waiters");
     str_starving = PyUnicode_InternFromString("_starving");
     str_locked = PyUnicode_InternFromString("locked");
+    str_hub = PyUnicode_InternFromString("hub");
     zero = PyLong_FromLong(0);
     if (!str_put_locked || !str_get_locked || !str_wake_one || !str_wait_pop || !zero
-        || !str_inner || !str_waiters || !str_starving || !str_locked)
+        || !str_inner || !str_waiters || !str_starving || !str_locked || !str_hub)
         return NULL;
     if (PyType_Ready(&QueueCoreType) < 0)
         return NULL;

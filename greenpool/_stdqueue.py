@@ -29,7 +29,6 @@ hub's whole thread natively.
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 import time
 import types
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from gevent import monkey
 
+from greenpool._compiled import speedups
 from greenpool._native import allocate_lock
 from greenpool.sync import Empty, Lock, _Entry, _remove
 
@@ -220,13 +220,7 @@ class _PyQueueCore:
         return self._get_locked(block, timeout)  # type: ignore[attr-defined]
 
 
-if TYPE_CHECKING or os.environ.get("GREENPOOL_PURE_PYTHON"):
-    _QueueCore: Any = _PyQueueCore
-else:
-    try:
-        from greenpool._speedups import QueueCore as _QueueCore
-    except ImportError:  # built without a C compiler
-        _QueueCore = _PyQueueCore
+_QueueCore: Any = _PyQueueCore if speedups is None else speedups.QueueCore
 
 
 class Queue(_QueueCore, _StdlibQueue):

@@ -10,16 +10,13 @@ unpatched: the classes use greenpool's cross-hub locks either way.
 
 from __future__ import annotations
 
-import os
 import queue
-import subprocess
 import sys
 import threading
 from collections import deque
 
 import pytest
 
-from greenpool import _stdqueue
 from greenpool._native import start_new_thread
 from greenpool._stdqueue import LifoQueue, PriorityQueue, Queue, SimpleQueue
 
@@ -250,17 +247,6 @@ def test_the_pure_python_stdlib_helpers_still_see_the_queue(pool):
     assert q._puts == 3
 
 
-def test_the_c_core_is_built_and_used_unless_pure_python_is_asked_for():
-    # make test installs with a C compiler: a silent fallback would hide a broken build
-    if os.environ.get("GREENPOOL_PURE_PYTHON"):
-        assert _stdqueue._QueueCore is _stdqueue._PyQueueCore
-    else:
-        from greenpool import _speedups
-
-        assert _stdqueue._QueueCore is _speedups.QueueCore
-        assert Queue.put is _speedups.QueueCore.put
-
-
 def test_put_and_get_take_the_stdlibs_arguments_by_position_and_keyword():
     q = Queue()
     q.put(item=1)
@@ -288,23 +274,3 @@ def test_put_and_get_keep_no_reference_to_items():
             q.get(False)
     assert sys.getrefcount(item) == before
 
-
-@pytest.mark.timeout(150)
-@pytest.mark.skipif(bool(os.environ.get("GREENPOOL_PURE_PYTHON")), reason="already pure Python")
-def test_the_pure_python_core_passes_this_file_and_the_stdlib_queue_tests():
-    here = os.path.dirname(__file__)
-    env = {**os.environ, "GREENPOOL_PURE_PYTHON": "1"}
-    mine = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-         os.path.join(here, "test_stdqueue.py")],
-        env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert mine.returncode == 0, mine.stdout[-3000:] + mine.stderr[-3000:]
-    assert "failed" not in mine.stdout and " passed" in mine.stdout
-    stdlib = subprocess.run(
-        [sys.executable, os.path.join(here, "stdlib", "run_stdlib_tests.py"), "hubs",
-         "PyQueueTest", "PyLifoQueueTest", "PyPriorityQueueTest", "PyFailingQueueTest"],
-        env=env, capture_output=True, text=True, timeout=80,
-    )
-    output = stdlib.stdout + stdlib.stderr
-    assert stdlib.returncode == 0 and "failures=0 errors=0" in output, output[-3000:]

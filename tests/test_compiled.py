@@ -1,0 +1,53 @@
+"""The optional C extension (greenpool/_speedups.c) and its pure-Python twins.
+
+``make test`` installs with a C compiler, so the suite runs the C paths; a
+silent fallback would hide a broken build, so it is a failure here. The
+pure-Python twins (no compiler, or ``GREENPOOL_PURE_PYTHON=1``) must pass the
+same tests: the files that pin those paths run again in a child with it set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from greenpool import _compiled, _stdqueue
+
+HERE = Path(__file__).parent
+PURE = bool(os.environ.get("GREENPOOL_PURE_PYTHON"))
+
+
+def test_the_extension_is_built_and_used_unless_pure_python_is_asked_for():
+    if PURE:
+        assert _compiled.speedups is None
+        assert _stdqueue._QueueCore is _stdqueue._PyQueueCore
+        return
+    from greenpool import _speedups
+
+    assert _compiled.speedups is _speedups
+    assert _stdqueue.Queue.put is _speedups.QueueCore.put
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(PURE, reason="this run is already pure Python")
+def test_the_pure_python_twins_pass_the_same_tests():
+    env = {**os.environ, "GREENPOOL_PURE_PYTHON": "1"}
+    mine = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+         str(HERE / "test_compiled.py"), str(HERE / "test_stdqueue.py"),
+         str(HERE / "test_socket_follow.py")],
+        env=env, capture_output=True, text=True, timeout=150, cwd=HERE.parent,
+    )
+    assert mine.returncode == 0, mine.stdout[-3000:] + mine.stderr[-3000:]
+    assert "failed" not in mine.stdout and " passed" in mine.stdout
+    stdlib = subprocess.run(
+        [sys.executable, str(HERE / "stdlib" / "run_stdlib_tests.py"), "hubs",
+         "PyQueueTest", "PyLifoQueueTest", "PyPriorityQueueTest", "PyFailingQueueTest"],
+        env=env, capture_output=True, text=True, timeout=80, cwd=HERE.parent,
+    )
+    output = stdlib.stdout + stdlib.stderr
+    assert stdlib.returncode == 0 and "failures=0 errors=0" in output, output[-3000:]
