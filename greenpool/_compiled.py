@@ -7,12 +7,18 @@ None where it was not built (no C compiler at install time) or when
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
-speedups: ModuleType | None = None
-if not os.environ.get("GREENPOOL_PURE_PYTHON"):
+
+def _load() -> ModuleType | None:
+    if os.environ.get("GREENPOOL_PURE_PYTHON"):
+        return None
     try:
-        from greenpool import _speedups as speedups
+        return importlib.import_module("greenpool._speedups")
     except ImportError:  # built without a C compiler
-        speedups = None
+        return None
+
+
+speedups: ModuleType | None = _load()
