@@ -228,7 +228,7 @@ class _Connection:
     __slots__ = (
         "service", "sock", "addr", "parser", "base", "remote", "plain", "waiting", "start_response",
         "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
-        "no_body", "continue_sent", "code", "head_parts", "app_length", "app_close",
+        "no_body", "continue_sent", "head_entry",
         "sock_timeout", "head_timer", "head_expired", "drained", "spares", "raw", "simple_max",
         "max_fields", "lines",
     )
@@ -237,7 +237,7 @@ class _Connection:
     status: str | None
     headers: list | None
     continue_sent: bool
-    head_parts: list | None
+    head_entry: tuple | None
     length: int | None
 
     def __init__(self, service: Service, sock, addr) -> None:
@@ -326,7 +326,7 @@ class _Connection:
         while parser is None or not parser.ready:
             if parser is None:
                 in_head = False
-                self.headers = self.head_parts = None  # the last response's, not kept idle
+                self.headers = self.head_entry = None  # the last response's, not kept idle
             else:
                 if parser.error is not None:
                     self._refuse(parser.error)
@@ -339,7 +339,7 @@ class _Connection:
                     # Between requests: nothing of the last one is kept while
                     # idle, and the parser (between two messages) is lent out.
                     self.req = None  # type: ignore[assignment]
-                    self.headers = self.head_parts = None
+                    self.headers = self.head_entry = None
                     if len(self.spares) < SPARE_PARSERS:
                         self.spares.append(parser)
                     parser = self.parser = None
@@ -550,15 +550,11 @@ class _Connection:
         service = self.service
         began = time.time() if service.access is not None else 0.0
         self.req = req
+        # The rest of the response's state (length, chunked, no_body, sent) is
+        # set by _head, before anything reads it.
         self.status = None
-        self.headers = None
-        self.head_parts = None
         self.head_sent = False
-        self.chunked = False
-        self.length = None
-        self.sent = 0
         self.close = not req.keep_alive
-        self.no_body = req.method == "HEAD"
         self.continue_sent = False
         if service.before_request is not None and not service.before_request(env):
             self.close = True
@@ -670,49 +666,56 @@ class _Connection:
             entry = None
         if entry is None or type(headers) is not list:
             entry = head_entry(status, headers)
-        lines, code, length, close, has_date = entry
-        parts = [lines] if has_date else [lines, date_header()]
         self.status = status
         self.headers = headers
-        self.code = code
-        self.head_parts = parts
-        self.app_length = length
-        self.app_close = close
+        self.head_entry = entry
         return self._write
 
     def _head(self, known: int | None) -> bytes:
-        """The response head; ``known`` is the body's size when the whole body is at hand."""
-        parts = self.head_parts
-        if parts is None:
+        """The response head; ``known`` is the body's size when the whole body is at hand.
+
+        Sets the response's framing: ``length``, ``chunked``, ``no_body``, ``sent``.
+        """
+        if self.status is None:
             raise AssertionError("the WSGI app did not call start_response before its body")
-        code = self.code
-        if self.app_close:
+        lines, code, length, close, has_date = self.head_entry  # type: ignore[misc]
+        req = self.req
+        no_body = req.method == "HEAD"
+        chunked = False
+        framing = b""
+        if close:
             self.close = True
-        length = self.app_length
         if code < 200 or code == 204 or code == 304:
-            self.no_body = True
+            no_body = True
+            length = None
             if code < 200:
                 self.close = True  # a final response the client would wait behind
         elif length is not None:
-            self.length = length
+            pass
         elif known is not None:
-            self.length = known
-            parts.append(b"Content-Length: %d\r\n" % known)
-        elif self.no_body:
+            length = known
+            framing = b"Content-Length: %d\r\n" % known
+        elif no_body:
             pass  # HEAD without a length: no framing to announce
-        elif self.req.version == "1.1":
-            self.chunked = True
-            parts.append(_CHUNKED)
+        elif req.version == "1.1":
+            chunked = True
+            framing = _CHUNKED
         else:
             self.close = True  # HTTP/1.0: the body ends where the connection does
         if self.close:
-            parts.append(_CLOSE_END)
-        elif self.req.version == "1.0":
-            parts.append(_KEEP_ALIVE_END)
+            end = _CLOSE_END
+        elif req.version == "1.0":
+            end = _KEEP_ALIVE_END
         else:
-            parts.append(_CRLF)
+            end = _CRLF
+        self.length = length
+        self.chunked = chunked
+        self.no_body = no_body
+        self.sent = 0
         self.head_sent = True
-        return b"".join(parts)
+        if has_date:
+            return b"".join((lines, framing, end))
+        return b"".join((lines, date_header(), framing, end))
 
     def _write(self, data: bytes) -> None:
         """PEP 3333's ``write()``, and how iterated bodies are sent."""
