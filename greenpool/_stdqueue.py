@@ -248,6 +248,8 @@ class Queue(_QueueCore, _StdlibQueue):
         self.not_full = _Condition(self.mutex)
         self.all_tasks_done = _Condition(self.mutex)
         self._done = 0
+        if _HAS_SHUTDOWN:  # Python 3.13+
+            self.is_shutdown = False
         if type(self)._atomic_ops is not None:
             # What the C core's bounded fast path reads (see _speedups.c).
             self._fast_mutex = self.mutex
