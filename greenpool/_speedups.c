@@ -38,7 +38,8 @@ typedef struct {
 } QueueCore;
 
 static PyObject *Empty;         /* queue.Empty */
-static PyObject *str_put_locked, *str_get_locked, *str_wake_one, *str_wait_pop;
+static PyObject *str_put_locked, *str_get_locked, *str_wake_one, *str_wait_get;
+static PyObject *str_notify_not_empty;
 static PyObject *str_inner, *str_waiters, *str_starving, *str_locked;
 static PyObject *zero;
 
@@ -119,12 +120,20 @@ unpack(const char *fname, const char *const *names, Py_ssize_t nnames, Py_ssize_
     return 0;
 }
 
-/* 1 if obj is a non-empty sized container, 0 if empty, -1 on error (C only for deques). */
+/* A member the Python class sets was deleted (del q._getters...): an error, not a crash. */
+static PyObject *
+missing_member(void)
+{
+    PyErr_SetString(PyExc_AttributeError,
+                    "greenpool queue: an internal attribute was deleted; the queue is unusable");
+    return NULL;
+}
+
+/* 1 if obj is true (a non-empty deque), 0 if not, -1 on error (C only for deques). */
 static int
 nonempty(PyObject *obj)
 {
-    Py_ssize_t n = PyObject_Size(obj);
-    return n < 0 ? -1 : n > 0;
+    return PyObject_IsTrue(obj);
 }
 
 /* 1 if the bounded queue's Lock is free, in normal mode, with nobody waiting.
@@ -180,7 +189,10 @@ core_put(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         int idle = mutex_idle(self);
         if (idle < 0)
             return NULL;
-        if (idle && PyObject_Size(self->items) < self->bound) {
+        Py_ssize_t size = idle ? PyObject_Size(self->items) : -1;
+        if (idle && size < 0)
+            return NULL;
+        if (idle && size < self->bound) {
             int waiting = nonempty(self->not_empty_waiters);
             if (waiting < 0)
                 return NULL;
@@ -193,18 +205,32 @@ core_put(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
                 Py_RETURN_NONE;
             }
         }
-        if (PyErr_Occurred())
-            return NULL;
     }
-    if (!self->lock_free || self->push == NULL)
+    if (!self->lock_free)
         return PyObject_CallMethodObjArgs((PyObject *)self, str_put_locked, a[0], a[1], a[2], NULL);
+    if (self->push == NULL || self->parked == NULL || self->getters == NULL
+        || self->not_empty_waiters == NULL)
+        return missing_member();
     PyObject *r = PyObject_CallOneArg(self->push, a[0]);
     if (r == NULL)
         return NULL;
     Py_DECREF(r);
     self->puts++;  /* in the same atomic step as the append: task_done() can't get ahead */
-    if (self->parked != NULL && PyObject_IsTrue(self->parked) == 1) {
+    /* after the atomic step, Python code may run */
+    int parked = nonempty(self->parked);
+    if (parked < 0)
+        return NULL;
+    if (parked) {
         r = PyObject_CallMethodNoArgs(self->getters, str_wake_one);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    int peeking = nonempty(self->not_empty_waiters);  /* code waiting on q.not_empty itself */
+    if (peeking < 0)
+        return NULL;
+    if (peeking) {
+        r = PyObject_CallMethodNoArgs((PyObject *)self, str_notify_not_empty);
         if (r == NULL)
             return NULL;
         Py_DECREF(r);
@@ -233,8 +259,10 @@ core_get(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
                 return PyObject_CallNoArgs(self->pop);
         }
     }
-    if (!self->lock_free || self->pop == NULL)
+    if (!self->lock_free)
         return PyObject_CallMethodObjArgs((PyObject *)self, str_get_locked, a[0], a[1], NULL);
+    if (self->pop == NULL)
+        return missing_member();
     int block = PyObject_IsTrue(a[0]);
     if (block < 0)
         return NULL;
@@ -255,7 +283,7 @@ core_get(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         PyErr_SetNone(Empty);
         return NULL;
     }
-    return PyObject_CallMethodObjArgs(self->getters, str_wait_pop, self->pop, a[1], NULL);
+    return PyObject_CallMethodOneArg((PyObject *)self, str_wait_get, a[1]);
 }
 
 static PyMethodDef core_methods[] = {
@@ -384,14 +412,16 @@ PyInit__speedups(void)
     str_put_locked = PyUnicode_InternFromString("_put_locked");
     str_get_locked = PyUnicode_InternFromString("_get_locked");
     str_wake_one = PyUnicode_InternFromString("wake_one");
-    str_wait_pop = PyUnicode_InternFromString("wait_pop");
+    str_wait_get = PyUnicode_InternFromString("_wait_get");
+    str_notify_not_empty = PyUnicode_InternFromString("_notify_not_empty");
     str_inner = PyUnicode_InternFromString("_inner");
     str_waiters = PyUnicode_InternFromString("_waiters");
     str_starving = PyUnicode_InternFromString("_starving");
     str_locked = PyUnicode_InternFromString("locked");
     str_hub = PyUnicode_InternFromString("hub");
     zero = PyLong_FromLong(0);
-    if (!str_put_locked || !str_get_locked || !str_wake_one || !str_wait_pop || !zero
+    if (!str_put_locked || !str_get_locked || !str_wake_one || !str_wait_get || !zero
+        || !str_notify_not_empty
         || !str_inner || !str_waiters || !str_starving || !str_locked || !str_hub)
         return NULL;
     if (PyType_Ready(&QueueCoreType) < 0)

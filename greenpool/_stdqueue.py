@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 from gevent import monkey
 
 from greenpool._compiled import speedups
-from greenpool._native import allocate_lock
 from greenpool.sync import Empty, Lock, _Entry, _remove
 
 if TYPE_CHECKING:
@@ -52,6 +51,7 @@ else:  # the stdlib's classes even when gevent has patched the names
     _StdlibLifo = monkey.get_original("queue", "LifoQueue")
     _StdlibPriority = monkey.get_original("queue", "PriorityQueue")
     _StdlibCondition = monkey.get_original("threading", "Condition")
+_NativeRLock = monkey.get_original("_thread", "RLock")
 
 #: Python 3.13's ``Queue.shutdown()`` is checked inside the stdlib's locked
 #: put/get; there, every queue keeps the locked paths.
@@ -62,6 +62,13 @@ _LOCK_FREE_POSSIBLE = not _HAS_SHUTDOWN
 _LOCK_FREE_NAMES = (
     "__init__", "_init", "_qsize", "_put", "_get", "put", "get", "put_nowait", "get_nowait",
     "task_done", "join", "qsize", "empty", "full",
+)
+
+
+#: The C core's members (plain attributes of the pure-Python core): copied by __copy__.
+_CORE_FIELDS = (
+    "_items", "_push", "_pop", "_parked", "_getters", "_fast_mutex", "_not_empty_waiters",
+    "_not_full_waiters", "_bound", "_puts", "_lock_free",
 )
 
 
@@ -83,7 +90,10 @@ class _Getters:
 
     def __init__(self) -> None:
         self._parked: deque[_Entry] = deque()
-        self._mutex = allocate_lock()
+        # Reentrant: a put() may run inside wait_pop's critical section on the same
+        # thread (a GC run there calls a weakref callback or __del__ that puts, as
+        # concurrent.futures' executor does); the stdlib's SimpleQueue.put allows it.
+        self._mutex = _NativeRLock()
 
     def wake_one(self) -> None:
         with self._mutex:
@@ -184,6 +194,7 @@ class _PyQueueCore:
     _pop: Callable[[], Any]
     _parked: deque
     _getters: _Getters
+    _not_empty_waiters: deque
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
@@ -204,6 +215,8 @@ class _PyQueueCore:
             self._push(item)
             if self._parked:
                 self._getters.wake_one()
+            if self._not_empty_waiters:  # code waiting on q.not_empty itself, as a peek
+                self._notify_not_empty()  # type: ignore[attr-defined]
             return None
         return self._put_locked(item, block, timeout)  # type: ignore[attr-defined]
 
@@ -216,7 +229,7 @@ class _PyQueueCore:
             except IndexError:
                 if not block:
                     raise Empty from None
-            return self._getters.wait_pop(self._pop, timeout)
+            return self._wait_get(timeout)  # type: ignore[attr-defined]
         return self._get_locked(block, timeout)  # type: ignore[attr-defined]
 
 
@@ -281,13 +294,13 @@ class Queue(_QueueCore, _StdlibQueue):
     @maxsize.setter
     def maxsize(self, value: int) -> None:
         if self._lock_free and value > 0:
-            if self._items or self._parked or self._puts:
-                raise ValueError(
-                    "greenpool's queue.Queue: an unbounded queue that has been used cannot "
-                    "be given a maxsize (its put/get take no lock); create it with "
-                    "queue.Queue(maxsize)"
-                )
-            self._lock_free = False  # unused yet: nobody can be in a lock-free call
+            # Its put()/get() take no lock: a caller on another hub may be between
+            # a look at the queue and parking, whatever the queue looks like now.
+            raise ValueError(
+                "greenpool's queue.Queue: an unbounded queue cannot be given a maxsize "
+                "after it is made (its put/get take no lock); create it with "
+                "queue.Queue(maxsize)"
+            )
         self._maxsize = value
         fast = (
             not self._lock_free and not _HAS_SHUTDOWN and type(value) is int
@@ -321,6 +334,30 @@ class Queue(_QueueCore, _StdlibQueue):
                 self.all_tasks_done.notify_all()
 
     # put() and get() are _QueueCore's: lock-free, or these.
+
+    def _notify_not_empty(self) -> None:
+        """A lock-free put() and a waiter on ``q.not_empty`` itself: notify it, as the stdlib."""
+        with self.not_empty:
+            self.not_empty.notify()
+
+    def _pop_now(self) -> Any:
+        return self._pop()  # the current container's (q.queue may be replaced meanwhile)
+
+    def _wait_get(self, timeout: float | None) -> Any:
+        """A lock-free get() found the queue empty: park until an item comes."""
+        return self._getters.wait_pop(self._pop_now, timeout)
+
+    def __copy__(self) -> Any:
+        """A shallow copy, sharing the container, lock and conditions, as the stdlib's."""
+        cls = type(self)
+        new = cls.__new__(cls)
+        for name in _CORE_FIELDS:
+            try:
+                setattr(new, name, getattr(self, name))
+            except AttributeError:
+                pass
+        new.__dict__.update(self.__dict__)
+        return new
 
     def _put_locked(self, item: Any, block: bool, timeout: float | None) -> None:
         maxsize = self._maxsize
@@ -428,7 +465,7 @@ class SimpleQueue:
         self.put(item, False)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if timeout is not None and timeout < 0:
+        if block and timeout is not None and timeout < 0:  # non-blocking: ignored, as in C
             raise ValueError("'timeout' must be a non-negative number")
         try:
             return self._items.popleft()
@@ -439,6 +476,9 @@ class SimpleQueue:
 
     def get_nowait(self) -> Any:
         return self.get(False)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")  # as the C one
 
     def empty(self) -> bool:
         return not self._items

@@ -201,20 +201,19 @@ def test_a_replaced_container_is_followed_by_put_and_get():
     assert [q.get(), q.get()] == [7, 8]
 
 
-def test_maxsize_can_be_set_before_first_use_but_not_after():
+def test_an_unbounded_queue_refuses_a_maxsize_later_and_a_bounded_one_takes_any():
     q = Queue()
-    q.maxsize = 1  # unused: becomes a bounded, locked queue
-    assert not q._lock_free
-    q.put(1)
-    with pytest.raises(queue.Full):
-        q.put_nowait(2)
-    used = Queue()
-    used.put(1)
-    used.get()
-    if used._lock_free:
+    if q._lock_free:  # a caller may be between a look and parking: refused, even unused
         with pytest.raises(ValueError, match=r"queue.Queue\(maxsize\)"):
-            used.maxsize = 1
-    used.maxsize = 0  # unbounded stays allowed
+            q.maxsize = 1
+    q.maxsize = 0  # unbounded stays allowed
+    bounded = Queue(1)
+    bounded.put(1)
+    with pytest.raises(queue.Full):
+        bounded.put_nowait(2)
+    bounded.maxsize = 0  # a bounded queue keeps its locks: any bound, as in the stdlib
+    bounded.put_nowait(2)
+    assert [bounded.get(), bounded.get()] == [1, 2]
 
 
 def test_subclasses_that_override_a_method_or_hook_keep_the_locked_paths():

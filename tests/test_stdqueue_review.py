@@ -1,8 +1,9 @@
 """Review findings on the patched ``queue`` classes (greenpool._stdqueue, greenpool._speedups).
 
-Each test pins the stdlib's behaviour where greenpool's differs, marked
-``xfail(strict=True)`` until fixed. Patched code runs in a subprocess (a
-deadlock or a crash there fails the test instead of the run); a subprocess
+Each test pins the stdlib's behaviour where greenpool's differed when an
+adversarial review found it (each fixed since: regression tests). Patched code
+runs in a subprocess (a deadlock or a crash there fails the test instead of
+the run); a subprocess
 that could hang arms ``faulthandler`` to exit with its stacks.
 """
 
@@ -45,11 +46,6 @@ def check(code: str, timeout: float = 60) -> str:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a lock-free put() never notifies q.not_empty, which the stdlib's put always "
-    "does: code that waits on the condition itself (a peek) sleeps through the put",
-)
 def test_lock_free_put_notifies_a_waiter_on_not_empty_as_the_stdlib():
     out = check(
         """
@@ -73,12 +69,6 @@ def test_lock_free_put_notifies_a_waiter_on_not_empty_as_the_stdlib():
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: SimpleQueue.put() is not reentrant (the stdlib's is, documented): a put from "
-    "a GC weakref callback/__del__ that runs while the same thread is inside get()'s "
-    "_Getters._mutex region (_stdqueue.py:109-119) deadlocks in wake_one() on that native lock",
-)
 def test_simplequeue_put_from_a_gc_callback_during_get_does_not_deadlock():
     # concurrent.futures.ThreadPoolExecutor wakes its workers exactly so: a weakref
     # callback put(None) on its SimpleQueue, run by whichever collection frees the
@@ -87,12 +77,12 @@ def test_simplequeue_put_from_a_gc_callback_during_get_does_not_deadlock():
     out = check(
         """
         q = queue.SimpleQueue()
-        refs, fired = [], []
+        refs, fired, got = [], [], []
         class Executor:
             pass
         def collecting(phase, info):
             # Garbage made as a collection starts inside get(): this collection frees it.
-            if phase == "start" and not fired and q._parked and q._getters._mutex.locked():
+            if phase == "start" and not fired and q._parked and q._getters._mutex._is_owned():
                 fired.append(True)
                 ex = Executor()
                 ex.cycle = ex
@@ -103,25 +93,20 @@ def test_simplequeue_put_from_a_gc_callback_during_get_does_not_deadlock():
             if fired:
                 break
             try:
-                q.get(timeout=0)
+                got.append(q.get(timeout=0))  # the put may land in this very get
             except queue.Empty:
                 pass
         gc.set_threshold(700)
         gc.callbacks.remove(collecting)
         assert fired, "no collection ran inside get()'s locked region"
-        print(q.get(timeout=5))
+        gc.collect()  # the cycle, if the collection that made it did not free it
+        print(got[0] if got else q.get(timeout=5))
         """
     )
     assert out == "woken"
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a getter parked in _Getters.wait_pop keeps the bound pop of the container "
-    "it started on (_stdqueue.py:437/_speedups.c:266); after q.queue = deque() it pops the "
-    "old one, never gets the item put in the new one and times out",
-)
 def test_getter_parked_before_the_container_is_replaced_gets_the_next_item():
     out = check(
         """
@@ -144,12 +129,6 @@ def test_getter_parked_before_the_container_is_replaced_gets_the_next_item():
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: the maxsize setter (_stdqueue.py:260) checks for parked getters, not for "
-    "one between its empty pop and parking; that getter parks on _Getters after the queue "
-    "turned locked, and the locked put() notifies only not_empty: a lost wake-up",
-)
 def test_maxsize_set_while_a_getter_is_about_to_park_loses_no_wake_up():
     # The window (a GIL switch between get()'s failed pop and wait_pop's parking)
     # is held open by wrapping the queue's _Getters.
@@ -189,12 +168,6 @@ def test_maxsize_set_while_a_getter_is_about_to_park_loses_no_wake_up():
 
 @needs_c_core
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: _speedups.c:234 calls PyObject_CallMethodNoArgs(self->getters, ...) "
-    "without checking for NULL: `del q._getters` (a T_OBJECT member: del sets NULL) then a "
-    "put() with a parked getter segfaults",
-)
 def test_c_core_put_with_a_deleted_getters_member_raises_instead_of_crashing():
     out = check(
         """
@@ -212,11 +185,6 @@ def test_c_core_put_with_a_deleted_getters_member_raises_instead_of_crashing():
 
 @needs_c_core
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: _speedups.c:233 ignores PyObject_IsTrue(self->parked) == -1: put() returns "
-    "None with the exception still set (SystemError) instead of raising it",
-)
 def test_c_core_put_propagates_an_error_from_the_parked_container():
     class Broken:
         def __bool__(self):
@@ -229,11 +197,6 @@ def test_c_core_put_propagates_an_error_from_the_parked_container():
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: SimpleQueue.get(block=False, timeout=-1) raises ValueError; the stdlib's "
-    "(C _queue.SimpleQueue, what queue.SimpleQueue is) ignores the timeout when not blocking",
-)
 def test_simplequeue_nonblocking_get_ignores_a_negative_timeout():
     with pytest.raises(queue.Empty):
         SimpleQueue().get(False, -1)
@@ -241,11 +204,6 @@ def test_simplequeue_nonblocking_get_ignores_a_negative_timeout():
 
 @needs_c_core
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: copy.copy(queue.Queue()) raises TypeError ('cannot pickle') with the C core "
-    "(its state is in C members); the stdlib's Queue, and the pure-Python core, copy",
-)
 def test_copy_copy_of_a_queue_works_as_the_stdlibs():
     q = Queue()
     q.put(1)
