@@ -10,8 +10,9 @@
  * or greenlet can run in between. A bounded queue's fast path does what its
  * locked path does when the mutex is free and nobody waits (take the mutex,
  * append or pop, release), in one such atomic step: it reads the state of
- * greenpool.sync.Lock (its native lock, waiters and mode: C members) and of
- * the two conditions' waiter deques, and takes the locked path otherwise. Anything that may run Python code (waking
+ * greenpool.sync.Lock (its native lock, waiters and mode: __slots__ read at
+ * their offsets) and of the two conditions' waiter deques, and takes the
+ * locked path otherwise. Anything that may run Python code (waking
  * or parking a getter, the locked paths) is a call back into the Python class,
  * made after the atomic part. greenpool/_stdqueue.py's _PyQueueCore is the
  * pure-Python twin of this type (GREENPOOL_PURE_PYTHON=1 selects it).
@@ -40,7 +41,7 @@ typedef struct {
 static PyObject *Empty;         /* queue.Empty */
 static PyObject *str_put_locked, *str_get_locked, *str_wake_one, *str_wait_get;
 static PyObject *str_notify_not_empty;
-static PyObject *str_inner, *str_waiters, *str_starving, *str_locked;
+static PyObject *str_locked;
 static PyObject *zero;
 
 static int
@@ -136,36 +137,75 @@ nonempty(PyObject *obj)
     return PyObject_IsTrue(obj);
 }
 
+/* greenpool.sync.Lock and the offsets of its _starving, _waiters and _inner
+ * slots (configure_lock()): read directly, as its member descriptors would. */
+static PyTypeObject *lock_type;
+static Py_ssize_t off_starving = -1, off_waiters = -1, off_inner = -1;
+
+static PyObject *
+slot(PyObject *obj, Py_ssize_t offset)
+{
+    return *(PyObject **)((char *)obj + offset);  /* borrowed; NULL if unset */
+}
+
 /* 1 if the bounded queue's Lock is free, in normal mode, with nobody waiting.
- * Reads C members of greenpool.sync.Lock (__slots__) and calls the native
- * lock's locked(): no Python code runs. */
+ * Reads slots of greenpool.sync.Lock and calls the native lock's locked():
+ * no Python code runs. Anything but a configured Lock: 0 (the locked path). */
 static int
 mutex_idle(QueueCore *self)
 {
-    PyObject *v = PyObject_GetAttr(self->mutex, str_starving);
-    if (v == NULL)
-        return -1;
-    int starving = (v == Py_True);
-    Py_DECREF(v);
-    if (starving)
+    PyObject *mutex = self->mutex;
+    if (lock_type == NULL || Py_TYPE(mutex) != lock_type)
         return 0;
-    v = PyObject_GetAttr(self->mutex, str_waiters);
-    if (v == NULL)
-        return -1;
-    int waiting = nonempty(v);
-    Py_DECREF(v);
+    PyObject *starving = slot(mutex, off_starving);
+    PyObject *waiters = slot(mutex, off_waiters);
+    PyObject *inner = slot(mutex, off_inner);
+    if (starving != Py_False || waiters == NULL || inner == NULL)
+        return 0;
+    int waiting = PyObject_IsTrue(waiters);
     if (waiting)
         return waiting < 0 ? -1 : 0;
-    PyObject *inner = PyObject_GetAttr(self->mutex, str_inner);
-    if (inner == NULL)
-        return -1;
-    v = PyObject_CallMethodNoArgs(inner, str_locked);
-    Py_DECREF(inner);
+    PyObject *v = PyObject_CallMethodNoArgs(inner, str_locked);
     if (v == NULL)
         return -1;
     int locked = (v == Py_True);
     Py_DECREF(v);
     return !locked;
+}
+
+static Py_ssize_t
+member_offset(PyObject *type, const char *name)
+{
+    PyObject *descr = PyDict_GetItemString(((PyTypeObject *)type)->tp_dict, name);
+    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "configure_lock: %s is not a __slots__ member", name);
+        return -1;
+    }
+    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+    if (member->type != T_OBJECT_EX && member->type != T_OBJECT) {
+        PyErr_Format(PyExc_TypeError, "configure_lock: %s is not an object slot", name);
+        return -1;
+    }
+    return member->offset;
+}
+
+static PyObject *
+configure_lock(PyObject *module, PyObject *type)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "configure_lock(greenpool.sync.Lock)");
+        return NULL;
+    }
+    Py_ssize_t starving = member_offset(type, "_starving");
+    Py_ssize_t waiters = starving < 0 ? -1 : member_offset(type, "_waiters");
+    Py_ssize_t inner = waiters < 0 ? -1 : member_offset(type, "_inner");
+    if (inner < 0)
+        return NULL;
+    off_starving = starving;
+    off_waiters = waiters;
+    off_inner = inner;
+    Py_XSETREF(lock_type, (PyTypeObject *)Py_NewRef(type));
+    Py_RETURN_NONE;
 }
 
 /* The fast path of a bounded queue applies: no timeout to check, all set up. */
@@ -388,6 +428,8 @@ make_follow_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef module_methods[] = {
+    {"configure_lock", (PyCFunction)configure_lock, METH_O,
+     "configure_lock(greenpool.sync.Lock): the lock type bounded queues' fast path reads."},
     {"make_follow_wait", (PyCFunction)(void (*)(void))make_follow_wait, METH_FASTCALL,
      "make_follow_wait(mixin_class, get_hub, gevent_wait, move, failed) -> the _wait method."},
     {NULL}
@@ -414,15 +456,12 @@ PyInit__speedups(void)
     str_wake_one = PyUnicode_InternFromString("wake_one");
     str_wait_get = PyUnicode_InternFromString("_wait_get");
     str_notify_not_empty = PyUnicode_InternFromString("_notify_not_empty");
-    str_inner = PyUnicode_InternFromString("_inner");
-    str_waiters = PyUnicode_InternFromString("_waiters");
-    str_starving = PyUnicode_InternFromString("_starving");
     str_locked = PyUnicode_InternFromString("locked");
     str_hub = PyUnicode_InternFromString("hub");
     zero = PyLong_FromLong(0);
     if (!str_put_locked || !str_get_locked || !str_wake_one || !str_wait_get || !zero
         || !str_notify_not_empty
-        || !str_inner || !str_waiters || !str_starving || !str_locked || !str_hub)
+        || !str_locked || !str_hub)
         return NULL;
     if (PyType_Ready(&QueueCoreType) < 0)
         return NULL;

@@ -234,6 +234,8 @@ class _PyQueueCore:
 
 
 _QueueCore: Any = _PyQueueCore if speedups is None else speedups.QueueCore
+if speedups is not None:
+    speedups.configure_lock(Lock)  # the lock whose slots the bounded fast path reads
 
 
 class Queue(_QueueCore, _StdlibQueue):
