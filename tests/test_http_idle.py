@@ -130,3 +130,30 @@ def test_a_refused_request_never_lends_its_parser(pool):
             assert exchange(sock, GET).endswith(b"0")
     finally:
         server.stop(timeout=1)
+
+
+def test_an_idle_connection_keeps_no_environ_of_a_simple_request(pool):
+    # A plain GET read whole takes the simple-head path (no parser, no Request of
+    # its own); its environ dict must not outlive the response either.
+    limits = Limits(header_count=79)
+    service = CountingService(limits)
+    server = greenpool.serve(lambda sock, addr: serve_connection(service, sock, addr),
+                             pool=pool)
+    socks = []
+    try:
+        for i in range(4):
+            sock = socket.create_connection(server.address, timeout=10)
+            socks.append(sock)
+            assert exchange(sock, b"GET /idle-env-%d HTTP/1.1\r\nHost: t\r\n\r\n" % i).endswith(
+                b"0")
+            service.wait_for(2 * (i + 1))  # waiting again after its response
+        gc.collect()
+        table = [entry[0] for entry in service.simple_lines.values()]  # per Service, by design
+        held = [o for o in gc.get_objects()
+                if type(o) is dict and str(o.get("PATH_INFO", "")).startswith("/idle-env-")
+                and not any(o is t for t in table)]
+        assert len(table) == 4 and held == []
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop(timeout=1)
