@@ -63,10 +63,13 @@ from greenlet import GreenletExit, getcurrent
 
 from greenpool.api import default_pool, dispatching_pool
 
-__all__ = ["install", "start_new_thread"]
+__all__ = ["install", "start_joinable_thread", "start_new_thread"]
 
 #: gevent's patched ``_thread.start_new_thread``: a greenlet on the calling hub.
 _gevent_start = None
+#: Python 3.13+: gevent's ``_thread.start_joinable_thread`` and ``_ThreadHandle`` methods.
+_gevent_start_joinable = None
+_gevent_handle_methods: dict[str, Any] = {}
 
 #: The greenlets that are patched threads (started by :func:`start_new_thread`).
 _threads: WeakSet = WeakSet()
@@ -90,6 +93,65 @@ def start_new_thread(function, args=(), kwargs=None) -> int:
     if _stays_here(thread):
         return start(_run_as_thread, (function, args, kwargs))
     return default_pool().spawn(start, _run_as_thread, (function, args, kwargs)).result()
+
+
+def start_joinable_thread(function, handle=None, daemon=True):
+    """Python 3.13+'s ``_thread.start_joinable_thread``, placed by the same rule.
+
+    ``Thread.start`` calls it (3.13 joins threads through the handle it
+    returns, not a lock). gevent's version starts the greenlet on the calling
+    hub and joins it with ``Greenlet.join``, which works on that hub only:
+    here the greenlet starts where :func:`start_new_thread` would start it,
+    and the handle's ``join()``/``is_done()`` wait on a cross-hub event set
+    when the thread's body returns (see :func:`install`).
+    """
+    thread = _thread_of(function)
+    if thread is not None:
+        _quiet_greenlet_exit(thread)
+    from greenpool.sync import Event
+
+    done = Event()
+    if handle is not None:
+        handle._greenpool_done = done
+    start: Any = _gevent_start_joinable  # set by install()
+    body = (_run_as_joinable, function, done)
+    if _stays_here(thread):
+        handle = start(_bind(*body), handle=handle, daemon=daemon)
+    else:
+        handle = default_pool().spawn(start, _bind(*body), handle=handle, daemon=daemon).result()
+    handle._greenpool_done = done
+    return handle
+
+
+def _bind(run, function, done):
+    return lambda: run(function, done)
+
+
+def _run_as_joinable(function, done) -> None:
+    _threads.add(getcurrent())
+    try:
+        function()
+    finally:
+        done.set()
+
+
+def _handle_join(self, timeout=-1):
+    """gevent's ``_ThreadHandle.join`` for a thread started here: waits from any hub."""
+    done = getattr(self, "_greenpool_done", None)
+    if done is None:
+        return _gevent_handle_methods["join"](self, timeout)
+    glet = self._get_greenlet()
+    if glet is not None and glet is getcurrent():
+        raise RuntimeError("Cannot join current thread")
+    done.wait(None if timeout is None or timeout == -1 else max(timeout, 0))
+    return None
+
+
+def _handle_is_done(self) -> bool:
+    done = getattr(self, "_greenpool_done", None)
+    if done is None:
+        return _gevent_handle_methods["is_done"](self)
+    return done.is_set()
 
 
 def _stays_here(thread) -> bool:
@@ -162,7 +224,7 @@ def install() -> None:
     Needs gevent's ``patch_thread()`` done first (``greenpool.monkey.patch_all``
     does it); without it there is nothing to place and this does nothing.
     """
-    global _gevent_start
+    global _gevent_start, _gevent_start_joinable
     import _thread
 
     from gevent import monkey
@@ -181,3 +243,15 @@ def install() -> None:
     ):
         if hasattr(module, name):
             setattr(module, name, start_new_thread)
+    joinable = getattr(_thread, "start_joinable_thread", None)  # Python 3.13+
+    if joinable is not None and joinable is not start_joinable_thread:
+        from gevent.thread import _ThreadHandle
+
+        _gevent_start_joinable = joinable
+        for name, replacement in (("join", _handle_join), ("is_done", _handle_is_done)):
+            _gevent_handle_methods.setdefault(name, _ThreadHandle.__dict__[name])
+            setattr(_ThreadHandle, name, replacement)
+        for module, name in ((_thread, "start_joinable_thread"),
+                             (threading, "_start_joinable_thread")):
+            if hasattr(module, name):
+                setattr(module, name, start_joinable_thread)

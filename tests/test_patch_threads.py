@@ -296,7 +296,12 @@ def test_patching_twice_keeps_threads_dispatched():
             t.start()
         for t in threads:
             t.join()
-        report(where=sorted(where), same=_thread.start_new_thread is threading._start_new_thread)
+        start = getattr(_thread, "start_joinable_thread", None)  # Python 3.13+ starts with it
+        if start is None:
+            same = _thread.start_new_thread is threading._start_new_thread
+        else:
+            same = start is threading._start_joinable_thread
+        report(where=sorted(where), same=same)
         """
     )
     values = result_of(proc)
