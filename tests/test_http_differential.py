@@ -34,7 +34,10 @@ computed from its bytes; the failure message names them):
 * ``cl+te`` (Content-Length and Transfer-Encoding together): h11 frames by
   Transfer-Encoding and keeps the connection. RFC 9112 6.3 lets a server
   reject it and requires closing after it; issue 11 asks for 400 and close,
-  so greenpool MUST reject here (stricter than h11).
+  so greenpool MUST reject here (stricter than h11). So is an invalid Host
+  value (not ``uri-host [":" port]``, RFC 9112 3.2 MUST 400; h11 takes any):
+  the generated requests carry valid ones, tests/test_http_simple_review.py
+  the invalid ones.
 * May reject what h11 accepts (a 4xx/5xx, then close), because the RFC allows
   it and llhttp's strict mode does: obs-fold (RFC 9112 5.2; if accepted,
   values must equal h11's unfolded ones modulo runs of whitespace); bare LF

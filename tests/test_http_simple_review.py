@@ -1,17 +1,17 @@
 """Review of the simple-head fast path (SIMPLE_HEAD) against llhttp's path, h11 and RFC 9112.
 
 The fast path itself was found equivalent to the general path (see the
-report); what is pinned here are the discrepancies found while comparing,
-as strict expected failures: each one passes once greenpool is fixed.
+report); what is pinned here are the discrepancies found while comparing
+(both paths had them), fixed since: regression tests.
 
 * Header names with ``_`` are documented as dropped (against spoofing what
-  a proxy sets), but ``Content_Type`` and ``Content_Length`` are not: they
-  arrive as ``CONTENT_TYPE``/``CONTENT_LENGTH``, on both paths (the fast path
+  a proxy sets), but ``Content_Type`` and ``Content_Length`` were not: they
+  arrived as ``CONTENT_TYPE``/``CONTENT_LENGTH``, on both paths (the fast path
   for ``Content_Type``), so the app's ``CONTENT_LENGTH`` can differ from the
   framing the server used (``Transfer-Encoding: chunked`` + ``Content_Length:
   5``; ``Content-Length: 0`` + ``Content_Length: 100`` gives ``"0, 100"``).
 * RFC 9112 3.2: a server MUST answer 400 to a request whose Host field value
-  is invalid (not ``uri-host [":" port]``); both paths (and h11) take
+  is invalid (not ``uri-host [":" port]``); both paths (and h11) took
   ``Host: a b``, ``Host: x/y``, ``Host: u@h``.
 """
 
@@ -58,8 +58,6 @@ def fast(conn: _Connection, raw: bytes):
 # -- underscore names spoofing CONTENT_LENGTH / CONTENT_TYPE --------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: 'Content_Length' (an underscore name, documented "
-                   "as dropped) reaches the app as CONTENT_LENGTH though llhttp does not frame by it")
 def test_underscore_content_length_is_not_the_apps_content_length(conn):
     raw = b"GET / HTTP/1.1\r\nHost: x\r\nContent_Length: 5\r\n\r\n"
     error, env = general(conn, raw)
@@ -67,8 +65,6 @@ def test_underscore_content_length_is_not_the_apps_content_length(conn):
     assert "CONTENT_LENGTH" not in env  # the body llhttp framed is empty
 
 
-@pytest.mark.xfail(strict=True, reason="review: 'Content_Length' next to a chunked body: the app's "
-                   "CONTENT_LENGTH says 5, the server framed by Transfer-Encoding")
 def test_underscore_content_length_does_not_contradict_chunked_framing(conn):
     raw = (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent_Length: 5\r\n\r\n"
            b"a\r\n0123456789\r\n0\r\n\r\n")
@@ -78,8 +74,6 @@ def test_underscore_content_length_does_not_contradict_chunked_framing(conn):
     assert env.get("CONTENT_LENGTH") in (None, "")
 
 
-@pytest.mark.xfail(strict=True, reason="review: 'Content_Length: 100' is joined to the real "
-                   "'Content-Length: 0' as CONTENT_LENGTH '0, 100' (not a number)")
 def test_underscore_content_length_is_not_joined_to_the_real_one(conn):
     raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent_Length: 100\r\n\r\n"
     error, env = general(conn, raw)
@@ -87,8 +81,6 @@ def test_underscore_content_length_is_not_joined_to_the_real_one(conn):
     assert env["CONTENT_LENGTH"] == "0"
 
 
-@pytest.mark.xfail(strict=True, reason="review: 'Content_Type' (an underscore name) reaches the app "
-                   "as CONTENT_TYPE, on the fast path and the general path alike")
 def test_underscore_content_type_is_dropped_on_both_paths(conn):
     raw = b"GET / HTTP/1.1\r\nHost: x\r\nContent_Type: text/evil\r\n\r\n"
     env = fast(conn, raw)
@@ -114,8 +106,6 @@ BAD_HOSTS = [b"a b", b"x/y", b"u@h", b"h:p0rt"]
 
 
 @pytest.mark.parametrize("host", BAD_HOSTS)
-@pytest.mark.xfail(strict=True, reason="review: RFC 9112 3.2 MUST 400 a Host field value that is "
-                   "not uri-host [':' port]; both paths (and h11) accept it")
 def test_invalid_host_value_is_refused(conn, host):
     raw = b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
     assert fast(conn, raw) is None  # not served by the fast path

@@ -21,6 +21,9 @@ from greenpool._stdqueue import Queue, SimpleQueue
 from .helpers import run_python
 
 needs_c_core = pytest.mark.skipif(speedups is None, reason="the C core (greenpool._speedups)")
+#: Python 3.13's Queue.shutdown(): every queue keeps the stdlib's locked paths there.
+needs_lock_free = pytest.mark.skipif(hasattr(queue.Queue, "shutdown"),
+                                     reason="Python 3.13+: queues keep the locks")
 
 PRELUDE = """
 import faulthandler, os, sys
@@ -128,6 +131,7 @@ def test_getter_parked_before_the_container_is_replaced_gets_the_next_item():
     assert out == "ok"
 
 
+@needs_lock_free
 @pytest.mark.timeout(90)
 def test_maxsize_set_while_a_getter_is_about_to_park_loses_no_wake_up():
     # The window (a GIL switch between get()'s failed pop and wait_pop's parking)
@@ -166,6 +170,7 @@ def test_maxsize_set_while_a_getter_is_about_to_park_loses_no_wake_up():
     assert out in ("refused", "['item']"), out
 
 
+@needs_lock_free
 @needs_c_core
 @pytest.mark.timeout(90)
 def test_c_core_put_with_a_deleted_getters_member_raises_instead_of_crashing():
@@ -183,6 +188,7 @@ def test_c_core_put_with_a_deleted_getters_member_raises_instead_of_crashing():
     assert out in ("AttributeError", "SystemError")
 
 
+@needs_lock_free
 @needs_c_core
 @pytest.mark.timeout(30)
 def test_c_core_put_propagates_an_error_from_the_parked_container():

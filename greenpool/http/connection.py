@@ -29,6 +29,7 @@ from greenlet import GreenletExit, getcurrent
 from greenpool.http.body import BodyTooLarge, IncompleteBody, Input, InvalidBody
 from greenpool.http.parser import (
     _METHODS,
+    HOST_VALUE,
     SIMPLE_HEAD,
     HTTPError,
     Limits,
@@ -102,10 +103,12 @@ def _env_key(name: bytes) -> str | None:
         return _ENV_KEYS[name]
     text = name.decode("latin-1")
     upper = text.upper().replace("-", "_")
-    if upper in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        key: str | None = upper
+    if "_" in text:  # Content_Length too: it would pose as the framing CONTENT_LENGTH
+        key: str | None = None
+    elif upper in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        key = upper
     else:
-        key = None if "_" in text else "HTTP_" + upper
+        key = "HTTP_" + upper
     if len(_ENV_KEYS) < _ENV_KEYS_MAX:
         _ENV_KEYS[name] = key
     return key
@@ -503,6 +506,8 @@ class _Connection:
                 if key in _SIMPLE_SPECIAL:
                     if key == "HTTP_HOST":
                         hosts += 1
+                        if HOST_VALUE.fullmatch(value) is None:
+                            return None  # the parser refuses it (400)
                     elif key != "HTTP_CONNECTION" or key in env:
                         return None  # framing, upgrades, 100-continue: the parser's
                     else:

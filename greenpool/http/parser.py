@@ -157,6 +157,13 @@ SIMPLE_HEAD = re.compile(
     rb" HTTP/1\.[01])\r\n((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*)\r\n"
 )
 
+#: A valid ``Host`` field value (RFC 9112 3.2: ``uri-host [":" port]``, RFC 3986's
+#: IP-literal or reg-name; empty is allowed): anything else is a 400. Routing and
+#: caches key on it, so a value a proxy would read differently is refused.
+HOST_VALUE = re.compile(
+    rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?"
+)
+
 _SIMPLE_REQUESTS: dict[tuple[bytes, bool, bool], Request] = {}
 
 
@@ -295,6 +302,8 @@ class RequestParser:
                 req.content_length = int(value)  # digits only: llhttp checked them
             elif lname == _HOST:
                 req.host_count += 1
+                if HOST_VALUE.fullmatch(value) is None:
+                    raise HTTPError(400, "invalid Host header: not uri-host [':' port]")
             elif lname == _EXPECT:
                 req.expect_continue = value.lower() == b"100-continue"
             else:  # Upgrade: whether llhttp stops after this request is asked at its end
