@@ -93,6 +93,10 @@ _SIMPLE_SPECIAL = frozenset(("HTTP_HOST", "HTTP_CONNECTION", "CONTENT_LENGTH",
                              "HTTP_PROXY_CONNECTION"))
 
 
+#: Host values found valid (HOST_VALUE), so a simple head skips the regex: at most 256.
+_GOOD_HOSTS: set[bytes] = set()
+
+
 def _env_key(name: bytes) -> str | None:
     """The environ key of a request header name; None for names with ``_`` (dropped).
 
@@ -506,8 +510,11 @@ class _Connection:
                 if key in _SIMPLE_SPECIAL:
                     if key == "HTTP_HOST":
                         hosts += 1
-                        if HOST_VALUE.fullmatch(value) is None:
-                            return None  # the parser refuses it (400)
+                        if value not in _GOOD_HOSTS:
+                            if HOST_VALUE.fullmatch(value) is None:
+                                return None  # the parser refuses it (400)
+                            if len(_GOOD_HOSTS) < 256:
+                                _GOOD_HOSTS.add(value)
                     elif key != "HTTP_CONNECTION" or key in env:
                         return None  # framing, upgrades, 100-continue: the parser's
                     else:
