@@ -95,7 +95,7 @@ def start_new_thread(function, args=(), kwargs=None) -> int:
     return default_pool().spawn(start, _run_as_thread, (function, args, kwargs)).result()
 
 
-def start_joinable_thread(function, handle=None, daemon=True):
+def start_joinable_thread(function: Any, handle: Any = None, daemon: bool = True) -> Any:
     """Python 3.13+'s ``_thread.start_joinable_thread``, placed by the same rule.
 
     ``Thread.start`` calls it (3.13 joins threads through the handle it

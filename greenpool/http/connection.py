@@ -315,7 +315,7 @@ class _Connection:
                     return
                 elif not self._serve(self.req, head):  # a simple head's environ
                     return
-                head = None  # its environ is not kept while the connection waits
+                head = False  # its environ is not kept while the connection waits
         except _ClientGone:
             return
         finally:
