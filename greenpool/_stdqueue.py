@@ -10,17 +10,28 @@ stdlib's pure-Python classes (subclasses, with its ``mutex``, ``not_empty``,
   :class:`LifoQueue` whose class keeps the stdlib's hooks and methods keeps
   its items in a deque (a list for LIFO) whose ``append`` and ``pop`` are
   single C calls, atomic under the GIL. ``put()`` counts the task, appends
-  and wakes a parked getter if there is one; ``get()`` pops, and only an
-  empty queue parks the caller (:class:`_Getters`: a getter queues itself
-  and then looks again, so it and a putter always see each other). Neither
-  takes ``mutex``: holding ``q.mutex`` still excludes the waiting paths,
-  ``task_done()`` and ``join()``, but not another hub's put/get. (gevent's
-  patched ``queue.Queue`` has no ``mutex`` at all.) ``unfinished_tasks``
-  is puts counted by an ``itertools.count`` minus ``task_done()`` calls.
-* Bounded and priority queues, and subclasses that override a hook or a
-  method, keep the stdlib's locking; their ``put()`` and ``get()`` take the
-  lock with one C call and skip ``notify()`` when nobody waits, and
-  everything that has to wait runs the stdlib's own code.
+  and wakes a parked getter if there is one (and notifies code waiting on
+  ``q.not_empty`` itself, as the stdlib's put does); ``get()`` pops, and
+  only an empty queue parks the caller (:class:`_Getters`: a getter queues
+  itself and then looks again, so it and a putter always see each other).
+  Neither takes ``mutex``: holding ``q.mutex`` still excludes the waiting
+  paths, ``task_done()`` and ``join()``, but not another hub's put/get.
+  (gevent's patched ``queue.Queue`` has no ``mutex`` at all.)
+  ``unfinished_tasks`` is the count of puts minus ``task_done()`` calls, so
+  a racing put is never lost. Such a queue refuses a later ``maxsize``.
+* **Bounded and priority queues**, and subclasses that override a hook or a
+  method, keep the stdlib's locking. A bounded FIFO/LIFO queue's ``put()``
+  and ``get()`` first try, in C, the step the locked path would take when
+  the lock is free, in normal mode, with nobody waiting on it or on the
+  condition it would notify; otherwise they take the lock with one C call
+  and skip ``notify()`` when nobody waits, and everything that has to wait
+  runs the stdlib's own code.
+
+``put()``/``get()`` live in ``greenpool._speedups.QueueCore`` (C, see
+``greenpool/_speedups.c``) or, without the extension, :class:`_PyQueueCore`
+(the lock-free paths only; pure Python cannot make the bounded step atomic).
+On Python 3.13+ every queue keeps the locked paths (the stdlib checks
+``shutdown()`` inside them).
 
 :class:`SimpleQueue` replaces the C ``_queue.SimpleQueue``, which blocks a
 hub's whole thread natively.
