@@ -370,7 +370,8 @@ static PyTypeObject QueueCoreType = {
  * path not get slower. Only the same-hub case is here: the move to another
  * hub, and what a ValueError from a retired watcher means, stay in Python. */
 
-static PyObject *fw_get_hub, *fw_wait, *fw_move, *fw_failed, *str_hub;
+static PyObject *fw_get_hub, *fw_wait, *fw_move, *fw_failed, *fw_getcurrent, *str_hub;
+static PyObject *str_parent;
 
 static PyObject *
 follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -379,14 +380,30 @@ follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     PyObject *a[2] = {NULL, Py_None};
     if (unpack("_wait", names, 2, 1, args, nargs, kwnames, a) < 0)
         return NULL;
-    PyObject *hub = PyObject_CallNoArgs(fw_get_hub);
-    if (hub == NULL)
-        return NULL;
     PyObject *owner = PyObject_GetAttr(self, str_hub);
-    Py_DECREF(hub);  /* the thread's hub stays referenced by the thread */
     if (owner == NULL)
         return NULL;
-    Py_DECREF(owner);
+    Py_DECREF(owner);  /* the socket keeps it */
+    /* The usual case, cheaply: the waiting greenlet is a child of the socket's
+     * hub (a greenlet's parent always runs in its thread). Otherwise ask gevent
+     * which hub this thread has (a thread-local lookup, ~5x the cost). */
+    PyObject *hub = NULL;
+    PyObject *current = PyObject_CallNoArgs(fw_getcurrent);
+    if (current == NULL)
+        return NULL;
+    PyObject *parent = PyObject_GetAttr(current, str_parent);
+    Py_DECREF(current);
+    if (parent == NULL)
+        return NULL;
+    Py_DECREF(parent);  /* the greenlet keeps it */
+    if (parent == owner)
+        hub = owner;
+    else {
+        hub = PyObject_CallNoArgs(fw_get_hub);
+        if (hub == NULL)
+            return NULL;
+        Py_DECREF(hub);  /* the thread's hub stays referenced by the thread */
+    }
     PyObject *call[3] = {self, a[0], a[1]};
     if (owner != hub)  /* another hub's socket: move it first (Python) */
         return PyObject_Vectorcall(fw_move, call, 3, NULL);
@@ -458,10 +475,18 @@ PyInit__speedups(void)
     str_notify_not_empty = PyUnicode_InternFromString("_notify_not_empty");
     str_locked = PyUnicode_InternFromString("locked");
     str_hub = PyUnicode_InternFromString("hub");
+    str_parent = PyUnicode_InternFromString("parent");
+    PyObject *greenlet = PyImport_ImportModule("greenlet");
+    if (greenlet == NULL)
+        return NULL;
+    fw_getcurrent = PyObject_GetAttrString(greenlet, "getcurrent");
+    Py_DECREF(greenlet);
+    if (fw_getcurrent == NULL)
+        return NULL;
     zero = PyLong_FromLong(0);
     if (!str_put_locked || !str_get_locked || !str_wake_one || !str_wait_get || !zero
         || !str_notify_not_empty
-        || !str_locked || !str_hub)
+        || !str_locked || !str_hub || !str_parent)
         return NULL;
     if (PyType_Ready(&QueueCoreType) < 0)
         return NULL;
