@@ -130,13 +130,6 @@ missing_member(void)
     return NULL;
 }
 
-/* 1 if obj is true (a non-empty deque), 0 if not, -1 on error (C only for deques). */
-static int
-nonempty(PyObject *obj)
-{
-    return PyObject_IsTrue(obj);
-}
-
 /* greenpool.sync.Lock and the offsets of its _starving, _waiters and _inner
  * slots (configure_lock()): read directly, as its member descriptors would. */
 static PyTypeObject *lock_type;
@@ -233,7 +226,7 @@ core_put(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         if (idle && size < 0)
             return NULL;
         if (idle && size < self->bound) {
-            int waiting = nonempty(self->not_empty_waiters);
+            int waiting = PyObject_IsTrue(self->not_empty_waiters);
             if (waiting < 0)
                 return NULL;
             if (!waiting) {
@@ -257,7 +250,7 @@ core_put(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     Py_DECREF(r);
     self->puts++;  /* in the same atomic step as the append: task_done() can't get ahead */
     /* after the atomic step, Python code may run */
-    int parked = nonempty(self->parked);
+    int parked = PyObject_IsTrue(self->parked);
     if (parked < 0)
         return NULL;
     if (parked) {
@@ -266,7 +259,7 @@ core_put(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
             return NULL;
         Py_DECREF(r);
     }
-    int peeking = nonempty(self->not_empty_waiters);  /* code waiting on q.not_empty itself */
+    int peeking = PyObject_IsTrue(self->not_empty_waiters);  /* code waiting on q.not_empty itself */
     if (peeking < 0)
         return NULL;
     if (peeking) {
@@ -291,8 +284,8 @@ core_get(QueueCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         if (idle < 0)
             return NULL;
         if (idle) {
-            int any = nonempty(self->items);
-            int waiting = any > 0 ? nonempty(self->not_full_waiters) : 0;
+            int any = PyObject_IsTrue(self->items);
+            int waiting = any > 0 ? PyObject_IsTrue(self->not_full_waiters) : 0;
             if (any < 0 || waiting < 0)
                 return NULL;
             if (any && !waiting)
