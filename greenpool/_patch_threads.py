@@ -56,6 +56,7 @@ it is not reported to ``threading.excepthook``.
 from __future__ import annotations
 
 import sys
+from functools import partial
 from typing import Any
 from weakref import WeakSet
 
@@ -86,13 +87,7 @@ def start_new_thread(function, args=(), kwargs=None) -> int:
         raise TypeError("2nd arg must be a tuple")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError("optional 3rd arg must be a dictionary")
-    thread = _thread_of(function)
-    if thread is not None:
-        _quiet_greenlet_exit(thread)
-    start: Any = _gevent_start  # set by install()
-    if _stays_here(thread):
-        return start(_run_as_thread, (function, args, kwargs))
-    return default_pool().spawn(start, _run_as_thread, (function, args, kwargs)).result()
+    return _start_placed(function, _gevent_start, _run_as_thread, (function, args, kwargs))
 
 
 def start_joinable_thread(function: Any, handle: Any = None, daemon: bool = True) -> Any:
@@ -105,26 +100,28 @@ def start_joinable_thread(function: Any, handle: Any = None, daemon: bool = True
     and the handle's ``join()``/``is_done()`` wait on a cross-hub event set
     when the thread's body returns (see :func:`install`).
     """
-    thread = _thread_of(function)
-    if thread is not None:
-        _quiet_greenlet_exit(thread)
     from greenpool.sync import Event
 
     done = Event()
-    if handle is not None:
+    if handle is not None:  # threading's own, before the thread can look at it
         handle._greenpool_done = done
-    start: Any = _gevent_start_joinable  # set by install()
-    body = (_run_as_joinable, function, done)
-    if _stays_here(thread):
-        handle = start(_bind(*body), handle=handle, daemon=daemon)
-    else:
-        handle = default_pool().spawn(start, _bind(*body), handle=handle, daemon=daemon).result()
-    handle._greenpool_done = done
+    body = partial(_run_as_joinable, function, done)
+    handle = _start_placed(function, _gevent_start_joinable, body, handle=handle, daemon=daemon)
+    handle._greenpool_done = done  # also a handle gevent made
     return handle
 
 
-def _bind(run, function, done):
-    return lambda: run(function, done)
+def _start_placed(function, start, *args, **kwargs):
+    """Call gevent's thread ``start`` on the hub the rule picks for ``function``'s thread.
+
+    ``start`` is set by :func:`install`; returns what it returns.
+    """
+    thread = _thread_of(function)
+    if thread is not None:
+        _quiet_greenlet_exit(thread)
+    if _stays_here(thread):
+        return start(*args, **kwargs)
+    return default_pool().spawn(start, *args, **kwargs).result()
 
 
 def _run_as_joinable(function, done) -> None:
