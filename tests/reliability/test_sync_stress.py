@@ -69,6 +69,15 @@ def take(kind, acquire, n):
         return True
     return timed(kind, acquire, True, TIMEOUT)
 
+def get_one(q, n):
+    # As take(): every third try first with the short timeout, then the long one.
+    if n % 3 == 0:
+        try:
+            return timed("queue", q.get, True, 0.0002)
+        except queue.Empty:
+            pass
+    return timed("queue", q.get, True, TIMEOUT)
+
 def ring_turn(me, ring):
     with cond:
         ok = timed("condition", cond.wait_for,
@@ -118,23 +127,13 @@ def participant(me, ring):
                 timed("queue", items.put, (me, n), True, TIMEOUT)
                 with count_lock:
                     state["put"] += 1
-                try:
-                    got = timed("queue", items.get, True, 0.0002 if n % 3 == 0 else TIMEOUT)
-                except queue.Empty:
-                    if n % 3 != 0:
-                        raise
-                    got = timed("queue", items.get, True, TIMEOUT)
+                got = get_one(items, n)
                 with count_lock:
                     state["got"] += 1
                 assert isinstance(got, tuple) and len(got) == 2
                 # unbounded Queue: put one, get one, task_done (lock-free put/get)
                 relay.put((me, n))
-                try:
-                    got = timed("queue", relay.get, True, 0.0002 if n % 3 == 0 else TIMEOUT)
-                except queue.Empty:
-                    if n % 3 != 0:
-                        raise
-                    got = timed("queue", relay.get, True, TIMEOUT)
+                get_one(relay, n)
                 relay.task_done()
                 with count_lock:
                     state["relayed"] += 1
