@@ -69,6 +69,14 @@ POST = b"POST /idle-test HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
 GET = b"GET /idle-test HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
+def serving(pool, header_count: int):
+    """A CountingService with Limits of the test's own (to tell its parsers apart), served."""
+    service = CountingService(Limits(header_count=header_count))
+    server = greenpool.serve(lambda sock, addr: serve_connection(service, sock, addr),
+                             pool=pool)
+    return service, server
+
+
 def live(kind, limits):
     gc.collect()
     found = [o for o in gc.get_objects() if type(o) is kind]
@@ -80,10 +88,8 @@ def live(kind, limits):
 
 
 def test_idle_connections_keep_no_request_and_no_parser(pool):
-    limits = Limits(header_count=77)  # a Limits of this test's own, to tell its parsers apart
-    service = CountingService(limits)
-    server = greenpool.serve(lambda sock, addr: serve_connection(service, sock, addr),
-                             pool=pool)
+    service, server = serving(pool, 77)
+    limits = service.limits
     socks = []
     try:
         for i in range(8):
@@ -111,10 +117,7 @@ def test_idle_connections_keep_no_request_and_no_parser(pool):
 
 
 def test_a_refused_request_never_lends_its_parser(pool):
-    limits = Limits(header_count=78)
-    service = CountingService(limits)
-    server = greenpool.serve(lambda sock, addr: serve_connection(service, sock, addr),
-                             pool=pool)
+    service, server = serving(pool, 78)
     try:
         with socket.create_connection(server.address, timeout=10) as sock:
             assert exchange(sock, GET).endswith(b"0")
@@ -135,10 +138,7 @@ def test_a_refused_request_never_lends_its_parser(pool):
 def test_an_idle_connection_keeps_no_environ_of_a_simple_request(pool):
     # A plain GET read whole takes the simple-head path (no parser, no Request of
     # its own); its environ dict must not outlive the response either.
-    limits = Limits(header_count=79)
-    service = CountingService(limits)
-    server = greenpool.serve(lambda sock, addr: serve_connection(service, sock, addr),
-                             pool=pool)
+    service, server = serving(pool, 79)
     socks = []
     try:
         for i in range(4):
