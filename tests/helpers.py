@@ -72,6 +72,13 @@ def run_python(code: str, timeout: float = 30, **kwargs) -> subprocess.Completed
     )
 
 
+def run_python_ok(code: str, timeout: float = 60) -> str:
+    """Run ``code`` as :func:`run_python` does; its stripped stdout, or fail with its output."""
+    proc = run_python(code, timeout=timeout)
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}{proc.stderr}"
+    return proc.stdout.strip()
+
+
 def make_certificate(directory) -> tuple[str, str]:
     """A self-signed EC certificate for localhost/127.0.0.1, made with the openssl CLI."""
     openssl = shutil.which("openssl")

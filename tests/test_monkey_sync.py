@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from tests.helpers import run_python
+from tests.helpers import run_python, run_python_ok
 
 PRELUDE = """
 import greenpool.monkey
@@ -40,9 +40,7 @@ def native(fn, *args):
 
 
 def check(code: str, timeout: float = 60) -> str:
-    proc = run_python(PRELUDE + textwrap.dedent(code), timeout=timeout)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout.strip()
+    return run_python_ok(PRELUDE + textwrap.dedent(code), timeout)
 
 
 def test_patch_all_installs_cross_hub_locks_and_the_stdlibs_classes_on_them():

@@ -18,7 +18,7 @@ import pytest
 from greenpool._compiled import speedups
 from greenpool._stdqueue import Queue, SimpleQueue
 
-from .helpers import run_python
+from .helpers import run_python_ok
 
 needs_c_core = pytest.mark.skipif(speedups is None, reason="the C core (greenpool._speedups)")
 #: Python 3.13's Queue.shutdown(): every queue keeps the stdlib's locked paths there.
@@ -43,9 +43,7 @@ def wait_until(predicate, what, timeout=10.0):
 
 
 def check(code: str, timeout: float = 60) -> str:
-    proc = run_python(PRELUDE + textwrap.dedent(code), timeout=timeout)
-    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}{proc.stderr}"
-    return proc.stdout.strip()
+    return run_python_ok(PRELUDE + textwrap.dedent(code), timeout)
 
 
 @pytest.mark.timeout(90)
