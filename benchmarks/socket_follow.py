@@ -3,10 +3,12 @@
 Two greenlets on the main hub of a ``gevent.monkey.patch_all()``'d interpreter
 bounce one byte over a loopback TCP connection; every recv has to wait, so
 every round trip goes through the socket wait path twice. Batches alternate,
-in the same process and on the same connection, between gevent's own wait
-("gevent"), the one ``greenpool._socket_follow.install()`` puts in its
-place ("follow": in C where greenpool's extension is built) and its
-pure-Python twin ("follow-py"), so machine noise hits all alike. Prints every batch, the
+in the same process and on the same connection, between gevent's own wait,
+recv and recv_into ("gevent"), what ``greenpool._socket_follow.install()``
+puts in their place ("follow": with greenpool's C extension, the wait and a
+recv/recv_into that do not raise EAGAIN before waiting) and what it puts
+there without the extension ("follow-py": the pure-Python wait, gevent's
+recv), so machine noise hits all alike. Prints every batch, the
 medians and the ratio per process, and the wrapper's own cost per wait
 (timed with gevent's wait replaced by a no-op: best of 7, so noise-free).
 
@@ -29,12 +31,17 @@ from greenpool import _socket_follow
 import gevent, socket
 
 rounds, batches = int(sys.argv[1]), int(sys.argv[2])
-original = _socketcommon.SocketMixin.__dict__["_wait"]
+NAMES = ("_wait", "recv", "recv_into")
+Mixin = _socketcommon.SocketMixin
+original = {name: Mixin.__dict__[name] for name in NAMES}
 _socket_follow.install()
-follow = _socketcommon.SocketMixin.__dict__["_wait"]
+follow = {name: Mixin.__dict__[name] for name in NAMES}
 follow_py = _socket_follow._wait
-assert follow is not original
-waits = {"gevent": original, "follow": follow, "follow-py": follow_py}
+assert follow["_wait"] is not original["_wait"]
+# What install() puts in place (with the C extension: the wait and recv/recv_into),
+# and what it puts there without the extension (the Python wait, gevent's recv).
+waits = {"gevent": original, "follow": follow,
+         "follow-py": dict(original, _wait=follow_py)}
 listener = socket.create_server(("127.0.0.1", 0))
 a = socket.create_connection(listener.getsockname())
 b, _ = listener.accept()
@@ -63,7 +70,8 @@ batch()  # warm-up
 order = list(waits)
 for i in range(batches):
     for mode in order[i % 3:] + order[:i % 3]:
-        _socketcommon.SocketMixin._wait = waits[mode]
+        for name, method in waits[mode].items():
+            setattr(Mixin, name, method)
         results[mode].append(batch())
 a.close()
 server.join()

@@ -12,6 +12,16 @@ socket's own hub costs one identity check more than gevent's (the check is
 in C, ``greenpool/_speedups.c``; the pure-Python twin costs ~0.1 us more a
 wait; ``benchmarks/socket_follow.py``).
 
+With the C extension, ``recv`` and ``recv_into`` of plain sockets are also
+replaced, so that the same-hub path as a whole is not slower than gevent's:
+gevent's first try a recv, catch the ``BlockingIOError`` CPython raises when
+nothing is there (~0.6 us: an exception, its message, a Python ``except``),
+then wait and try again; these make the non-blocking ``recv(2)`` themselves
+and treat EAGAIN as a return code, then wait exactly as gevent does
+(``self._wait(self._read_event)``). Anything else (keywords, a non-int size,
+a buffer they cannot write) goes to gevent's own method. TLS sockets keep
+gevent's (``SSLSocket`` overrides both).
+
 Closing or shutting down from another hub never touches the owning loop: an
 idle socket's descriptor is closed directly (also when its hub has stopped:
 nothing is printed, at exit either); a socket another greenpool hub waits on
@@ -300,6 +310,12 @@ def install() -> None:
         ):
             _originals[name] = _Mixin.__dict__[name]
             setattr(_Mixin, name, replacement)
+        if speedups is not None:  # recv/recv_into that wait without raising EAGAIN first
+            recv, recv_into = speedups.make_fast_recv(
+                _Mixin, _Mixin.__dict__["recv"], _Mixin.__dict__["recv_into"])
+            for name, replacement in (("recv", recv), ("recv_into", recv_into)):
+                _originals[name] = _Mixin.__dict__[name]
+                setattr(_Mixin, name, replacement)
         _originals["handle_error"] = GeventHub.handle_error
         GeventHub.handle_error = _handle_error
         _installed = True

@@ -391,7 +391,17 @@ follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     Py_DECREF(parent);  /* the greenlet keeps it */
     if (parent == owner)
         hub = owner;
-    else {
+    else if (parent == Py_None && owner != Py_None) {
+        /* The thread's main greenlet (main-thread code, a benchmark): on the
+         * hub's thread if it is the hub's parent. */
+        PyObject *hub_parent = PyObject_GetAttr(owner, str_parent);
+        if (hub_parent == NULL)
+            return NULL;
+        Py_DECREF(hub_parent);  /* the hub keeps it */
+        if (hub_parent == current)  /* identity only: current is running, so alive */
+            hub = owner;
+    }
+    if (hub == NULL) {
         hub = PyObject_CallNoArgs(fw_get_hub);
         if (hub == NULL)
             return NULL;
@@ -437,11 +447,204 @@ make_follow_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyDescr_NewMethod((PyTypeObject *)args[0], &follow_wait_def);
 }
 
+/* ---- gevent's SocketMixin.recv / recv_into, without raising EAGAIN first ----
+ *
+ * Why: gevent's recv tries the socket, catches the BlockingIOError CPython
+ * raises when nothing is there (an exception object, its message and a
+ * Python-level except: ~0.6 us), then waits and tries again. Every recv that
+ * has to wait pays that. Here the non-blocking recv(2) is made directly
+ * (MSG_DONTWAIT, holding the GIL: it cannot block), EAGAIN is just a return
+ * code, and the wait is gevent's own, through ``self._wait(self._read_event)``
+ * as in gevent (so a socket timeout, a closed socket and a move to another hub
+ * behave as they do there). Any call these fast paths do not cover exactly
+ * (keywords, non-int sizes, an unusual buffer) goes to gevent's method. */
+
+#include <errno.h>
+#include <sys/socket.h>
+
+static PyObject *gr_recv, *gr_recv_into;  /* gevent's methods: the fallbacks */
+static PyObject *str_sock, *str_fileno, *str_timeout, *str_read_event, *str_wait_name;
+static PyObject *zero_float;
+
+/* gevent's method with the same arguments (self first). */
+static PyObject *
+fallback(PyObject *method, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+         PyObject *kwnames)
+{
+    PyObject *small[8];
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t total = nargs + nkw;
+    if (total + 1 > 8)
+        return PyErr_Format(PyExc_TypeError, "too many arguments (%zd)", total);
+    small[0] = self;
+    for (Py_ssize_t i = 0; i < total; i++)
+        small[i + 1] = args[i];
+    return PyObject_Vectorcall(method, small, nargs + 1, kwnames);
+}
+
+/* The socket's descriptor (-1 once closed), from its _socket.socket's fileno(). */
+static int
+socket_fd(PyObject *self, long *fd)
+{
+    PyObject *sock = PyObject_GetAttr(self, str_sock);
+    if (sock == NULL)
+        return -1;
+    PyObject *no = PyObject_CallMethodNoArgs(sock, str_fileno);
+    Py_DECREF(sock);
+    if (no == NULL)
+        return -1;
+    *fd = PyLong_AsLong(no);
+    Py_DECREF(no);
+    return (*fd == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* recv(2) said ``err``: 0 to try again (after waiting when it would block), -1 raised. */
+static int
+after_error(PyObject *self, int err)
+{
+    if (err == EINTR)
+        return PyErr_CheckSignals();
+    if (err != EAGAIN && err != EWOULDBLOCK) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    /* gevent: ``if self.timeout == 0.0: raise`` (a non-blocking socket). */
+    PyObject *timeout = PyObject_GetAttr(self, str_timeout);
+    if (timeout == NULL)
+        return -1;
+    int nonblocking = timeout == Py_None ? 0 : PyObject_RichCompareBool(timeout, zero_float, Py_EQ);
+    Py_DECREF(timeout);
+    if (nonblocking != 0) {
+        if (nonblocking > 0) {
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return -1;
+    }
+    PyObject *event = PyObject_GetAttr(self, str_read_event);
+    if (event == NULL)
+        return -1;
+    PyObject *call[2] = {self, event};
+    PyObject *r = PyObject_VectorcallMethod(str_wait_name, call, 2, NULL);
+    Py_DECREF(event);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+int_arg(PyObject *arg, long *out)
+{
+    if (!PyLong_CheckExact(arg))
+        return 0;
+    int overflow;
+    *out = PyLong_AsLongAndOverflow(arg, &overflow);
+    return !overflow && *out >= INT_MIN && *out <= INT_MAX;
+}
+
+static PyObject *
+fast_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    long size, flags = 0;
+    if (kwnames != NULL || nargs < 1 || nargs > 2 || !int_arg(args[0], &size) || size < 0
+        || (nargs == 2 && !int_arg(args[1], &flags)))
+        return fallback(gr_recv, self, args, nargs, kwnames);
+    for (;;) {
+        long fd;
+        if (socket_fd(self, &fd) < 0)
+            return NULL;
+        PyObject *bytes = PyBytes_FromStringAndSize(NULL, size);
+        if (bytes == NULL)
+            return NULL;
+        ssize_t n = recv((int)fd, PyBytes_AS_STRING(bytes), (size_t)size,
+                         (int)flags | MSG_DONTWAIT);
+        if (n >= 0) {
+            if (n != size && _PyBytes_Resize(&bytes, n) < 0)
+                return NULL;
+            return bytes;
+        }
+        int err = errno;
+        Py_DECREF(bytes);
+        if (after_error(self, err) < 0)
+            return NULL;
+    }
+}
+
+static PyObject *
+fast_recv_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    long nbytes = 0, flags = 0;
+    if (kwnames != NULL || nargs < 1 || nargs > 3
+        || (nargs >= 2 && !int_arg(args[1], &nbytes)) || nbytes < 0
+        || (nargs == 3 && !int_arg(args[2], &flags)))
+        return fallback(gr_recv_into, self, args, nargs, kwnames);
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();  /* gevent's method raises the stdlib's exact TypeError */
+        return fallback(gr_recv_into, self, args, nargs, kwnames);
+    }
+    if (nbytes > view.len) {
+        PyBuffer_Release(&view);
+        return fallback(gr_recv_into, self, args, nargs, kwnames);
+    }
+    size_t want = nbytes == 0 ? (size_t)view.len : (size_t)nbytes;
+    for (;;) {
+        long fd;
+        if (socket_fd(self, &fd) < 0)
+            break;
+        ssize_t n = recv((int)fd, view.buf, want, (int)flags | MSG_DONTWAIT);
+        if (n >= 0) {
+            PyBuffer_Release(&view);
+            return PyLong_FromSsize_t(n);
+        }
+        if (after_error(self, errno) < 0)
+            break;
+    }
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static PyMethodDef fast_recv_def = {
+    "recv", (PyCFunction)(void (*)(void))fast_recv, METH_FASTCALL | METH_KEYWORDS,
+    "gevent's SocketMixin.recv without raising EAGAIN first: see greenpool._socket_follow.",
+};
+static PyMethodDef fast_recv_into_def = {
+    "recv_into", (PyCFunction)(void (*)(void))fast_recv_into, METH_FASTCALL | METH_KEYWORDS,
+    "gevent's SocketMixin.recv_into without raising EAGAIN first: see greenpool._socket_follow.",
+};
+
+static PyObject *
+make_fast_recv(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "make_fast_recv(mixin_class, gevent_recv, gevent_recv_into)");
+        return NULL;
+    }
+    Py_XSETREF(gr_recv, Py_NewRef(args[1]));
+    Py_XSETREF(gr_recv_into, Py_NewRef(args[2]));
+    PyObject *recv_ = PyDescr_NewMethod((PyTypeObject *)args[0], &fast_recv_def);
+    PyObject *recv_into_ = PyDescr_NewMethod((PyTypeObject *)args[0], &fast_recv_into_def);
+    if (recv_ == NULL || recv_into_ == NULL) {
+        Py_XDECREF(recv_);
+        Py_XDECREF(recv_into_);
+        return NULL;
+    }
+    PyObject *pair = PyTuple_Pack(2, recv_, recv_into_);
+    Py_DECREF(recv_);
+    Py_DECREF(recv_into_);
+    return pair;
+}
+
 static PyMethodDef module_methods[] = {
     {"configure_lock", (PyCFunction)configure_lock, METH_O,
      "configure_lock(greenpool.sync.Lock): the lock type bounded queues' fast path reads."},
     {"make_follow_wait", (PyCFunction)(void (*)(void))make_follow_wait, METH_FASTCALL,
      "make_follow_wait(mixin_class, get_hub, gevent_wait, move, failed) -> the _wait method."},
+    {"make_fast_recv", (PyCFunction)(void (*)(void))make_fast_recv, METH_FASTCALL,
+     "make_fast_recv(mixin_class, gevent_recv, gevent_recv_into) -> (recv, recv_into)."},
     {NULL}
 };
 
@@ -469,6 +672,15 @@ PyInit__speedups(void)
     str_locked = PyUnicode_InternFromString("locked");
     str_hub = PyUnicode_InternFromString("hub");
     str_parent = PyUnicode_InternFromString("parent");
+    str_sock = PyUnicode_InternFromString("_sock");
+    str_fileno = PyUnicode_InternFromString("fileno");
+    str_timeout = PyUnicode_InternFromString("timeout");
+    str_read_event = PyUnicode_InternFromString("_read_event");
+    str_wait_name = PyUnicode_InternFromString("_wait");
+    zero_float = PyFloat_FromDouble(0.0);
+    if (!str_sock || !str_fileno || !str_timeout || !str_read_event || !str_wait_name
+        || !zero_float)
+        return NULL;
     PyObject *greenlet = PyImport_ImportModule("greenlet");
     if (greenlet == NULL)
         return NULL;

@@ -14,7 +14,9 @@ cross-hub versions in their place:
 * ``greenpool._patch_threads``: ``threading.Thread`` started outside the pool
   runs on a hub the dispatcher picks;
 * ``greenpool._patch_child``: ``subprocess``, ``os.fork`` and ``os.waitpid``
-  work on any hub, not only on the main thread's loop.
+  work on any hub, not only on the main thread's loop;
+* ``greenpool._patch_select``: ``select.poll`` waits on the caller's hub, and
+  ``poll(0)`` (a connection pool's check before each reuse) skips the loop.
 
 Usage: call :func:`patch_all` first thing in the main module, or run
 ``python -m greenpool.monkey script.py [args]``.
@@ -51,7 +53,7 @@ def patch_all(*, psycopg2: bool = False, **kwargs) -> None:
         from greenpool.patching import refuse_if_hubs_run
 
         refuse_if_hubs_run("greenpool.monkey.patch_all()")
-    from greenpool import _patch_child, _patch_sync, _patch_threads, _socket_follow
+    from greenpool import _patch_child, _patch_select, _patch_sync, _patch_threads, _socket_follow
 
     if kwargs.get("thread", True) and not _patched:
         _patch_sync.prepare()
@@ -66,6 +68,8 @@ def patch_all(*, psycopg2: bool = False, **kwargs) -> None:
         _patch_threads.install()
     if kwargs.get("os", True):
         _patch_child.install()
+    if kwargs.get("select", True):
+        _patch_select.install()
     if psycopg2:
         patch_psycopg2()
     _patched = True

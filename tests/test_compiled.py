@@ -39,7 +39,7 @@ def test_the_pure_python_twins_pass_the_same_tests():
     mine = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
          str(HERE / "test_compiled.py"), str(HERE / "test_stdqueue.py"),
-         str(HERE / "test_socket_follow.py")],
+         str(HERE / "test_socket_follow.py"), str(HERE / "test_socket_recv.py")],
         env=env, capture_output=True, text=True, timeout=150, cwd=HERE.parent,
     )
     assert mine.returncode == 0, mine.stdout[-3000:] + mine.stderr[-3000:]

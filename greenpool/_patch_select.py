@@ -1,0 +1,68 @@
+"""``select.poll`` for N hubs (part of ``greenpool.monkey``).
+
+gevent's patched ``poll`` object has two costs on a pool hub:
+
+* It binds to the loop of the hub that *made* it, and starts its watchers on
+  that loop at every ``poll()``. A poll object made in one thread (the main
+  thread at import, a thread on another hub) and used from another would
+  start watchers on a loop that another thread runs: unsafe in libev.
+  Here every ``poll()`` waits on the calling greenlet's own hub.
+* ``poll(0)``, the "is anything ready right now?" question that connection
+  pools ask before every reuse (urllib3's ``is_connection_dropped``, so every
+  ``requests`` call on a pooled connection), makes an I/O watcher per
+  descriptor and runs one loop iteration: ~13 us. Here it asks the kernel
+  with the original ``poll`` (one syscall, no loop: ~1 us) and then yields
+  with ``gevent.sleep(0)``, as gevent's own ``select()`` does at timeout 0,
+  so a loop that polls without blocking still lets the hub's other
+  greenlets run.
+
+Both keep the stdlib's results: ``[(fd, events)]`` with ``POLLNVAL`` for a
+closed descriptor.
+"""
+
+from __future__ import annotations
+
+import select as _select_module
+
+from gevent import select as _gevent_select
+from gevent import sleep as _sleep
+from gevent._hub_local import get_hub_noargs as _get_hub
+from gevent.monkey import get_original
+
+__all__ = ["poll", "install", "installed"]
+
+_original_poll = get_original("select", "poll")
+_installed = False
+
+
+class poll(_gevent_select.poll):  # noqa: N801 - the stdlib's name
+    """gevent's ``select.poll`` that waits on the caller's hub and answers ``poll(0)`` at once."""
+
+    def poll(self, timeout=None):
+        if timeout is not None and timeout == 0:
+            native = _original_poll()
+            for fd, flags in self.fds.items():
+                native.register(fd, flags)
+            ready = native.poll(0)
+            _sleep(0)  # a scheduling point, as gevent's select() keeps one at timeout 0
+            return ready
+        self.loop = _get_hub().loop  # the caller's hub, not the maker's
+        return super().poll(timeout)
+
+
+def installed() -> bool:
+    """True once :func:`install` ran."""
+    return _installed
+
+
+def install() -> None:
+    """Idempotent: ``select.poll`` (already gevent's) becomes :class:`poll`."""
+    global _installed
+    if _installed:
+        return
+    from gevent import monkey
+
+    if not monkey.is_module_patched("select"):
+        return
+    _select_module.poll = poll
+    _installed = True
