@@ -64,5 +64,5 @@ def install() -> None:
 
     if not monkey.is_module_patched("select"):
         return
-    _select_module.poll = poll
+    _select_module.poll = poll  # type: ignore[misc]
     _installed = True
