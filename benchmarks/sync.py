@@ -5,7 +5,8 @@ undone), rounds alternating between variants; medians are printed:
 
 1. **Uncontended**, in a greenlet on one pool hub: ``threading.Lock``
    acquire/release (method calls and ``with``), ``threading.RLock`` (``with``),
-   ``queue.Queue`` and ``queue.SimpleQueue`` put+get, after
+   ``queue.Queue`` and ``queue.SimpleQueue`` put+get, a zero-timeout
+   ``select.poll`` (what urllib3 asks before reusing a connection), after
    ``gevent.monkey.patch_all()`` (gevent's Cython primitives) and after
    ``greenpool.monkey.patch_all()``. Also the stdlib's pure-Python
    ``queue.Queue`` and ``_PySimpleQueue`` unchanged on greenpool's lock (what
@@ -68,6 +69,22 @@ def put_get(q):
     for _ in range(N):
         p(1); g()
 
+POLLS = 20_000
+
+def poll_zero():
+    # What urllib3 asks before reusing a pooled connection: a new poll object,
+    # one socket, poll(0).
+    import select, socket
+    a, b = socket.socketpair()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(POLLS):
+            p = select.poll(); p.register(a, select.POLLIN); p.poll(0)
+        best = min(best, time.perf_counter() - t0)
+    a.close(); b.close()
+    return best / POLLS * 1e9
+
 def measure():
     out = {
         "lock acquire+release": per_op(lock_calls, threading.Lock()),
@@ -77,6 +94,7 @@ def measure():
         "LifoQueue put+get": per_op(put_get, queue.LifoQueue()),
         "Queue(100) put+get (bounded)": per_op(put_get, queue.Queue(100)),
         "SimpleQueue put+get": per_op(put_get, queue.SimpleQueue()),
+        "select.poll() + register + poll(0)": poll_zero(),
     }
     if variant.startswith("greenpool"):
         out["stdlib py Queue on greenpool Lock"] = per_op(put_get, get_original("queue", "Queue")())

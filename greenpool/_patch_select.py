@@ -5,8 +5,10 @@ gevent's patched ``poll`` object has two costs on a pool hub:
 * It binds to the loop of the hub that *made* it, and starts its watchers on
   that loop at every ``poll()``. A poll object made in one thread (the main
   thread at import, a thread on another hub) and used from another would
-  start watchers on a loop that another thread runs: unsafe in libev.
-  Here every ``poll()`` waits on the calling greenlet's own hub.
+  start watchers on a loop that another thread runs: unsafe in libev (it
+  crashed). Here every ``poll()`` waits on the calling thread's own hub,
+  looked up at the call and never stored on the object, so threads on
+  several hubs may even share one poll object.
 * ``poll(0)``, the "is anything ready right now?" question that connection
   pools ask before every reuse (urllib3's ``is_connection_dropped``, so every
   ``requests`` call on a pooled connection), makes an I/O watcher per
@@ -16,13 +18,17 @@ gevent's patched ``poll`` object has two costs on a pool hub:
   so a loop that polls without blocking still lets the hub's other
   greenlets run.
 
-Both keep the stdlib's results: ``[(fd, events)]`` with ``POLLNVAL`` for a
-closed descriptor.
+Results are the stdlib's ``[(fd, events)]``, ``POLLNVAL`` for a closed
+descriptor. ``poll(0)`` reports what the kernel does (``POLLHUP`` too, as the
+stdlib); a waiting ``poll()`` reports what gevent's does (``POLLIN``,
+``POLLOUT``, ``POLLNVAL``).
 """
 
 from __future__ import annotations
 
 import select as _select_module
+from errno import EBADF
+from select import POLLIN, POLLOUT
 
 from gevent import select as _gevent_select
 from gevent import sleep as _sleep
@@ -41,13 +47,39 @@ class poll(_gevent_select.poll):  # noqa: N801 - the stdlib's name
     def poll(self, timeout=None):
         if timeout is not None and timeout == 0:
             native = _original_poll()
-            for fd, flags in self.fds.items():
-                native.register(fd, flags)
+            for fd, flags in self.fds.items():  # gevent keeps libev's READ 1 / WRITE 2
+                native.register(fd, (POLLIN if flags & 1 else 0) | (POLLOUT if flags & 2 else 0))
             ready = native.poll(0)
             _sleep(0)  # a scheduling point, as gevent's select() keeps one at timeout 0
             return ready
-        self.loop = _get_hub().loop  # the caller's hub, not the maker's
         return super().poll(timeout)
+
+    def _get_started_watchers(self, poll_result):
+        """gevent's, on the calling thread's loop: never the maker's, never stored.
+
+        A poll object shared by threads on several hubs would otherwise start
+        one thread's watchers on another thread's loop.
+        """
+        loop = _get_hub().loop
+        watchers = []
+        try:
+            for fd, flags in self.fds.items():
+                try:
+                    watcher = loop.io(fd, flags)
+                except OSError as ex:
+                    if ex.errno != EBADF:
+                        raise
+                    poll_result.add_error_before_io(fd)
+                    continue
+                watchers.append(watcher)
+                watcher.priority = loop.MAXPRI
+                watcher.start(poll_result.add_event, fd, pass_events=True)
+        except BaseException:
+            for watcher in watchers:
+                watcher.stop()
+                watcher.close()
+            raise
+        return watchers
 
 
 def installed() -> bool:

@@ -364,7 +364,7 @@ static PyTypeObject QueueCoreType = {
  * hub, and what a ValueError from a retired watcher means, stay in Python. */
 
 static PyObject *fw_get_hub, *fw_wait, *fw_move, *fw_failed, *fw_getcurrent, *str_hub;
-static PyObject *str_parent;
+static PyObject *str_parent, *str_loop;
 
 static PyObject *
 follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -400,6 +400,16 @@ follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         Py_DECREF(hub_parent);  /* the hub keeps it */
         if (hub_parent == current)  /* identity only: current is running, so alive */
             hub = owner;
+    }
+    if (hub != NULL) {
+        /* A destroyed hub (hub.destroy() drops its loop; the thread may have a
+         * new one) is not where to wait: ask gevent, and move if it differs. */
+        PyObject *loop = PyObject_GetAttr(owner, str_loop);
+        if (loop == NULL)
+            return NULL;
+        Py_DECREF(loop);  /* the hub keeps it */
+        if (loop == Py_None)
+            hub = NULL;
     }
     if (hub == NULL) {
         hub = PyObject_CallNoArgs(fw_get_hub);
@@ -464,38 +474,61 @@ make_follow_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *gr_recv, *gr_recv_into;  /* gevent's methods: the fallbacks */
 static PyObject *str_sock, *str_fileno, *str_timeout, *str_read_event, *str_wait_name;
-static PyObject *zero_float;
+static PyObject *zero_float, *socket_type;  /* 0.0; _socket.socket */
+
+/* Reads this large or larger release the GIL around the copy, as CPython's do. */
+#define BIG_READ 65536
 
 /* gevent's method with the same arguments (self first). */
 static PyObject *
 fallback(PyObject *method, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
          PyObject *kwnames)
 {
+    Py_ssize_t total = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
     PyObject *small[8];
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    Py_ssize_t total = nargs + nkw;
-    if (total + 1 > 8)
-        return PyErr_Format(PyExc_TypeError, "too many arguments (%zd)", total);
-    small[0] = self;
+    PyObject **call = total < 8 ? small : PyMem_New(PyObject *, total + 1);
+    if (call == NULL)
+        return PyErr_NoMemory();
+    call[0] = self;
     for (Py_ssize_t i = 0; i < total; i++)
-        small[i + 1] = args[i];
-    return PyObject_Vectorcall(method, small, nargs + 1, kwnames);
+        call[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(method, call, nargs + 1, kwnames);
+    if (call != small)
+        PyMem_Free(call);
+    return r;
 }
 
-/* The socket's descriptor (-1 once closed), from its _socket.socket's fileno(). */
+/* The descriptor of the socket's _socket.socket (-1 once closed); 0 when the
+ * socket holds something else (gevent's method then does the call), -1 raised. */
 static int
 socket_fd(PyObject *self, long *fd)
 {
     PyObject *sock = PyObject_GetAttr(self, str_sock);
     if (sock == NULL)
         return -1;
+    if (!PyObject_TypeCheck(sock, (PyTypeObject *)socket_type)) {
+        Py_DECREF(sock);
+        return 0;
+    }
     PyObject *no = PyObject_CallMethodNoArgs(sock, str_fileno);
     Py_DECREF(sock);
     if (no == NULL)
         return -1;
     *fd = PyLong_AsLong(no);
     Py_DECREF(no);
-    return (*fd == -1 && PyErr_Occurred()) ? -1 : 0;
+    return (*fd == -1 && PyErr_Occurred()) ? -1 : 1;
+}
+
+static ssize_t
+recv_now(long fd, void *buf, size_t len, long flags)
+{
+    ssize_t n;
+    if (len < BIG_READ)
+        return recv((int)fd, buf, len, (int)flags | MSG_DONTWAIT);
+    Py_BEGIN_ALLOW_THREADS
+    n = recv((int)fd, buf, len, (int)flags | MSG_DONTWAIT);
+    Py_END_ALLOW_THREADS
+    return n;
 }
 
 /* recv(2) said ``err``: 0 to try again (after waiting when it would block), -1 raised. */
@@ -534,10 +567,11 @@ after_error(PyObject *self, int err)
     return 0;
 }
 
+/* An int argument (bool and IntFlag included, as CPython's "i" takes them) that fits. */
 static int
 int_arg(PyObject *arg, long *out)
 {
-    if (!PyLong_CheckExact(arg))
+    if (!PyLong_Check(arg))
         return 0;
     int overflow;
     *out = PyLong_AsLongAndOverflow(arg, &overflow);
@@ -548,19 +582,21 @@ static PyObject *
 fast_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     long size, flags = 0;
-    if (kwnames != NULL || nargs < 1 || nargs > 2 || !int_arg(args[0], &size) || size < 0
+    /* recv(0) never touches the socket in CPython: gevent's method returns b"". */
+    if (kwnames != NULL || nargs < 1 || nargs > 2 || !int_arg(args[0], &size) || size <= 0
         || (nargs == 2 && !int_arg(args[1], &flags)))
         return fallback(gr_recv, self, args, nargs, kwnames);
     for (;;) {
         long fd;
-        if (socket_fd(self, &fd) < 0)
-            return NULL;
+        int got = socket_fd(self, &fd);
+        if (got <= 0)
+            return got < 0 ? NULL : fallback(gr_recv, self, args, nargs, kwnames);
         PyObject *bytes = PyBytes_FromStringAndSize(NULL, size);
         if (bytes == NULL)
             return NULL;
-        ssize_t n = recv((int)fd, PyBytes_AS_STRING(bytes), (size_t)size,
-                         (int)flags | MSG_DONTWAIT);
+        ssize_t n = recv_now(fd, PyBytes_AS_STRING(bytes), (size_t)size, flags);
         if (n >= 0) {
+            /* (With MSG_TRUNC n may exceed size: CPython resizes to n all the same.) */
             if (n != size && _PyBytes_Resize(&bytes, n) < 0)
                 return NULL;
             return bytes;
@@ -580,30 +616,32 @@ fast_recv_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
         || (nargs >= 2 && !int_arg(args[1], &nbytes)) || nbytes < 0
         || (nargs == 3 && !int_arg(args[2], &flags)))
         return fallback(gr_recv_into, self, args, nargs, kwnames);
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) {
-        PyErr_Clear();  /* gevent's method raises the stdlib's exact TypeError */
-        return fallback(gr_recv_into, self, args, nargs, kwnames);
-    }
-    if (nbytes > view.len) {
-        PyBuffer_Release(&view);
-        return fallback(gr_recv_into, self, args, nargs, kwnames);
-    }
-    size_t want = nbytes == 0 ? (size_t)view.len : (size_t)nbytes;
+    /* As gevent's: the buffer is taken for each try and released before a wait
+     * (another greenlet may resize or close it meanwhile). Whatever these tries
+     * do not cover exactly goes to gevent's method, which raises the stdlib's
+     * errors: a buffer that cannot be written, nbytes over its length, and a
+     * zero-length read (CPython returns 0 without touching the socket). */
     for (;;) {
-        long fd;
-        if (socket_fd(self, &fd) < 0)
-            break;
-        ssize_t n = recv((int)fd, view.buf, want, (int)flags | MSG_DONTWAIT);
-        if (n >= 0) {
-            PyBuffer_Release(&view);
-            return PyLong_FromSsize_t(n);
+        Py_buffer view;
+        if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) {
+            PyErr_Clear();
+            return fallback(gr_recv_into, self, args, nargs, kwnames);
         }
-        if (after_error(self, errno) < 0)
-            break;
+        size_t want = nbytes == 0 ? (size_t)view.len : (size_t)nbytes;
+        long fd;
+        int got = (nbytes > view.len || want == 0) ? 0 : socket_fd(self, &fd);
+        if (got <= 0) {
+            PyBuffer_Release(&view);
+            return got < 0 ? NULL : fallback(gr_recv_into, self, args, nargs, kwnames);
+        }
+        ssize_t n = recv_now(fd, view.buf, want, flags);
+        int err = errno;
+        PyBuffer_Release(&view);
+        if (n >= 0)  /* with MSG_TRUNC, the datagram's length, as CPython returns */
+            return PyLong_FromSsize_t(n);
+        if (after_error(self, err) < 0)
+            return NULL;
     }
-    PyBuffer_Release(&view);
-    return NULL;
 }
 
 static PyMethodDef fast_recv_def = {
@@ -672,14 +710,22 @@ PyInit__speedups(void)
     str_locked = PyUnicode_InternFromString("locked");
     str_hub = PyUnicode_InternFromString("hub");
     str_parent = PyUnicode_InternFromString("parent");
+    str_loop = PyUnicode_InternFromString("loop");
+    if (str_loop == NULL)
+        return NULL;
     str_sock = PyUnicode_InternFromString("_sock");
     str_fileno = PyUnicode_InternFromString("fileno");
     str_timeout = PyUnicode_InternFromString("timeout");
     str_read_event = PyUnicode_InternFromString("_read_event");
     str_wait_name = PyUnicode_InternFromString("_wait");
     zero_float = PyFloat_FromDouble(0.0);
+    PyObject *socket_module = PyImport_ImportModule("_socket");
+    if (socket_module == NULL)
+        return NULL;
+    socket_type = PyObject_GetAttrString(socket_module, "socket");
+    Py_DECREF(socket_module);
     if (!str_sock || !str_fileno || !str_timeout || !str_read_event || !str_wait_name
-        || !zero_float)
+        || !zero_float || socket_type == NULL || !PyType_Check(socket_type))
         return NULL;
     PyObject *greenlet = PyImport_ImportModule("greenlet");
     if (greenlet == NULL)

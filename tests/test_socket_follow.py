@@ -536,3 +536,26 @@ pool.shutdown()
 print("ok")
 """, 6379, patch=PATCH_ALL, timeout=100)
 
+
+
+@pytest.mark.timeout(60)
+def test_a_socket_of_a_destroyed_hub_moves_to_the_threads_new_hub(echo_port):
+    """The main greenlet is its hub's parent, but a destroyed hub is not where to wait.
+
+    Its socket moves to the thread's new hub, as the pure-Python wait always did
+    (before the fix the C wait tried the dead loop: "operation on destroyed loop").
+    """
+    run_child("""
+sock = socket.create_connection(ADDRESS)          # on the main thread's hub
+old = gevent.get_hub()
+old.destroy(destroy_loop=True)
+new = gevent.get_hub()
+assert new is not old and sock.hub is old
+sock.sendall(b"ping\\n")
+with gevent.Timeout(10):
+    assert sock.recv(5) == b"ping\\n"
+assert sock.hub is new
+sock.close()
+pool.shutdown()
+print("ok")
+""", echo_port)

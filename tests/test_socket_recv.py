@@ -105,6 +105,64 @@ def peek_then_read():
     a, b = pair(b"hello")
     return a.recv(5, socket.MSG_PEEK), a.recv(5)
 
+def udp_pair():
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.bind(("127.0.0.1", 0))
+    w = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    w.connect(r.getsockname())
+    return r, w
+
+def udp_zero_keeps_the_datagram():
+    r, w = udp_pair()
+    w.send(b"one")
+    gevent.sleep(0.01)
+    return r.recv(0), r.recv(10)
+
+def udp_truncated():
+    r, w = udp_pair()
+    w.send(b"datagram!")
+    gevent.sleep(0.01)
+    return len(r.recv(4, int(socket.MSG_TRUNC)))
+
+def zero_without_data(into=False, nonblocking=False):
+    a, b = pair()
+    if nonblocking:
+        a.setblocking(False)
+    return a.recv_into(bytearray(0)) if into else a.recv(0)
+
+def resized_while_waiting():
+    a, b = pair()
+    buf = bytearray(4)
+    def other():
+        gevent.sleep(0.01)
+        buf.extend(b"zz")  # a BufferError if the buffer stayed exported during the wait
+        b.send(b"hi")
+    gevent.spawn(other)
+    return a.recv_into(buf), bytes(buf)
+
+def big_read(into=False):
+    a, b = pair(b"x" * 70000)
+    if into:
+        buf = bytearray(1 << 17)
+        return a.recv_into(buf)
+    return len(a.recv(1 << 17))
+
+class Wrapped:
+    # Something other than a _socket.socket in self._sock: its own recv is called.
+    def __init__(self, sock): self.sock = sock
+    def recv(self, *args): return b"wrapped:" + self.sock.recv(*args)
+    def recv_into(self, buf, *args): return 42
+    def fileno(self): return self.sock.fileno()
+
+def replaced_sock(into=False):
+    a, b = pair(b"data")
+    real = a._sock
+    a._sock = Wrapped(real)
+    try:
+        return a.recv_into(bytearray(4)) if into else a.recv(4)
+    finally:
+        a._sock = real
+
 def reset(into=False):
     c, _ = reset_pair()
     return c.recv_into(bytearray(4)) if into else c.recv(4)
@@ -153,6 +211,22 @@ CASES = {
     "into closed": lambda: closed(into=True),
     "into waits": lambda: waits(into=True),
     "into reset": lambda: reset(into=True),
+    "recv zero without data": zero_without_data,
+    "recv zero nonblocking": lambda: zero_without_data(nonblocking=True),
+    "into empty without data": lambda: zero_without_data(into=True),
+    "into nbytes zero empty buffer": lambda: pair()[0].recv_into(bytearray(0), 0),
+    "recv zero udp keeps the datagram": udp_zero_keeps_the_datagram,
+    "recv udp truncated": udp_truncated,
+    "recv int flags peek": lambda: pair(b"hello")[0].recv(5, int(socket.MSG_PEEK)),
+    "recv intflag flags peek": lambda: pair(b"hello")[0].recv(5, socket.MSG_PEEK),
+    "into int flags peek": lambda: case_recv_into(b"hello", lambda: bytearray(8), 0,
+                                                  int(socket.MSG_PEEK)),
+    "into resized while waiting": resized_while_waiting,
+    "recv big": big_read,
+    "into big": lambda: big_read(into=True),
+    "recv many args": lambda: pair(b"x")[0].recv(1, 2, 3, 4, 5, 6, 7, 8, 9),
+    "recv replaced _sock": replaced_sock,
+    "into replaced _sock": lambda: replaced_sock(into=True),
 }
 
 results = {}
@@ -178,7 +252,7 @@ def run_child() -> dict:
 def test_installed_recv_and_recv_into_behave_exactly_as_geventss():
     report = run_child()
     results = report["results"]
-    assert len(results) >= 40
+    assert len(results) >= 55
     mismatches = {name: got for name, got in results.items() if got["gevent"] != got["installed"]}
     assert not mismatches, json.dumps(mismatches, indent=1)
     # The table covers what it claims: data, waits, and each kind of refusal.
@@ -187,6 +261,10 @@ def test_installed_recv_and_recv_into_behave_exactly_as_geventss():
             "OSError", "ConnectionResetError"} <= kinds
     assert results["recv waits"]["installed"] == ["ok", b"late".hex()]
     assert results["into waits"]["installed"] == ["ok", [4, b"late\0\0\0\0".hex()]]
+    # recv(0) never touches the socket (CPython's rule): no wait, no datagram lost.
+    assert results["recv zero without data"]["installed"] == ["ok", ""]
+    assert results["recv zero udp keeps the datagram"]["installed"] == ["ok", ["", b"one".hex()]]
+    assert results["into resized while waiting"]["installed"] == ["ok", [2, b"hi\0\0zz".hex()]]
 
 
 def test_recv_and_recv_into_are_replaced_exactly_when_the_extension_is_built():
