@@ -363,8 +363,7 @@ static PyTypeObject QueueCoreType = {
  * path not get slower. Only the same-hub case is here: the move to another
  * hub, and what a ValueError from a retired watcher means, stay in Python. */
 
-static PyObject *fw_get_hub, *fw_wait, *fw_move, *fw_failed, *fw_getcurrent, *str_hub;
-static PyObject *str_parent, *str_loop;
+static PyObject *fw_get_hub, *fw_wait, *fw_move, *fw_failed, *str_hub;
 
 static PyObject *
 follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -377,46 +376,13 @@ follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     if (owner == NULL)
         return NULL;
     Py_DECREF(owner);  /* the socket keeps it */
-    /* The usual case, cheaply: the waiting greenlet is a child of the socket's
-     * hub (a greenlet's parent always runs in its thread). Otherwise ask gevent
-     * which hub this thread has (a thread-local lookup, ~5x the cost). */
-    PyObject *hub = NULL;
-    PyObject *current = PyObject_CallNoArgs(fw_getcurrent);
-    if (current == NULL)
+    /* The calling thread's hub, from gevent's own (Cython) thread-local lookup:
+     * cheaper than telling it from the current greenlet's parent, and right
+     * for a destroyed hub too (the thread's new hub differs: the socket moves). */
+    PyObject *hub = PyObject_CallNoArgs(fw_get_hub);
+    if (hub == NULL)
         return NULL;
-    PyObject *parent = PyObject_GetAttr(current, str_parent);
-    Py_DECREF(current);
-    if (parent == NULL)
-        return NULL;
-    Py_DECREF(parent);  /* the greenlet keeps it */
-    if (parent == owner)
-        hub = owner;
-    else if (parent == Py_None && owner != Py_None) {
-        /* The thread's main greenlet (main-thread code, a benchmark): on the
-         * hub's thread if it is the hub's parent. */
-        PyObject *hub_parent = PyObject_GetAttr(owner, str_parent);
-        if (hub_parent == NULL)
-            return NULL;
-        Py_DECREF(hub_parent);  /* the hub keeps it */
-        if (hub_parent == current)  /* identity only: current is running, so alive */
-            hub = owner;
-    }
-    if (hub != NULL) {
-        /* A destroyed hub (hub.destroy() drops its loop; the thread may have a
-         * new one) is not where to wait: ask gevent, and move if it differs. */
-        PyObject *loop = PyObject_GetAttr(owner, str_loop);
-        if (loop == NULL)
-            return NULL;
-        Py_DECREF(loop);  /* the hub keeps it */
-        if (loop == Py_None)
-            hub = NULL;
-    }
-    if (hub == NULL) {
-        hub = PyObject_CallNoArgs(fw_get_hub);
-        if (hub == NULL)
-            return NULL;
-        Py_DECREF(hub);  /* the thread's hub stays referenced by the thread */
-    }
+    Py_DECREF(hub);  /* the thread's hub stays referenced by the thread */
     PyObject *call[3] = {self, a[0], a[1]};
     if (owner != hub)  /* another hub's socket: move it first (Python) */
         return PyObject_Vectorcall(fw_move, call, 3, NULL);
@@ -709,10 +675,6 @@ PyInit__speedups(void)
     str_notify_not_empty = PyUnicode_InternFromString("_notify_not_empty");
     str_locked = PyUnicode_InternFromString("locked");
     str_hub = PyUnicode_InternFromString("hub");
-    str_parent = PyUnicode_InternFromString("parent");
-    str_loop = PyUnicode_InternFromString("loop");
-    if (str_loop == NULL)
-        return NULL;
     str_sock = PyUnicode_InternFromString("_sock");
     str_fileno = PyUnicode_InternFromString("fileno");
     str_timeout = PyUnicode_InternFromString("timeout");
@@ -727,17 +689,10 @@ PyInit__speedups(void)
     if (!str_sock || !str_fileno || !str_timeout || !str_read_event || !str_wait_name
         || !zero_float || socket_type == NULL || !PyType_Check(socket_type))
         return NULL;
-    PyObject *greenlet = PyImport_ImportModule("greenlet");
-    if (greenlet == NULL)
-        return NULL;
-    fw_getcurrent = PyObject_GetAttrString(greenlet, "getcurrent");
-    Py_DECREF(greenlet);
-    if (fw_getcurrent == NULL)
-        return NULL;
     zero = PyLong_FromLong(0);
     if (!str_put_locked || !str_get_locked || !str_wake_one || !str_wait_get || !zero
         || !str_notify_not_empty
-        || !str_locked || !str_hub || !str_parent)
+        || !str_locked || !str_hub)
         return NULL;
     if (PyType_Ready(&QueueCoreType) < 0)
         return NULL;
