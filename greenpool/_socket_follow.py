@@ -6,11 +6,12 @@ live on that hub's loop, so a thread-style app that shares a socket (through a
 hubs fails with "Cannot switch to a different thread". After :func:`install`,
 the socket *moves*, in place, to the hub of whichever greenlet has to wait on
 it: same object, same descriptor, same buffered bytes (``makefile()``), same
-OpenSSL state. Only the wait path and close/shutdown are patched: a send or
-receive that does not have to wait never looks at the hub, and a wait on the
-socket's own hub costs one identity check more than gevent's (the check is
-in C, ``greenpool/_speedups.c``; the pure-Python twin costs ~0.1 us more a
-wait; ``benchmarks/socket_follow.py``).
+OpenSSL state. Only the wait path and close/shutdown are patched (and, with
+the C extension, recv/recv_into: below): a send or receive that does not have
+to wait never looks at the hub, and a wait on the socket's own hub costs one
+hub check more than gevent's (gevent's ``get_hub()`` and an identity check, in
+C, ``greenpool/_speedups.c``: ~90 ns a wait; the pure-Python twin ~105 ns;
+``benchmarks/socket_follow.py``).
 
 With the C extension, ``recv`` and ``recv_into`` of plain sockets are also
 replaced, so that the same-hub path as a whole is not slower than gevent's:
