@@ -16,7 +16,10 @@ cross-hub versions in their place:
 * ``greenpool._patch_child``: ``subprocess``, ``os.fork`` and ``os.waitpid``
   work on any hub, not only on the main thread's loop;
 * ``greenpool._patch_select``: ``select.poll`` waits on the caller's hub, and
-  ``poll(0)`` (a connection pool's check before each reuse) skips the loop.
+  ``poll(0)`` (a connection pool's check before each reuse) skips the loop;
+* ``greenpool._patch_psycopg2``: psycopg2's blocking calls run on the calling
+  hub's helper threads, so a query does not hold its hub (``psycopg2=``
+  chooses: offload, green, or blocking).
 
 Usage: call :func:`patch_all` first thing in the main module, or run
 ``python -m greenpool.monkey script.py [args]``.
@@ -37,16 +40,32 @@ def is_patched() -> bool:
     return _patched
 
 
-def patch_all(*, psycopg2: bool = False, **kwargs) -> None:
+_PSYCOPG2_MODES = {"offload": "offload", "green": "green", True: "green",
+                   "blocking": "blocking", False: "blocking"}
+
+
+def patch_all(*, psycopg2: bool | str = "offload", **kwargs) -> None:
     """Patch like ``gevent.monkey.patch_all(**kwargs)``, then install the cross-hub pieces.
 
-    ``psycopg2=True`` also calls :func:`patch_psycopg2`. Calling it again
-    is harmless. Called after greenpool started hub threads, it raises
-    :class:`greenpool.PatchingError` (nothing is patched), even when gevent's
-    own patching had already been done: the cross-hub pieces would come too
-    late for the locks and sockets those hubs already hold.
+    ``psycopg2`` says what psycopg2's blocking calls do (``greenpool._patch_psycopg2``):
+    ``"offload"`` (the default: they run on the calling hub's helper threads
+    while the hub keeps serving; a no-op without psycopg2 installed), ``"green"``
+    or ``True`` (:func:`patch_psycopg2`'s wait callback; COPY is refused) or
+    ``"blocking"`` or ``False`` (each call blocks its hub, as psycopg2 does).
+    Calling it again is harmless (a mode once installed stays). Called after
+    greenpool started hub threads, it raises :class:`greenpool.PatchingError`
+    (nothing is patched), even when gevent's own patching had already been
+    done: the cross-hub pieces would come too late for the locks and sockets
+    those hubs already hold.
     """
     global _patched
+    try:
+        mode = _PSYCOPG2_MODES[psycopg2]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"patch_all(psycopg2={psycopg2!r}): use 'offload' (the default), 'green' (or True: "
+            "psycopg2's wait callback) or 'blocking' (or False: leave psycopg2 alone)"
+        ) from None
     from gevent import monkey
 
     if not _patched:
@@ -70,19 +89,24 @@ def patch_all(*, psycopg2: bool = False, **kwargs) -> None:
         _patch_child.install()
     if kwargs.get("select", True):
         _patch_select.install()
-    if psycopg2:
+    if mode == "green":
         patch_psycopg2()
+    elif mode == "offload":
+        from greenpool import _patch_psycopg2
+
+        _patch_psycopg2.install_offload()
     _patched = True
 
 
 def patch_psycopg2() -> None:
     """Make psycopg2 queries wait cooperatively on the calling hub (psycogreen's callback).
 
-    Without it a query blocks its hub's thread: N hubs overlap N queries, no
-    more. With it every greenlet's query waits on its own hub, so one hub
-    overlaps as many queries as it has greenlets. Not done by :func:`patch_all`
-    unless asked (``psycopg2=True``): in this mode psycopg2 refuses COPY
-    (``copy_from``/``copy_to``/``copy_expert``) and large objects.
+    Every greenlet's query then waits on its own hub, so one hub overlaps as
+    many queries as it has greenlets, with no helper threads. Not done by
+    :func:`patch_all` unless asked (``psycopg2="green"`` or ``True``): in this
+    mode psycopg2 refuses COPY (``copy_from``/``copy_to``/``copy_expert``) and
+    large objects. (By default :func:`patch_all` offloads psycopg2's blocking
+    calls to the hub's helper threads instead, which keeps COPY working.)
     """
     from greenpool import _patch_psycopg2
 

@@ -24,7 +24,10 @@ if "--gevent-only" in sys.argv:  # the control: gevent's own patching, one hub, 
 else:
     import greenpool.monkey
 
-    greenpool.monkey.patch_all()
+    # psycopg2's mode (greenpool._patch_psycopg2): offload (the default) or blocking;
+    # the psycopg2 scenario's --green adds the wait callback later.
+    greenpool.monkey.patch_all(psycopg2="blocking" if "--psycopg2-blocking" in sys.argv
+                               else "offload")
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
@@ -428,6 +431,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--url", default=None)
     parser.add_argument("--green", action="store_true", help="psycopg2: psycogreen wait callback")
+    parser.add_argument("--psycopg2-blocking", action="store_true",
+                        help="patch with psycopg2='blocking' (read before parsing, at import)")
     parser.add_argument("--gevent-only", action="store_true", help="control: gevent alone")
     parser.add_argument("--deadline", type=float, default=40.0,
                         help="dump every stack and exit 1 after this many seconds")

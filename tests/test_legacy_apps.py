@@ -141,10 +141,11 @@ def test_redis_blocking_connection_pool_loses_no_wake_up():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("green", [False, True], ids=["blocking", "wait-callback"])
-def test_psycopg2_threaded_connection_pool_never_hangs(green):
+@pytest.mark.parametrize("mode", ["offload", "blocking", "wait-callback"])
+def test_psycopg2_threaded_connection_pool_never_hangs(mode):
     need_service("PostgreSQL", 5432)
-    report = run_scenario("psycopg2", *(["--green"] if green else []), reps=10)
+    args = {"offload": [], "blocking": ["--psycopg2-blocking"], "wait-callback": ["--green"]}
+    report = run_scenario("psycopg2", *args[mode], reps=10)
     assert 1 <= report["connections"] <= POOL_SIZE, report
 
 

@@ -1,7 +1,8 @@
-"""greenpool.monkey.patch_psycopg2(): psycopg2 waits on the hub, not on its thread."""
+"""psycopg2 under greenpool.monkey: a query does not hold its hub (offloaded or green)."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 SCRIPT = """
 import sys
 import greenpool.monkey
-greenpool.monkey.patch_all(psycopg2={patch})
+greenpool.monkey.patch_all({patch})
 import gevent
 import psycopg2
 import greenpool
@@ -61,7 +62,7 @@ with greenpool.Pool(2) as pool:
 """
 
 
-def run(patch: bool) -> str:
+def run(patch: str) -> str:
     proc = run_python(textwrap.dedent(SCRIPT.format(patch=patch)), timeout=45)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout.strip()
@@ -69,13 +70,135 @@ def run(patch: bool) -> str:
 
 def test_a_query_waiting_on_postgresql_lets_its_hubs_other_greenlets_run():
     need_service("PostgreSQL", 5432)
-    assert run(patch=True) == "got the lock"
+    assert run(patch="psycopg2=True") == "got the lock"
+
+
+def test_by_default_a_waiting_query_is_offloaded_and_its_hub_keeps_serving():
+    need_service("PostgreSQL", 5432)
+    assert run(patch="") == "got the lock"
+    assert run(patch="psycopg2='offload'") == "got the lock"
 
 
 def test_without_patch_psycopg2_a_query_blocks_its_hubs_thread():
-    """The control: unpatched, the waiting query holds the hub until its timeout."""
+    """The control: left blocking, the waiting query holds the hub until its timeout."""
     need_service("PostgreSQL", 5432)
-    assert run(patch=False) == "QueryCanceled"
+    assert run(patch="psycopg2=False") == "QueryCanceled"
+    assert run(patch="psycopg2='blocking'") == "QueryCanceled"
+
+
+def test_a_bad_psycopg2_mode_is_refused_before_anything_is_patched():
+    proc = run_python(
+        """
+        import greenpool.monkey
+        from gevent import monkey
+        try:
+            greenpool.monkey.patch_all(psycopg2="fast")
+        except ValueError as exc:
+            print("refused:", exc)
+        print("patched:", monkey.is_module_patched("socket"), greenpool.monkey.is_patched())
+        """
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "refused: patch_all(psycopg2='fast'): use 'offload'" in proc.stdout
+    assert "patched: False False" in proc.stdout
+
+
+OFFLOAD_SCRIPT = """
+import io, json, threading
+import greenpool.monkey
+greenpool.monkey.patch_all()
+import psycopg2, greenpool
+from psycopg2 import extensions, extras
+
+DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
+def scenario():
+    here = threading.get_native_id()
+    seen = []
+
+    class Recording(extensions.cursor):
+        def execute(self, query, vars=None):
+            seen.append(threading.get_native_id())
+            return super().execute(query, vars)
+
+    out = {}
+    conn = psycopg2.connect(DSN, cursor_factory=Recording)
+    cur = conn.cursor()
+    cur.execute("SELECT 1")
+    out["value"] = cur.fetchone()[0]
+    out["offloaded"] = seen[-1] != here
+    out["isinstance"] = isinstance(cur, Recording) and isinstance(conn, extensions.connection)
+    out["names"] = [type(cur).__name__, type(conn).__name__]
+    d = conn.cursor(cursor_factory=extras.RealDictCursor)
+    d.execute("SELECT 1 AS x")
+    out["dict"] = d.fetchone()
+    p = conn.cursor(None, extras.NamedTupleCursor)
+    p.execute("SELECT 2 AS y")
+    out["namedtuple"] = p.fetchone().y
+    with conn.cursor("server_side") as named:
+        named.execute("SELECT generate_series(1, 10)")
+        out["named"] = [named.fetchone()[0], len(named.fetchmany(3)), len(named.fetchall())]
+    conn.commit()
+    c = conn.cursor()
+    c.execute("CREATE TEMP TABLE t (v int)")
+    c.executemany("INSERT INTO t VALUES (%s)", [(1,), (2,), (3,)])
+    c.callproc("abs", (-3,))
+    out["callproc"] = c.fetchone()[0]
+    c.execute("SELECT sum(v) FROM t")
+    out["executemany"] = c.fetchone()[0]
+    conn.rollback()
+    buf = io.StringIO()
+    conn.cursor().copy_expert("COPY (SELECT 7) TO STDOUT", buf)  # COPY still works
+    out["copy"] = buf.getvalue()
+    try:
+        conn.cursor().execute("SELEC 1")
+    except psycopg2.errors.SyntaxError as exc:
+        out["error"] = exc.pgcode
+    conn.rollback()
+    again = conn.cursor()
+    again.execute("SELECT 3")
+    out["after_error"] = again.fetchone()[0]
+    logged = psycopg2.connect(DSN, connection_factory=extras.LoggingConnection)
+    logged.initialize(io.StringIO())
+    lc = logged.cursor()
+    lc.execute("SELECT 4")
+    out["logging"] = [isinstance(logged, extras.LoggingConnection), lc.fetchone()[0]]
+    conn.close()
+    logged.close()
+    return out
+
+with greenpool.Pool(2) as pool:
+    on_hub = pool.spawn_on(1, scenario).result(timeout=30)
+main_seen = []
+class MainRecording(extensions.cursor):
+    def execute(self, query, vars=None):
+        main_seen.append(threading.get_native_id())
+        return super().execute(query, vars)
+conn = psycopg2.connect(DSN, cursor_factory=MainRecording)
+conn.cursor().execute("SELECT 1")
+conn.close()
+print(json.dumps({"hub": on_hub, "main_in_place": main_seen == [threading.get_native_id()]}))
+"""
+
+
+def test_offloading_keeps_psycopg2_whole_factories_errors_copy_and_named_cursors():
+    need_service("PostgreSQL", 5432)
+    proc = run_python(OFFLOAD_SCRIPT, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    hub = result["hub"]
+    assert hub["offloaded"] is True  # ran on a helper thread, not the hub's
+    assert result["main_in_place"] is True  # outside a pool hub: in place, as before
+    assert hub["value"] == 1 and hub["isinstance"] is True
+    assert hub["names"] == ["Recording", "connection"]
+    assert hub["dict"] == {"x": 1}
+    assert hub["namedtuple"] == 2
+    assert hub["named"] == [1, 3, 6]
+    assert hub["callproc"] == 3 and hub["executemany"] == 6
+    assert hub["copy"] == "7\n"
+    assert hub["error"] == "42601"
+    assert hub["after_error"] == 3
+    assert hub["logging"] == [True, 4]
 
 
 def test_patch_psycopg2_is_off_by_default_because_copy_refuses_green_mode():
