@@ -94,89 +94,98 @@ def _offloaded(fn, *args, **kwargs):
     return blocking(fn, *args, **kwargs)
 
 
-class _OffloadingCursor:
-    """Mixed in before a cursor class: the calls that wait for the server run offloaded."""
-
-    __slots__ = ()
+def _cursor_methods() -> dict:
+    """The cursor methods that run offloaded (``super()``: the next class, in the end C's)."""
 
     def execute(self, query, vars=None):  # noqa: A002 - psycopg2's name
-        return _offloaded(super().execute, query, vars)
+        return _offloaded(super(_mixins["cursor"], self).execute, query, vars)
 
     def executemany(self, query, vars_list):
-        return _offloaded(super().executemany, query, vars_list)
+        return _offloaded(super(_mixins["cursor"], self).executemany, query, vars_list)
 
     def callproc(self, procname, parameters=None):
-        if parameters is None:
-            return _offloaded(super().callproc, procname)
-        return _offloaded(super().callproc, procname, parameters)
+        call = super(_mixins["cursor"], self).callproc
+        return _offloaded(call, procname) if parameters is None else _offloaded(
+            call, procname, parameters)
 
     # A named (server-side) cursor's fetches are round trips too; a client-side
     # cursor's are not, so they stay direct. (Iterating a named cursor fetches
     # in C, in place: each batch of itersize rows still blocks the hub.)
     def fetchone(self):
-        if self.name is None:
-            return super().fetchone()
-        return _offloaded(super().fetchone)
+        call = super(_mixins["cursor"], self).fetchone
+        return call() if self.name is None else _offloaded(call)
 
     def fetchmany(self, size=None):
-        call = super().fetchmany
-        if self.name is None:
-            return call() if size is None else call(size)
-        return _offloaded(call) if size is None else _offloaded(call, size)
+        call = super(_mixins["cursor"], self).fetchmany
+        args = () if size is None else (size,)
+        return call(*args) if self.name is None else _offloaded(call, *args)
 
     def fetchall(self):
-        if self.name is None:
-            return super().fetchall()
-        return _offloaded(super().fetchall)
+        call = super(_mixins["cursor"], self).fetchall
+        return call() if self.name is None else _offloaded(call)
 
     def scroll(self, value, mode="relative"):
-        if self.name is None:
-            return super().scroll(value, mode)
-        return _offloaded(super().scroll, value, mode)
+        call = super(_mixins["cursor"], self).scroll
+        return call(value, mode) if self.name is None else _offloaded(call, value, mode)
+
+    return {"execute": execute, "executemany": executemany, "callproc": callproc,
+            "fetchone": fetchone, "fetchmany": fetchmany, "fetchall": fetchall,
+            "scroll": scroll}
 
 
-class _OffloadingConnection:
-    """Mixed in before a connection class: its cursors offload, and so do commit/rollback."""
-
-    __slots__ = ()
+def _connection_methods() -> dict:
+    """The connection methods: cursors that offload, and commit/rollback offloaded."""
 
     def cursor(self, *args, **kwargs):
+        # By now the classes above this one (DictConnection's cursor(), say)
+        # have filled in their default factory; wrap whatever is asked for.
         if len(args) >= 2:  # cursor(name, cursor_factory, ...)
             args = (args[0], offloading_cursor(args[1] or self.cursor_factory), *args[2:])
         else:
             kwargs["cursor_factory"] = offloading_cursor(
                 kwargs.get("cursor_factory") or self.cursor_factory)
-        return super().cursor(*args, **kwargs)
+        return super(_mixins["connection"], self).cursor(*args, **kwargs)
 
     def commit(self):
-        return _offloaded(super().commit)
+        return _offloaded(super(_mixins["connection"], self).commit)
 
     def rollback(self):
-        return _offloaded(super().rollback)
+        return _offloaded(super(_mixins["connection"], self).rollback)
+
+    return {"cursor": cursor, "commit": commit, "rollback": rollback}
 
 
-def _subclass(kind: str, mixin: type, base: type) -> type:
-    """``base`` with ``mixin`` in front, made once per class (same name and module)."""
+#: "cursor" / "connection": psycopg2's class with the offloading methods, made
+#: by install_offload(). Put *after* a user's class in a subclass's bases, so
+#: the user's Python overrides run first (on the hub) and only the C call is
+#: offloaded.
+_mixins: dict[str, type] = {}
+
+
+def _subclass(kind: str, base: type) -> type:
+    """``base`` with the offloading methods under it, made once per class."""
+    mixin = _mixins[kind]
     if issubclass(base, mixin):
         return base
-    key = (kind, base)
-    cls = _classes.get(key)
+    if base is mixin.__bases__[0]:  # psycopg2's own class
+        return mixin
+    cls = _classes.get((kind, base))
     if cls is None:
         with _classes_lock:
-            cls = _classes.get(key)
+            cls = _classes.get((kind, base))
             if cls is None:
-                cls = type(base.__name__, (mixin, base), {
+                cls = type(base.__name__, (base, mixin), {
                     "__module__": base.__module__, "__qualname__": base.__qualname__,
                     "__doc__": base.__doc__})
-                _classes[key] = cls
+                _classes[(kind, base)] = cls
     return cls
 
 
 def offloading_cursor(factory=None) -> type:
     """The offloading subclass of cursor class ``factory`` (psycopg2's cursor by default).
 
-    A factory that is not a class (a function making cursors) is returned as
-    it is: its cursors are not offloaded.
+    A factory that is not a cursor class (a function making cursors) is
+    returned as it is: its cursors are not offloaded.
     """
     from psycopg2 import extensions
 
@@ -184,7 +193,7 @@ def offloading_cursor(factory=None) -> type:
         factory = extensions.cursor
     if not (isinstance(factory, type) and issubclass(factory, extensions.cursor)):
         return factory
-    return _subclass("cursor", _OffloadingCursor, factory)
+    return _subclass("cursor", factory)
 
 
 def offloading_connection(factory=None) -> type:
@@ -195,7 +204,7 @@ def offloading_connection(factory=None) -> type:
         factory = extensions.connection
     if not (isinstance(factory, type) and issubclass(factory, extensions.connection)):
         return factory
-    return _subclass("connection", _OffloadingConnection, factory)
+    return _subclass("connection", factory)
 
 
 def _connect(dsn=None, connection_factory=None, cursor_factory=None, **kwargs):
@@ -215,6 +224,12 @@ def install_offload() -> bool:
     except ImportError:
         return False
     if _original_connect is None:
+        for kind, base, methods in (("cursor", extensions.cursor, _cursor_methods()),
+                                    ("connection", extensions.connection,
+                                     _connection_methods())):
+            _mixins[kind] = type(kind, (base,), {
+                **methods, "__module__": base.__module__, "__qualname__": base.__qualname__,
+                "__doc__": base.__doc__})
         _get_wait_callback = extensions.get_wait_callback
         _original_connect = psycopg2.connect
         psycopg2.connect = _connect

@@ -133,11 +133,22 @@ def blocking(fn: Callable, /, *args, **kwargs) -> Any:
     hub = current_hub()
     if hub is None:
         return fn(*args, **kwargs)
-    return hub.gevent_hub.threadpool.apply(_call_on_helper_thread, (fn, args, kwargs))
+    ok, value = hub.gevent_hub.threadpool.apply(_call_on_helper_thread, (fn, args, kwargs))
+    if ok:
+        return value
+    try:
+        raise value  # with its traceback from the helper thread
+    finally:
+        del value  # no cycle through this frame
 
 
-def _call_on_helper_thread(fn: Callable, args: tuple, kwargs: dict) -> Any:
+def _call_on_helper_thread(fn: Callable, args: tuple, kwargs: dict) -> tuple[bool, Any]:
     """Call ``fn`` on a threadpool worker, then drop any gevent hub it left there.
+
+    Returns ``(True, result)`` or ``(False, exception)``: an exception raised
+    out of a gevent threadpool task is also printed by the hub (a traceback on
+    stderr for every failed call, say each SQL error a caller handles), so it
+    is handed back as a value and raised in the caller instead.
 
     A worker keeps a hub that a call created (patched ``select`` inside
     ``subprocess.communicate`` does), but never runs its loop between calls.
@@ -148,7 +159,9 @@ def _call_on_helper_thread(fn: Callable, args: tuple, kwargs: dict) -> Any:
     issue 2177 is the same trap). Without a hub, ``os.close`` closes at once.
     """
     try:
-        return fn(*args, **kwargs)
+        return True, fn(*args, **kwargs)
+    except Exception as exc:
+        return False, exc
     finally:
         left = get_hub_if_exists()
         if left is not None:

@@ -74,7 +74,7 @@ def test_blocking_leaves_no_gevent_hub_on_its_helper_thread():
     seen = {}
 
     def worker():
-        seen["made"] = _call_on_helper_thread(lambda: gevent.get_hub() is not None, (), {})
+        seen["made"] = _call_on_helper_thread(lambda: gevent.get_hub() is not None, (), {})[1]
         seen["left"] = get_hub_if_exists()
 
     thread = threading.Thread(target=worker)
@@ -99,6 +99,39 @@ def test_blocking_clears_gevent_workers_note_of_the_hub_it_destroys():
         assert worker._hub_of_worker is None
     finally:
         tp.kill()
+
+
+def test_blocking_raises_the_calls_exception_in_the_caller_and_prints_nothing():
+    """gevent's threadpool prints every exception a task raises; blocking() must not.
+
+    An app that handles the error (a unique violation from an offloaded
+    psycopg2 query, say) would otherwise get a traceback on stderr each time.
+    """
+    proc = run_python(
+        """
+        import greenpool
+
+        def fails():
+            raise KeyError("missing")
+
+        def call():
+            try:
+                greenpool.blocking(fails)
+            except KeyError as exc:
+                names, tb = [], exc.__traceback__
+                while tb is not None:
+                    names.append(tb.tb_frame.f_code.co_name)
+                    tb = tb.tb_next
+                return repr(exc), names[-1] == "fails"  # the helper thread's frames kept
+            return "no exception", False
+
+        with greenpool.Pool(1) as pool:
+            print(pool.spawn(call).result(10))
+        """
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "(\"KeyError('missing')\", True)"
+    assert proc.stderr == ""
 
 
 def test_blocking_calls_overlap_on_one_hub(make_pool):
