@@ -44,7 +44,11 @@ _PSYCOPG2_MODES = {"offload": "offload", "green": "green", True: "green",
                    "blocking": "blocking", False: "blocking"}
 
 
-def patch_all(*, psycopg2: bool | str = "offload", **kwargs) -> None:
+#: Chooses ``patch_all``'s psycopg2 mode when the call does not (the gunicorn worker, --patch).
+PSYCOPG2_ENV = "GREENPOOL_PSYCOPG2"
+
+
+def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
     """Patch like ``gevent.monkey.patch_all(**kwargs)``, then install the cross-hub pieces.
 
     ``psycopg2`` says what psycopg2's blocking calls do (``greenpool._patch_psycopg2``):
@@ -52,6 +56,8 @@ def patch_all(*, psycopg2: bool | str = "offload", **kwargs) -> None:
     while the hub keeps serving; a no-op without psycopg2 installed), ``"green"``
     or ``True`` (:func:`patch_psycopg2`'s wait callback; COPY is refused) or
     ``"blocking"`` or ``False`` (each call blocks its hub, as psycopg2 does).
+    Not given, it is read from the ``GREENPOOL_PSYCOPG2`` environment variable
+    (default ``offload``), so servers that patch for you can be told too.
     Calling it again is harmless (a mode once installed stays). Called after
     greenpool started hub threads, it raises :class:`greenpool.PatchingError`
     (nothing is patched), even when gevent's own patching had already been
@@ -59,6 +65,14 @@ def patch_all(*, psycopg2: bool | str = "offload", **kwargs) -> None:
     those hubs already hold.
     """
     global _patched
+    if psycopg2 is None:
+        setting = os.environ.get(PSYCOPG2_ENV, "offload").strip().lower()
+        if setting not in ("offload", "green", "blocking"):
+            raise ValueError(
+                f"{PSYCOPG2_ENV}={os.environ[PSYCOPG2_ENV]!r}: use offload (the default), green "
+                "(psycopg2's wait callback) or blocking (leave psycopg2 alone)"
+            )
+        psycopg2 = setting
     try:
         mode = _PSYCOPG2_MODES[psycopg2]
     except (KeyError, TypeError):

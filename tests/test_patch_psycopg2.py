@@ -86,6 +86,33 @@ def test_without_patch_psycopg2_a_query_blocks_its_hubs_thread():
     assert run(patch="psycopg2='blocking'") == "QueryCanceled"
 
 
+def test_the_environment_chooses_the_mode_for_servers_that_patch_for_you():
+    need_service("PostgreSQL", 5432)
+    prefix = "import os; os.environ['GREENPOOL_PSYCOPG2'] = '{}'\n"
+    for setting, expected in (("blocking", "QueryCanceled"), ("green", "got the lock"),
+                              ("offload", "got the lock")):
+        code = prefix.format(setting) + textwrap.dedent(SCRIPT.format(patch=""))
+        proc = run_python(code, timeout=45)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.strip() == expected, setting
+
+
+def test_a_bad_psycopg2_setting_in_the_environment_is_a_clear_error():
+    proc = run_python(
+        """
+        import os
+        os.environ["GREENPOOL_PSYCOPG2"] = "turbo"
+        import greenpool.monkey
+        try:
+            greenpool.monkey.patch_all()
+        except ValueError as exc:
+            print("refused:", exc)
+        """
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "refused: GREENPOOL_PSYCOPG2='turbo': use offload" in proc.stdout
+
+
 def test_a_bad_psycopg2_mode_is_refused_before_anything_is_patched():
     proc = run_python(
         """
