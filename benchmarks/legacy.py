@@ -21,10 +21,13 @@ Sections (``--sections``, default all):
           shared/own throughput >= 0.90 (a lock that convoys behind hubs
           stuck in queries does far worse).
 
-``--extra`` adds, for comparison: greenpool ``--threads 16``, and greenpool and
-gevent with a psycogreen-style wait callback installed in gunicorn's
-``post_fork`` hook (the app is unchanged; its queries then wait on the hub
-instead of blocking it).
+greenpool's worker patches with ``greenpool.monkey.patch_all()``, whose default
+runs psycopg2's blocking calls on each hub's helper threads
+(``GREENPOOL_PSYCOPG2=offload``). ``--extra`` adds, for comparison: greenpool
+``--threads 4`` with psycopg2 left blocking (``GREENPOOL_PSYCOPG2=blocking``:
+4 hubs overlap 4 queries), greenpool ``--threads 16``, and greenpool and gevent
+with a psycogreen-style wait callback installed in gunicorn's ``post_fork``
+hook (the app is unchanged; its queries then wait on the hub instead).
 
 Every wrk run must have 0 failed requests (non-2xx, socket errors) and, after
 the section, every item each app queued must have been consumed
@@ -80,6 +83,7 @@ class Server:
 
     label: str
     worker_args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     port: int = 0
     log_path: str = ""
@@ -114,6 +118,8 @@ def extra_servers(tmp: str) -> list[Server]:
                 "    patch_psycopg2()\n")
     greenpool = ["-k", "greenpool.gunicorn.Worker"]
     return [
+        Server("greenpool-4, psycopg2 blocking", [*greenpool, "--threads", "4"],
+               env={"GREENPOOL_PSYCOPG2": "blocking"}),
         Server("greenpool-16", [*greenpool, "--threads", "16"]),
         Server("greenpool-4+cb", [*greenpool, "--threads", "4", "-c", hook]),
         Server("gevent+cb", ["-k", "gevent", "-c", hook]),
@@ -167,7 +173,7 @@ def start_server(server: Server, upstream: str, tmp: str) -> None:
            "--bind", f"127.0.0.1:{server.port}", "--backlog", "2048", "--no-control-socket",
            "--log-level", "warning", "--graceful-timeout", "5", "--timeout", "60",
            *server.worker_args, APP]
-    env = dict(os.environ, LEGACY_UPSTREAM=upstream)
+    env = dict(os.environ, LEGACY_UPSTREAM=upstream, **server.env)
     with open(server.log_path, "w") as out:
         server.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
                                        stderr=subprocess.STDOUT)
