@@ -131,7 +131,7 @@ def blocking(fn: Callable, /, *args, **kwargs) -> Any:
     thread's hub is destroyed after it (see :func:`_call_on_helper_thread`).
     """
     hub = current_hub()
-    if hub is None:
+    if hub is None or getcurrent() is hub.gevent_hub:  # no pool hub, or its loop: in place
         return fn(*args, **kwargs)
     ok, value = hub.gevent_hub.threadpool.apply(_call_on_helper_thread, (fn, args, kwargs))
     if ok:
@@ -160,7 +160,7 @@ def _call_on_helper_thread(fn: Callable, args: tuple, kwargs: dict) -> tuple[boo
     """
     try:
         return True, fn(*args, **kwargs)
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit too: gevent would also print it
         return False, exc
     finally:
         left = get_hub_if_exists()

@@ -66,7 +66,7 @@ def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
     """
     global _patched
     if psycopg2 is None:
-        setting = os.environ.get(PSYCOPG2_ENV, "offload").strip().lower()
+        setting = os.environ.get(PSYCOPG2_ENV, "").strip().lower() or "offload"
         if setting not in ("offload", "green", "blocking"):
             raise ValueError(
                 f"{PSYCOPG2_ENV}={os.environ[PSYCOPG2_ENV]!r}: use offload (the default), green "

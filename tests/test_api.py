@@ -134,6 +134,37 @@ def test_blocking_raises_the_calls_exception_in_the_caller_and_prints_nothing():
     assert proc.stderr == ""
 
 
+def test_blocking_raises_base_exceptions_in_the_caller_too_and_runs_in_place_on_the_loop():
+    proc = run_python(
+        """
+        import gevent, greenpool, threading
+
+        def exits():
+            raise SystemExit(3)
+
+        def call():
+            try:
+                greenpool.blocking(exits)
+            except SystemExit as exc:
+                caught = exc.code
+            where = []
+            def on_loop(_):  # a hub loop callback may not wait: blocking() calls in place
+                where.append(greenpool.blocking(threading.get_native_id))
+            g = gevent.spawn(lambda: None)
+            g.rawlink(on_loop)
+            g.join()
+            gevent.sleep(0.05)
+            return caught, where == [threading.get_native_id()]
+
+        with greenpool.Pool(1) as pool:
+            print(pool.spawn(call).result(10))
+        """
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "(3, True)"
+    assert proc.stderr == ""
+
+
 def test_blocking_calls_overlap_on_one_hub(make_pool):
     p = make_pool(1)
     barrier = threading.Barrier(3, timeout=10)

@@ -139,16 +139,20 @@ from psycopg2 import extensions, extras
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
-from greenpool import _patch_psycopg2
+import contextvars
+from psycopg2.extensions import AsIs, register_adapter
 
-ran = []  # the thread each offloaded call ran on: blocking() sees the C calls only
-real_blocking = _patch_psycopg2.blocking
-def spying_blocking(fn, *args, **kwargs):
-    def run(*args, **kwargs):
-        ran.append(threading.get_native_id())
-        return fn(*args, **kwargs)
-    return real_blocking(run, *args, **kwargs)
-_patch_psycopg2.blocking = spying_blocking
+ran = []  # the thread each adapted Marker ran on: adapters run inside the C execute
+tenant = contextvars.ContextVar("tenant", default="<unset>")
+
+class Marker:
+    pass
+
+def adapt_marker(marker):
+    ran.append((threading.get_native_id(), tenant.get()))
+    return AsIs("1")
+
+register_adapter(Marker, adapt_marker)
 
 class Recording(extensions.cursor):
     # An app's own cursor class: its Python execute runs first, on the hub.
@@ -161,9 +165,13 @@ def scenario():
     out = {}
     conn = psycopg2.connect(DSN, cursor_factory=Recording)
     cur = conn.cursor()
-    cur.execute("SELECT 1")
+    tenant.set("acme")
+    cur.execute("SELECT %s", (Marker(),))
     out["value"] = cur.fetchone()[0]
-    out["offloaded"] = ran[-1] != here and cur.where == here
+    # The C execute ran on another thread, in the caller's context; the app's own
+    # Python execute (Recording's) on the hub.
+    out["offloaded"] = ran[-1] == (ran[-1][0], "acme") and ran[-1][0] != here
+    out["own_execute_here"] = cur.where == here
     out["isinstance"] = isinstance(cur, Recording) and isinstance(conn, extensions.connection)
     out["names"] = [type(cur).__name__, type(conn).__name__]
     d = conn.cursor(cursor_factory=extras.RealDictCursor)
@@ -202,8 +210,8 @@ def scenario():
     out["logging"] = [isinstance(logged, extras.LoggingConnection), lc.fetchone()[0]]
     dconn = psycopg2.connect(DSN, connection_factory=extras.DictConnection)
     dc = dconn.cursor()  # DictConnection's own default factory, offloading
-    dc.execute("SELECT 5 AS z")
-    out["dictconnection"] = [type(dc).__name__, dc.fetchone()["z"], ran[-1] != here]
+    dc.execute("SELECT 5 AS z, %s AS m", (Marker(),))
+    out["dictconnection"] = [type(dc).__name__, dc.fetchone()["z"], ran[-1][0] != here]
     conn.close()
     logged.close()
     dconn.close()
@@ -211,12 +219,10 @@ def scenario():
 
 with greenpool.Pool(2) as pool:
     on_hub = pool.spawn_on(1, scenario).result(timeout=30)
-before = len(ran)
 conn = psycopg2.connect(DSN)
-conn.cursor().execute("SELECT 1")
+conn.cursor().execute("SELECT %s", (Marker(),))
 conn.close()
-main_in_place = ran[before:] == [threading.get_native_id()] * (len(ran) - before)
-print(json.dumps({"hub": on_hub, "main_in_place": main_in_place and len(ran) > before}))
+print(json.dumps({"hub": on_hub, "main_in_place": ran[-1][0] == threading.get_native_id()}))
 """
 
 
@@ -227,7 +233,8 @@ def test_offloading_keeps_psycopg2_whole_factories_errors_copy_and_named_cursors
     assert proc.stderr == ""  # the handled SQL error printed nothing (see blocking())
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     hub = result["hub"]
-    assert hub["offloaded"] is True  # ran on a helper thread, not the hub's
+    assert hub["offloaded"] is True  # ran on another thread, with the caller's contextvars
+    assert hub["own_execute_here"] is True
     assert result["main_in_place"] is True  # outside a pool hub: in place, as before
     assert hub["value"] == 1 and hub["isinstance"] is True
     assert hub["names"] == ["Recording", "connection"]
@@ -269,3 +276,115 @@ def test_patch_psycopg2_is_off_by_default_because_copy_refuses_green_mode():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "refused:" in proc.stdout
+
+
+OFFLOAD_EDGES = """
+import gc, json, time, weakref
+import greenpool.monkey
+greenpool.monkey.patch_all()
+import gevent, psycopg2, greenpool
+from psycopg2 import extensions
+
+DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
+def hot_row():
+    # 11 requests on ONE hub lock one row in turn: SELECT ... FOR UPDATE, a
+    # cooperative wait, UPDATE, COMMIT. With a shared, capped helper pool (10
+    # threads) the ten waiters took every thread and the holder's UPDATE queued
+    # behind them: a deadlock. One thread per connection never does that.
+    c = psycopg2.connect(DSN)
+    c.autocommit = True
+    c.cursor().execute("DROP TABLE IF EXISTS gp_hot; CREATE TABLE gp_hot (id int primary key, n int);"
+                       "INSERT INTO gp_hot VALUES (1, 0)")
+    conns = [psycopg2.connect(DSN, options="-c statement_timeout=10000") for _ in range(11)]
+    def request(conn):
+        cur = conn.cursor()
+        cur.execute("SELECT n FROM gp_hot WHERE id = 1 FOR UPDATE")
+        gevent.sleep(0.01)
+        cur.execute("UPDATE gp_hot SET n = n + 1 WHERE id = 1")
+        conn.commit()
+    jobs = [gevent.spawn(request, conn) for conn in conns]
+    gevent.joinall(jobs, timeout=30)
+    cur = c.cursor()
+    cur.execute("SELECT n FROM gp_hot WHERE id = 1")
+    n = cur.fetchone()[0]
+    cur.execute("DROP TABLE gp_hot")
+    for conn in conns + [c]:
+        conn.close()
+    return {"updated": n, "errors": [repr(j.exception) for j in jobs if j.exception]}
+
+def timed_out():
+    # A Timeout during an offloaded query cancels it: the connection is free at
+    # once (a rollback, a close) and the hub never stalls waiting for it.
+    conn = psycopg2.connect(DSN)
+    ticks = []
+    ticker = gevent.spawn(lambda: [ticks.append(time.monotonic()) or gevent.sleep(0.02)
+                                   for _ in range(100)])
+    t0 = time.monotonic()
+    try:
+        with gevent.Timeout(0.2):
+            conn.cursor().execute("SELECT pg_sleep(20)")
+        outcome = "not interrupted"
+    except gevent.Timeout:
+        outcome = "timed out"
+    conn.rollback()
+    cur = conn.cursor()
+    cur.execute("SELECT 1")
+    reused = cur.fetchone()[0]
+    took = time.monotonic() - t0
+    gevent.sleep(0.1)
+    ticker.kill()
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    conn.close()
+    return {"outcome": outcome, "reused": reused, "took": took, "worst_gap": max(gaps)}
+
+def from_the_hubs_loop():
+    # A callback of the hub's own loop (a rawlink) may not wait: it runs in place.
+    conn = psycopg2.connect(DSN)
+    out = []
+    def cleanup(_=None):
+        conn.rollback()
+        out.append("rollback ok")
+    g = gevent.spawn(lambda: None)
+    g.rawlink(cleanup)
+    g.join()
+    gevent.sleep(0.05)
+    conn.close()
+    return out
+
+def factories_are_not_kept():
+    conn = psycopg2.connect(DSN)
+    refs = []
+    for _ in range(20):
+        factory = type("PerRequestCursor", (extensions.cursor,), {})
+        refs.append(weakref.ref(factory))
+        cur = conn.cursor(cursor_factory=factory)
+        cur.execute("SELECT 1")
+        cur.close()
+    del factory, cur
+    conn.close()
+    gc.collect()
+    return sum(ref() is not None for ref in refs)
+
+with greenpool.Pool(2) as pool:
+    result = {name: pool.spawn_on(1, fn).result(60) for name, fn in (
+        ("hot_row", hot_row), ("timed_out", timed_out), ("loop", from_the_hubs_loop),
+        ("alive_factories", factories_are_not_kept))}
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_offloading_never_deadlocks_cancels_on_timeout_and_works_from_the_loop():
+    need_service("PostgreSQL", 5432)
+    proc = run_python(OFFLOAD_EDGES, timeout=100)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == "", proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["hot_row"] == {"updated": 11, "errors": []}
+    timed = result["timed_out"]
+    assert timed["outcome"] == "timed out" and timed["reused"] == 1
+    assert timed["took"] < 5  # the query was cancelled, not waited out (20 s)
+    assert timed["worst_gap"] < 2  # the hub kept serving throughout
+    assert result["loop"] == ["rollback ok"]
+    assert result["alive_factories"] == 0
