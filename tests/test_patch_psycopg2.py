@@ -294,7 +294,8 @@ def hot_row():
     # behind them: a deadlock. One thread per connection never does that.
     c = psycopg2.connect(DSN)
     c.autocommit = True
-    c.cursor().execute("DROP TABLE IF EXISTS gp_hot; CREATE TABLE gp_hot (id int primary key, n int);"
+    c.cursor().execute("DROP TABLE IF EXISTS gp_hot;"
+                       "CREATE TABLE gp_hot (id int primary key, n int);"
                        "INSERT INTO gp_hot VALUES (1, 0)")
     conns = [psycopg2.connect(DSN, options="-c statement_timeout=10000") for _ in range(11)]
     def request(conn):
