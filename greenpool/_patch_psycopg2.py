@@ -54,7 +54,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from greenpool._native import allocate_lock, start_new_thread
-from greenpool._waiter import make_waiter
+from greenpool._waiter import Signal
 from greenpool.api import blocking, current_hub
 
 __all__ = ["install", "install_offload", "offload_installed", "wait_callback",
@@ -63,7 +63,7 @@ __all__ = ["install", "install_offload", "offload_installed", "wait_callback",
 _original_connect: Any = None
 _get_wait_callback: Any = None  # psycopg2.extensions.get_wait_callback, once installed
 _classes: dict[tuple[str, type], type] = {}
-_classes_lock = allocate_lock()
+_make_once = allocate_lock()  # making an offloading subclass or a connection's worker
 
 
 def wait_callback(conn, timeout=None) -> None:
@@ -152,7 +152,7 @@ class _Worker:
                         return
                 if item is None:  # a call came after the stop: keep serving
                     continue
-                context, fn, args, kwargs, box, waiter, done = item
+                context, fn, args, kwargs, box, done = item
                 item = None
                 try:
                     box[:] = True, context.run(fn, *args, **kwargs)
@@ -160,9 +160,8 @@ class _Worker:
                     box[:] = False, exc
                 # Keep nothing of the call while idle (its cursor, its arguments).
                 context = fn = args = kwargs = box = None
-                done.release()
-                waiter.wake()
-                waiter = done = None
+                done.set()
+                done = None
 
     def stop(self) -> None:
         """End the thread once queued calls are done (idempotent; from any thread)."""
@@ -173,25 +172,23 @@ class _Worker:
         """``fn(*args, **kwargs)`` on this worker; the calling greenlet waits cooperatively.
 
         Interrupted (a ``gevent.Timeout``, a kill), the call is cancelled with
-        ``cancel()`` (the connection's, or None) and awaited for up to
-        :data:`CANCEL_GRACE` seconds, so the connection is free again, before
-        the interruption is re-raised.
+        ``cancel()`` (the connection's, or None) and awaited, cooperatively, for
+        up to :data:`CANCEL_GRACE` seconds, so the connection is free again,
+        before the interruption is re-raised.
         """
         box: list = []
-        waiter = make_waiter()
-        done = allocate_lock()
-        done.acquire()
-        self._submit((contextvars.copy_context(), fn, args, kwargs, box, waiter, done))
+        done = Signal()
+        self._submit((contextvars.copy_context(), fn, args, kwargs, box, done))
         try:
-            waiter.wait()
+            done.wait()
         except BaseException:
-            if not done.acquire(False):
+            if not done.is_set():
                 if cancel is not None:
                     try:
                         cancel()
                     except Exception:  # nothing to cancel, or closed: just wait
                         pass
-                done.acquire(True, CANCEL_GRACE)
+                done.wait(CANCEL_GRACE)
             raise
         ok, value = box
         if ok:
@@ -209,7 +206,7 @@ def _worker_of(conn) -> _Worker | None:
         return None
     worker = attrs.get("_greenpool_worker")
     if worker is None or worker._pid != os.getpid():  # new, or inherited across a fork
-        with _classes_lock:
+        with _make_once:
             worker = attrs.get("_greenpool_worker")
             if worker is None or worker._pid != os.getpid():
                 worker = attrs["_greenpool_worker"] = _Worker()
@@ -224,15 +221,16 @@ def _on_pool_hub() -> bool:
 
 
 def _offloaded(conn, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` on ``conn``'s worker thread where waiting would hold a pool hub.
+    """``fn(*args, **kwargs)`` on ``conn``'s worker thread (no ``conn``: the hub's helper threads)
+    where waiting would hold a pool hub.
 
     In place on the main thread, a native thread, a hub's own loop greenlet,
     or while psycopg2's wait callback is set (green mode).
     """
     if not _on_pool_hub() or _get_wait_callback() is not None:
         return fn(*args, **kwargs)
-    worker = _worker_of(conn)
-    if worker is None:
+    worker = None if conn is None else _worker_of(conn)
+    if worker is None:  # no connection (yet), or not ours: the hub's shared helper threads
         return blocking(fn, *args, **kwargs)
     return worker.call(conn.cancel, fn, *args, **kwargs)
 
@@ -337,7 +335,7 @@ def _subclass(kind: str, base: type) -> type:
     attr = f"_greenpool_offloading_{kind}"
     cls = base.__dict__.get(attr) or _classes.get((kind, base))
     if cls is None:
-        with _classes_lock:
+        with _make_once:
             cls = base.__dict__.get(attr) or _classes.get((kind, base))
             if cls is None:
                 cls = type(base.__name__, (base, mixin), {
@@ -380,11 +378,9 @@ def _connect(dsn=None, connection_factory=None, cursor_factory=None, **kwargs):
     """``psycopg2.connect`` making offloading connections, itself offloaded."""
     if kwargs.get("async") or kwargs.get("async_"):  # asynchronous: nothing ever blocks
         return _original_connect(dsn, connection_factory, cursor_factory, **kwargs)
-    factory = offloading_connection(connection_factory)
-    if not _on_pool_hub() or _get_wait_callback() is not None:
-        return _original_connect(dsn, factory, cursor_factory, **kwargs)
     # No connection yet, so no lock to wait on: the hub's shared helper threads do.
-    return blocking(_original_connect, dsn, factory, cursor_factory, **kwargs)
+    return _offloaded(None, _original_connect, dsn, offloading_connection(connection_factory),
+                      cursor_factory, **kwargs)
 
 
 def install_offload() -> bool:

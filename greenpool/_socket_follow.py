@@ -304,19 +304,18 @@ def install() -> None:
         if speedups is not None:  # the same-hub wait in C: as cheap as gevent's own
             wait = speedups.make_follow_wait(_Mixin, get_hub, _gevent_wait, _wait, _wait_failed)
         _installed_wait = wait
-        for name, replacement in (
+        replacements = [
             ("_wait", wait),
             ("_drop_events_and_close", _drop_events_and_close),
             ("shutdown", _shutdown),
-        ):
-            _originals[name] = _Mixin.__dict__[name]
-            setattr(_Mixin, name, replacement)
+        ]
         if speedups is not None:  # recv/recv_into that wait without raising EAGAIN first
             recv, recv_into = speedups.make_fast_recv(
                 _Mixin, _Mixin.__dict__["recv"], _Mixin.__dict__["recv_into"])
-            for name, replacement in (("recv", recv), ("recv_into", recv_into)):
-                _originals[name] = _Mixin.__dict__[name]
-                setattr(_Mixin, name, replacement)
+            replacements += [("recv", recv), ("recv_into", recv_into)]
+        for name, replacement in replacements:
+            _originals[name] = _Mixin.__dict__[name]
+            setattr(_Mixin, name, replacement)
         _originals["handle_error"] = GeventHub.handle_error
         GeventHub.handle_error = _handle_error
         _installed = True

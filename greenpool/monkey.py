@@ -17,8 +17,8 @@ cross-hub versions in their place:
   work on any hub, not only on the main thread's loop;
 * ``greenpool._patch_select``: ``select.poll`` waits on the caller's hub, and
   ``poll(0)`` (a connection pool's check before each reuse) skips the loop;
-* ``greenpool._patch_psycopg2``: psycopg2's blocking calls run on the calling
-  hub's helper threads, so a query does not hold its hub (``psycopg2=``
+* ``greenpool._patch_psycopg2``: psycopg2's blocking calls run on a thread of
+  each connection's own, so a query does not hold its hub (``psycopg2=``
   chooses: offload, green, or blocking).
 
 Usage: call :func:`patch_all` first thing in the main module, or run
@@ -52,8 +52,9 @@ def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
     """Patch like ``gevent.monkey.patch_all(**kwargs)``, then install the cross-hub pieces.
 
     ``psycopg2`` says what psycopg2's blocking calls do (``greenpool._patch_psycopg2``):
-    ``"offload"`` (the default: they run on the calling hub's helper threads
-    while the hub keeps serving; a no-op without psycopg2 installed), ``"green"``
+    ``"offload"`` (the default: they run on a native thread of each
+    connection's own while the hub keeps serving; a no-op without psycopg2
+    installed), ``"green"``
     or ``True`` (:func:`patch_psycopg2`'s wait callback; COPY is refused) or
     ``"blocking"`` or ``False`` (each call blocks its hub, as psycopg2 does).
     Not given, it is read from the ``GREENPOOL_PSYCOPG2`` environment variable
@@ -67,7 +68,7 @@ def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
     global _patched
     if psycopg2 is None:
         setting = os.environ.get(PSYCOPG2_ENV, "").strip().lower() or "offload"
-        if setting not in ("offload", "green", "blocking"):
+        if setting not in _PSYCOPG2_MODES:  # the three names (a string is never True/False)
             raise ValueError(
                 f"{PSYCOPG2_ENV}={os.environ[PSYCOPG2_ENV]!r}: use offload (the default), green "
                 "(psycopg2's wait callback) or blocking (leave psycopg2 alone)"
@@ -120,7 +121,7 @@ def patch_psycopg2() -> None:
     :func:`patch_all` unless asked (``psycopg2="green"`` or ``True``): in this
     mode psycopg2 refuses COPY (``copy_from``/``copy_to``/``copy_expert``) and
     large objects. (By default :func:`patch_all` offloads psycopg2's blocking
-    calls to the hub's helper threads instead, which keeps COPY working.)
+    calls to a thread of each connection's own instead, which keeps COPY working.)
     """
     from greenpool import _patch_psycopg2
 
