@@ -2,7 +2,7 @@
 
 ``optional=True``: where it cannot be compiled (no C compiler, no Python
 headers), the build warns and greenpool runs its pure-Python twin
-(``greenpool._stdqueue._PyQueueCore``).
+(``greenpool.monkey.queue._PyQueueCore``).
 """
 
 from setuptools import Extension, setup

@@ -4,7 +4,7 @@ Two greenlets on the main hub of a ``gevent.monkey.patch_all()``'d interpreter
 bounce one byte over a loopback TCP connection; every recv has to wait, so
 every round trip goes through the socket wait path twice. Batches alternate,
 in the same process and on the same connection, between gevent's own wait,
-recv and recv_into ("gevent"), what ``greenpool._socket_follow.install()``
+recv and recv_into ("gevent"), what ``greenpool.monkey.sockets.install()``
 puts in their place ("follow": with greenpool's C extension, the wait and a
 recv/recv_into that do not raise EAGAIN before waiting) and what it puts
 there without the extension ("follow-py": the pure-Python wait, gevent's
@@ -27,7 +27,7 @@ CHILD = r"""
 import sys, time
 from gevent import monkey; monkey.patch_all()
 from gevent import _socketcommon
-from greenpool import _socket_follow
+from greenpool.monkey import sockets as _socket_follow
 import gevent, socket
 
 rounds, batches = int(sys.argv[1]), int(sys.argv[2])

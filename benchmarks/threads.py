@@ -15,7 +15,7 @@ Three modes, each in its own fresh interpreter (patching is per process):
   the default pool's hubs;
 * ``greenpool-task``: the same, with the executor made and used inside a pool
   task (as in a request handler): its workers are dispatched too (see
-  ``greenpool/_patch_threads.py``), not pinned to the task's hub.
+  ``greenpool/monkey/threads.py``), not pinned to the task's hub.
 
 A run does the whole batch once untimed (workers start and connect), then
 times the same batch. Runs alternate between modes; medians are printed with

@@ -7,11 +7,17 @@ that started it, so its sockets never cross threads. See the README.
 from typing import Any
 
 from greenpool.api import blocking, current_hub, current_pool, default_pool, run, spawn
-from greenpool.errors import BrokenPool, CancelledError, PoolFull, TimeoutError, WrongHubError
+from greenpool.errors import (
+    BrokenPool,
+    CancelledError,
+    PatchingError,
+    PoolFull,
+    TimeoutError,
+    WrongHubError,
+)
 from greenpool.future import Future
 from greenpool.hub import Hub
 from greenpool.monitor import HubStats
-from greenpool.patching import PatchingError
 from greenpool.pool import Pool
 from greenpool.rebind import rebind
 from greenpool.sync import BoundedSemaphore, Condition, Event, Lock, Queue, RLock, Semaphore
@@ -22,6 +28,12 @@ from greenpool.waiting import (
     as_completed,
     wait,
 )
+
+# isort: split
+# Last, on top of the core (it imports the pool, never the other way): the
+# patching guard, on with every `import greenpool` (gevent patching after hubs
+# started raises PatchingError; a Pool warns when gevent alone patched).
+from greenpool import monkey as monkey
 
 __version__ = "0.1.0"
 

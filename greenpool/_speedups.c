@@ -1,4 +1,4 @@
-/* greenpool._speedups: the lock-free put()/get() of greenpool._stdqueue.Queue in C.
+/* greenpool._speedups: the lock-free put()/get() of greenpool.monkey.queue.Queue in C.
  *
  * Why C: a patched app's queue.Queue put+get must cost about what gevent's
  * Cython queue does. In Python, two method frames plus a counter cost ~1.5x
@@ -14,7 +14,7 @@
  * their offsets) and of the two conditions' waiter deques, and takes the
  * locked path otherwise. Anything that may run Python code (waking
  * or parking a getter, the locked paths) is a call back into the Python class,
- * made after the atomic part. greenpool/_stdqueue.py's _PyQueueCore is the
+ * made after the atomic part. greenpool/monkey/queue.py's _PyQueueCore is the
  * pure-Python twin of this type (GREENPOOL_PURE_PYTHON=1 selects it).
  */
 #define PY_SSIZE_T_CLEAN
@@ -345,7 +345,7 @@ static PyMemberDef core_members[] = {
 static PyTypeObject QueueCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "greenpool._speedups.QueueCore",
-    .tp_doc = "The lock-free put()/get() of greenpool's queue.Queue (see greenpool._stdqueue).",
+    .tp_doc = "The lock-free put()/get() of greenpool's queue.Queue (see greenpool.monkey.queue).",
     .tp_basicsize = sizeof(QueueCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -356,7 +356,7 @@ static PyTypeObject QueueCoreType = {
     .tp_members = core_members,
 };
 
-/* ---- greenpool._socket_follow: SocketMixin._wait on the socket's own hub ----
+/* ---- greenpool.monkey.sockets: SocketMixin._wait on the socket's own hub ----
  *
  * Why C: gevent's own _wait is compiled (Cython); a Python replacement adds a
  * frame to every wait of every socket, and the issue asks that the same-hub
@@ -404,7 +404,7 @@ follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 
 static PyMethodDef follow_wait_def = {
     "_wait", (PyCFunction)(void (*)(void))follow_wait, METH_FASTCALL | METH_KEYWORDS,
-    "SocketMixin._wait after greenpool._socket_follow.install(): see that module.",
+    "SocketMixin._wait after greenpool.monkey.sockets.install(): see that module.",
 };
 
 static PyObject *
@@ -612,11 +612,11 @@ fast_recv_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 
 static PyMethodDef fast_recv_def = {
     "recv", (PyCFunction)(void (*)(void))fast_recv, METH_FASTCALL | METH_KEYWORDS,
-    "gevent's SocketMixin.recv without raising EAGAIN first: see greenpool._socket_follow.",
+    "gevent's SocketMixin.recv without raising EAGAIN first: see greenpool.monkey.sockets.",
 };
 static PyMethodDef fast_recv_into_def = {
     "recv_into", (PyCFunction)(void (*)(void))fast_recv_into, METH_FASTCALL | METH_KEYWORDS,
-    "gevent's SocketMixin.recv_into without raising EAGAIN first: see greenpool._socket_follow.",
+    "gevent's SocketMixin.recv_into without raising EAGAIN first: see greenpool.monkey.sockets.",
 };
 
 static PyObject *
@@ -654,7 +654,7 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "greenpool._speedups",
-    "C versions of greenpool's hottest pure-Python paths (optional: see greenpool._stdqueue).",
+    "C versions of greenpool's hottest pure-Python paths (optional: see greenpool.monkey.queue).",
     -1, module_methods,
 };
 

@@ -7,6 +7,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, TimeoutError
 __all__ = [
     "BrokenPool",
     "CancelledError",
+    "PatchingError",
     "PoolFull",
     "TimeoutError",
     "WrongHubError",
@@ -20,6 +21,10 @@ class BrokenPool(BrokenExecutor):
 
 class PoolFull(RuntimeError):
     """Every hub already holds ``max_pending`` queued tasks and the pool fails fast."""
+
+
+class PatchingError(RuntimeError):
+    """gevent monkey patching was attempted after greenpool had started hub threads."""
 
 
 class WrongHubError(RuntimeError):

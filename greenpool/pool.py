@@ -34,7 +34,6 @@ from greenpool.errors import BrokenPool, PoolFull, check_callable
 from greenpool.future import FINISHED, Future
 from greenpool.hub import Hub, current_hub
 from greenpool.monitor import BlockedHubMonitor, HubStats, measure
-from greenpool.patching import warn_if_half_patched
 
 RUNNING, DRAINING, TERMINATING, TERMINATED, BROKEN = (
     "running", "draining", "terminating", "terminated", "broken",
@@ -42,6 +41,17 @@ RUNNING, DRAINING, TERMINATING, TERMINATED, BROKEN = (
 FULL_POLICIES = ("block", "raise")
 
 _live_pools: weakref.WeakSet = weakref.WeakSet()
+
+#: Called with the pool's size as each Pool starts, before its hub threads;
+#: greenpool.monkey's guard adds its half-patched warning here at import, so
+#: that this module need not know about monkey patching.
+_start_checks: list[Callable[[int], None]] = []
+
+
+def add_start_check(check: Callable[[int], None]) -> None:
+    """Call ``check(size)`` as each :class:`Pool` starts, before its hubs (added once)."""
+    if check not in _start_checks:
+        _start_checks.append(check)
 
 
 def _check_size(size: object) -> int:
@@ -134,7 +144,8 @@ class Pool(Executor):
         if cpu_affinity is not None:
             on_start = _chain(_pin_to(_check_cpus(cpu_affinity)), on_start)
         _prepare_for_patched_threads()
-        warn_if_half_patched(size)
+        for check in _start_checks:
+            check(size)
         hubs: list[Hub] = []
         self._monitor = None
         if blocked_hub_threshold is not None:

@@ -10,7 +10,7 @@ close a descriptor it no longer owns) and any other use raises
 :class:`~greenpool.errors.WrongHubError` naming the fix.
 
 After ``greenpool.monkey.patch_all()`` sockets follow the greenlet that waits
-on them (``greenpool._socket_follow``), and :func:`rebind` moves the socket
+on them (``greenpool.monkey.sockets``), and :func:`rebind` moves the socket
 *in place* and returns the same object: old references stay valid, and socket
 files are fine to pass. Without the patch a new object is safer: the old
 object's unpatched methods would start watchers on another thread's loop.
@@ -32,15 +32,26 @@ import errno
 import io
 import socket as _stdlib_socket
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import gevent
 from gevent.socket import socket as GeventSocket
 
-from greenpool import _socket_follow
 from greenpool.errors import WrongHubError
 
 __all__ = ["rebind"]
+
+#: Moves a socket in place to a hub: ``greenpool.monkey.sockets.adopt``, which
+#: that module's ``install()`` hands over with :func:`follow_in_place`; None
+#: until then (this module does not import the monkey-patching package).
+_adopt: Callable[[Any, Any], Any] | None = None
+
+
+def follow_in_place(adopt: Callable[[Any, Any], Any]) -> None:
+    """From now on sockets follow their user: :func:`rebind` moves them in place with ``adopt``."""
+    global _adopt
+    _adopt = adopt
 
 
 class _DetachedSocket:
@@ -97,10 +108,10 @@ def rebind(sock: GeventSocket) -> GeventSocket:
     hub = gevent.get_hub()
     if sock.hub is hub:
         return sock
-    if _socket_follow.installed():
+    if _adopt is not None:
         if sock._read_event is None:
             raise WrongHubError("cannot rebind a closed socket")
-        return _socket_follow.adopt(sock, hub)
+        return _adopt(sock, hub)
     old_read, old_write = sock._read_event, sock._write_event
     if old_read is None or sock._sock is _DETACHED:
         raise WrongHubError("cannot rebind a closed or already rebound socket")
@@ -158,7 +169,7 @@ def _needs(value, gevent_hub, depth=0) -> bool:
         if (
             isinstance(inner, GeventSocket)
             and inner.hub is not gevent_hub
-            and not _socket_follow.installed()  # then the file's socket follows its user
+            and _adopt is None  # (installed, the file's socket follows its user)
         ):
             raise TypeError(
                 "socket files are not moved between hubs (their buffers may hold "

@@ -80,7 +80,7 @@ Linux/libev; pinned by ``tests/test_sync.py``, ``tests/test_monkey_sync.py``,
 +-----------------------------+---------------------------------+----------------------------------+
 | Greenlet,                   | owner hub only                  | owner hub only; sockets follow   |
 | ``gevent.pool.Pool``,       |                                 | the greenlet that uses them      |
-| servers,                    |                                 | (``greenpool._socket_follow``)   |
+| servers,                    |                                 | (``greenpool.monkey.sockets``)   |
 | ``hub.threadpool``, sockets |                                 |                                  |
 +-----------------------------+---------------------------------+----------------------------------+
 
@@ -104,6 +104,7 @@ from typing import Any
 from gevent.hub import Hub as _GeventHub
 from greenlet import getcurrent
 
+from greenpool import _patchstate
 from greenpool._native import allocate_lock, get_ident
 from greenpool._waiter import NativeWaiter, make_waiter
 
@@ -151,11 +152,8 @@ def _hub_callback_waiter(hub) -> NativeWaiter:
     a SIGTERM handler that puts a sentinel on a queue and joins the worker
     thread blocks the main thread natively there, as it would under CPython.
     """
-    if getattr(hub, "greenpool_hub", None) is None:
-        from greenpool import monkey
-
-        if monkey.is_patched():
-            return NativeWaiter()
+    if getattr(hub, "greenpool_hub", None) is None and _patchstate.is_patched():
+        return NativeWaiter()
     raise RuntimeError(
         "cannot block in a gevent hub greenlet (a loop callback); "
         "spawn a greenlet to wait, or use the non-blocking call"

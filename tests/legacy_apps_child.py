@@ -24,7 +24,7 @@ if "--gevent-only" in sys.argv:  # the control: gevent's own patching, one hub, 
 else:
     import greenpool.monkey
 
-    # psycopg2's mode (greenpool._patch_psycopg2): offload (the default) or blocking;
+    # psycopg2's mode (greenpool.monkey.psycopg2): offload (the default) or blocking;
     # the psycopg2 scenario's --green adds the wait callback later.
     greenpool.monkey.patch_all(psycopg2="blocking" if "--psycopg2-blocking" in sys.argv
                                else "offload")

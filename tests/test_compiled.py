@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from greenpool import _compiled, _stdqueue
+from greenpool import _compiled
+from greenpool.monkey import queue as _stdqueue
 
 HERE = Path(__file__).parent
 PURE = bool(os.environ.get("GREENPOOL_PURE_PYTHON"))

@@ -47,7 +47,8 @@ def test_patch_all_installs_cross_hub_locks_and_the_stdlibs_classes_on_them():
     out = check(
         """
         import _queue, concurrent.futures.thread as cf_thread
-        from greenpool import sync, _stdqueue
+        from greenpool import sync
+        from greenpool.monkey import queue as _stdqueue
         orig = lambda mod, name: get_original(mod, name)
         assert threading.Lock is threading._allocate_lock is sync.Lock
         assert _thread.allocate_lock is _thread.LockType is sync.Lock
@@ -343,7 +344,7 @@ def test_patched_queue_fast_paths_wake_the_next_waiter_on_their_mutex(pool):
     Four calls on one hub park on the held mutex; each wakes the next as it
     releases (a release wakes only the longest waiter of each hub).
     """
-    from greenpool._stdqueue import Queue
+    from greenpool.monkey.queue import Queue
 
     from .helpers import wait_until
 

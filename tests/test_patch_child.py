@@ -1,4 +1,4 @@
-"""Child processes from patched threads and pool greenlets (``greenpool._patch_child``).
+"""Child processes from patched threads and pool greenlets (``greenpool.monkey.child``).
 
 gevent watches children only on the main thread's loop; after
 ``greenpool.monkey.patch_all()`` a thread or a request handler runs on a pool

@@ -1,4 +1,4 @@
-"""``select.poll`` after ``greenpool.monkey.patch_all()`` (``greenpool._patch_select``).
+"""``select.poll`` after ``greenpool.monkey.patch_all()`` (``greenpool.monkey.select``).
 
 Each check runs in a fresh patched interpreter (see ``test_patch_threads``).
 """
@@ -16,7 +16,7 @@ def test_poll_is_greenpools_and_zero_timeout_reports_like_the_stdlib():
     proc = run_script(
         """
         import select, socket
-        from greenpool import _patch_select
+        from greenpool.monkey import select as _patch_select
         a, b = socket.socketpair()
         p = select.poll()
         p.register(a, select.POLLIN)
@@ -44,7 +44,7 @@ def test_zero_timeout_poll_makes_no_watcher_and_still_yields_to_other_greenlets(
         """
         import select, socket, gevent
         from gevent import get_hub
-        from greenpool import _patch_select
+        from greenpool.monkey import select as _patch_select
         a, b = socket.socketpair()
         p = select.poll()
         p.register(a, select.POLLIN)

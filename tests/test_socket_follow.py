@@ -1,4 +1,4 @@
-"""Sockets follow the greenlet that uses them (greenpool._socket_follow, issue 10).
+"""Sockets follow the greenlet that uses them (greenpool.monkey.sockets, issue 10).
 
 Every scenario runs in a patched subprocess; this (unpatched) process runs
 the peers: a threaded echo server (plain or TLS), a keep-alive HTTP server,
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PATCH_SOCKETS = """
 import warnings
 from gevent import monkey; monkey.patch_all()
-from greenpool import _socket_follow; _socket_follow.install()
+from greenpool.monkey import sockets; sockets.install()
 warnings.filterwarnings("ignore", "gevent.monkey.patch_all.. alone", RuntimeWarning)
 """
 
@@ -181,7 +181,7 @@ print("ok")
 def test_a_use_racing_a_move_fails_at_once_instead_of_waiting_on_a_dropped_watcher(echo_port):
     """A greenlet that read ``sock._read_event`` just before another hub moved the socket."""
     run_child("""
-from greenpool._socket_follow import ConcurrentSocketUseError
+from greenpool.monkey.sockets import ConcurrentSocketUseError
 sock = on(0, socket.create_connection, ADDRESS)
 stale = sock._read_event                       # what gevent's recv passes to _wait
 on(1, greenpool.rebind, sock)                  # moved away and back: new watchers
@@ -290,7 +290,7 @@ print("ok")
 @pytest.mark.timeout(60)
 def test_two_hubs_waiting_on_one_socket_get_a_clear_error_not_a_hang(echo_port):
     run_child("""
-from greenpool._socket_follow import ConcurrentSocketUseError
+from greenpool.monkey.sockets import ConcurrentSocketUseError
 sock = on(0, socket.create_connection, ADDRESS)
 waiting = pool.spawn_on(0, sock.recv, 64)     # nothing to read yet: it waits on hub 0
 bounded_wait(lambda: sock._read_event.callback is not None, "hub 0 to wait")
@@ -326,7 +326,7 @@ sock = on(0, socket.create_connection, ADDRESS)
 sock.settimeout(15)                     # a hang would be a timeout: reported, not waited out
 ROUNDS, MESSAGE = 150, b"01234567\\n"
 
-from greenpool._socket_follow import ConcurrentSocketUseError
+from greenpool.monkey.sockets import ConcurrentSocketUseError
 refusals = {"same hub": 0, "across hubs": 0}
 
 def refused(exc):
@@ -443,7 +443,7 @@ print("ok")
 def test_greenpool_monkey_installs_socket_following():
     proc = run_python(PATCH_ALL + """
 from gevent import _socketcommon
-from greenpool import _socket_follow
+from greenpool.monkey import sockets as _socket_follow
 from greenpool._compiled import speedups
 assert _socket_follow.installed()
 wait = _socketcommon.SocketMixin.__dict__["_wait"]

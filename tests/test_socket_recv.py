@@ -1,6 +1,6 @@
-"""recv/recv_into that wait without raising EAGAIN first (greenpool._socket_follow, C extension).
+"""recv/recv_into that wait without raising EAGAIN first (greenpool.monkey.sockets, C extension).
 
-With the extension built, ``_socket_follow.install()`` replaces gevent's
+With the extension built, ``greenpool.monkey.sockets.install()`` replaces gevent's
 ``SocketMixin.recv``/``recv_into`` with C versions that make the
 non-blocking ``recv(2)`` themselves. They must be indistinguishable from
 gevent's: every case below runs once with gevent's methods and once with the
@@ -26,7 +26,7 @@ import array, json, socket, struct
 from gevent import monkey; monkey.patch_all()
 import gevent
 from gevent import _socketcommon
-from greenpool import _socket_follow
+from greenpool.monkey import sockets as _socket_follow
 from greenpool._compiled import speedups
 
 Mixin = _socketcommon.SocketMixin

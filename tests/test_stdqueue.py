@@ -1,4 +1,4 @@
-"""The patched ``queue`` classes (greenpool._stdqueue): lock-free unbounded put/get, across hubs.
+"""The patched ``queue`` classes (greenpool.monkey.queue): lock-free unbounded put/get, across hubs.
 
 The stdlib's own specification runs in ``tests/stdlib`` (mostly bounded
 queues, which keep the stdlib's locking). These pin the lock-free paths of an
@@ -18,7 +18,7 @@ from collections import deque
 import pytest
 
 from greenpool._native import start_new_thread
-from greenpool._stdqueue import LifoQueue, PriorityQueue, Queue, SimpleQueue
+from greenpool.monkey.queue import LifoQueue, PriorityQueue, Queue, SimpleQueue
 
 from .helpers import wait_until
 

@@ -1,4 +1,4 @@
-"""Review findings on the patched ``queue`` classes (greenpool._stdqueue, greenpool._speedups).
+"""Review findings on the patched ``queue`` classes (greenpool.monkey.queue, greenpool._speedups).
 
 Each test pins the stdlib's behaviour where greenpool's differed when an
 adversarial review found it (each fixed since: regression tests). Patched code
@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from greenpool._compiled import speedups
-from greenpool._stdqueue import Queue, SimpleQueue
+from greenpool.monkey.queue import Queue, SimpleQueue
 
 from .helpers import run_python_ok
 

@@ -63,6 +63,7 @@ from weakref import WeakSet
 from greenlet import GreenletExit, getcurrent
 
 from greenpool.api import default_pool, dispatching_pool
+from greenpool.sync import Event
 
 __all__ = ["install", "start_joinable_thread", "start_new_thread"]
 
@@ -100,8 +101,6 @@ def start_joinable_thread(function: Any, handle: Any = None, daemon: bool = True
     and the handle's ``join()``/``is_done()`` wait on a cross-hub event set
     when the thread's body returns (see :func:`install`).
     """
-    from greenpool.sync import Event
-
     done = Event()
     if handle is not None:  # threading's own, before the thread can look at it
         handle._greenpool_done = done

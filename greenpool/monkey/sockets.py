@@ -63,6 +63,7 @@ from gevent.monkey import get_original
 
 from greenpool._compiled import speedups
 from greenpool.errors import WrongHubError
+from greenpool.rebind import follow_in_place
 
 __all__ = ["ConcurrentSocketUseError", "install", "installed", "adopt"]
 
@@ -318,4 +319,5 @@ def install() -> None:
             setattr(_Mixin, name, replacement)
         _originals["handle_error"] = GeventHub.handle_error
         GeventHub.handle_error = _handle_error
+        follow_in_place(adopt)  # greenpool.rebind() now moves sockets in place
         _installed = True

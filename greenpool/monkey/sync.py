@@ -11,7 +11,7 @@ primitive, this puts greenpool's cross-hub :class:`~greenpool.sync.Lock` and
 stdlib's: CPython's ``lock_tests.py`` and ``test_queue.py`` pass with their
 threads on different hubs (``tests/stdlib``). Only the lock underneath is new.
 
-The queues get a little more, for speed (see :mod:`greenpool._stdqueue`):
+The queues get a little more, for speed (see :mod:`greenpool.monkey.queue`):
 ``queue.Queue`` and its Lifo/Priority subclasses are the stdlib's classes with
 fast uncontended ``put``/``get`` paths (same lock, conditions and hooks), and
 ``SimpleQueue`` replaces the C ``_queue.SimpleQueue`` (which blocks a hub's
@@ -24,7 +24,8 @@ import sys
 
 from gevent import monkey
 
-from greenpool import _stdqueue, sync
+from greenpool import sync
+from greenpool.monkey import queue as greenqueue
 
 _installed = False
 
@@ -85,11 +86,11 @@ def install() -> None:
         # Locks made at import that threads of any hub take: gevent already gave
         # them its (one-hub) lock while no other thread existed, so neither is held.
         (threading, "_active_limbo_lock", Lock()),
-        (queue, "Queue", _stdqueue.Queue),
-        (queue, "LifoQueue", _stdqueue.LifoQueue),
-        (queue, "PriorityQueue", _stdqueue.PriorityQueue),
-        (queue, "SimpleQueue", _stdqueue.SimpleQueue),
-        (_queue, "SimpleQueue", _stdqueue.SimpleQueue),
+        (queue, "Queue", greenqueue.Queue),
+        (queue, "LifoQueue", greenqueue.LifoQueue),
+        (queue, "PriorityQueue", greenqueue.PriorityQueue),
+        (queue, "SimpleQueue", greenqueue.SimpleQueue),
+        (_queue, "SimpleQueue", greenqueue.SimpleQueue),
     ):
         setattr(module, name, value)
     if hasattr(threading, "_set_sentinel"):  # Thread.join's lock before 3.13

@@ -7,19 +7,24 @@ several greenpool hubs shares all of those between hubs. This module does
 everything ``gevent.monkey.patch_all(**kwargs)`` does, then puts greenpool's
 cross-hub versions in their place:
 
-* ``greenpool._patch_sync``: ``threading``/``_thread``/``queue`` primitives
-  that work between greenlets on any hubs, the main thread and native threads;
-* ``greenpool._socket_follow``: gevent sockets move to the hub of the greenlet
-  that uses them;
-* ``greenpool._patch_threads``: ``threading.Thread`` started outside the pool
-  runs on a hub the dispatcher picks;
-* ``greenpool._patch_child``: ``subprocess``, ``os.fork`` and ``os.waitpid``
+* :mod:`greenpool.monkey.sync`: ``threading``/``_thread``/``queue`` primitives
+  that work between greenlets on any hubs, the main thread and native threads
+  (the ``queue`` classes: :mod:`greenpool.monkey.queue`);
+* :mod:`greenpool.monkey.sockets`: gevent sockets move to the hub of the
+  greenlet that uses them;
+* :mod:`greenpool.monkey.threads`: ``threading.Thread`` started outside the
+  pool runs on a hub the dispatcher picks;
+* :mod:`greenpool.monkey.child`: ``subprocess``, ``os.fork`` and ``os.waitpid``
   work on any hub, not only on the main thread's loop;
-* ``greenpool._patch_select``: ``select.poll`` waits on the caller's hub, and
+* :mod:`greenpool.monkey.select`: ``select.poll`` waits on the caller's hub, and
   ``poll(0)`` (a connection pool's check before each reuse) skips the loop;
-* ``greenpool._patch_psycopg2``: psycopg2's blocking calls run on a thread of
+* :mod:`greenpool.monkey.psycopg2`: psycopg2's blocking calls run on a thread of
   each connection's own, so a query does not hold its hub (``psycopg2=``
   chooses: offload, green, or blocking).
+
+:mod:`greenpool.monkey.guard` refuses gevent patching that comes after
+greenpool started hub threads (``import greenpool`` imports this package, so
+the guard is always on).
 
 Usage: call :func:`patch_all` first thing in the main module, or run
 ``python -m greenpool.monkey script.py [args]``.
@@ -28,16 +33,23 @@ Usage: call :func:`patch_all` first thing in the main module, or run
 from __future__ import annotations
 
 import os
-import sys
+from typing import TYPE_CHECKING
+
+from gevent import monkey as gevent_monkey
+
+from greenpool import _patchstate
+from greenpool.monkey import child, guard, select, sockets, sync, threads
+from greenpool.monkey import psycopg2 as psycopg2_patch
+
+if TYPE_CHECKING:
+    from greenpool.monkey.__main__ import main
 
 __all__ = ["patch_all", "patch_psycopg2", "is_patched", "main"]
-
-_patched = False
 
 
 def is_patched() -> bool:
     """True once :func:`patch_all` has completed in this process."""
-    return _patched
+    return _patchstate.is_patched()
 
 
 _PSYCOPG2_MODES = {"offload": "offload", "green": "green", True: "green",
@@ -51,7 +63,7 @@ PSYCOPG2_ENV = "GREENPOOL_PSYCOPG2"
 def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
     """Patch like ``gevent.monkey.patch_all(**kwargs)``, then install the cross-hub pieces.
 
-    ``psycopg2`` says what psycopg2's blocking calls do (``greenpool._patch_psycopg2``):
+    ``psycopg2`` says what psycopg2's blocking calls do (:mod:`greenpool.monkey.psycopg2`):
     ``"offload"`` (the default: they run on a native thread of each
     connection's own while the hub keeps serving; a no-op without psycopg2
     installed), ``"green"``
@@ -65,7 +77,6 @@ def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
     done: the cross-hub pieces would come too late for the locks and sockets
     those hubs already hold.
     """
-    global _patched
     if psycopg2 is None:
         setting = os.environ.get(PSYCOPG2_ENV, "").strip().lower() or "offload"
         if setting not in _PSYCOPG2_MODES:  # the three names (a string is never True/False)
@@ -81,36 +92,28 @@ def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
             f"patch_all(psycopg2={psycopg2!r}): use 'offload' (the default), 'green' (or True: "
             "psycopg2's wait callback) or 'blocking' (or False: leave psycopg2 alone)"
         ) from None
-    from gevent import monkey
-
-    if not _patched:
-        from greenpool.patching import refuse_if_hubs_run
-
-        refuse_if_hubs_run("greenpool.monkey.patch_all()")
-    from greenpool import _patch_child, _patch_select, _patch_sync, _patch_threads, _socket_follow
-
-    if kwargs.get("thread", True) and not _patched:
-        _patch_sync.prepare()
+    if not _patchstate.patched:
+        guard.refuse_if_hubs_run("greenpool.monkey.patch_all()")
+        if kwargs.get("thread", True):
+            sync.prepare()
     # Again: gevent's no-op for what is patched, its PatchingError for anything new.
-    monkey.patch_all(**kwargs)
+    gevent_monkey.patch_all(**kwargs)
 
     if kwargs.get("thread", True):
-        _patch_sync.install()
+        sync.install()
     if kwargs.get("socket", True):
-        _socket_follow.install()
+        sockets.install()
     if kwargs.get("thread", True):
-        _patch_threads.install()
+        threads.install()
     if kwargs.get("os", True):
-        _patch_child.install()
+        child.install()
     if kwargs.get("select", True):
-        _patch_select.install()
+        select.install()
     if mode == "green":
         patch_psycopg2()
     elif mode == "offload":
-        from greenpool import _patch_psycopg2
-
-        _patch_psycopg2.install_offload()
-    _patched = True
+        psycopg2_patch.install_offload()
+    _patchstate.patched = True
 
 
 def patch_psycopg2() -> None:
@@ -123,46 +126,15 @@ def patch_psycopg2() -> None:
     large objects. (By default :func:`patch_all` offloads psycopg2's blocking
     calls to a thread of each connection's own instead, which keeps COPY working.)
     """
-    from greenpool import _patch_psycopg2
-
-    _patch_psycopg2.install()
+    psycopg2_patch.install()
 
 
-_USAGE = """usage: python -m greenpool.monkey [--module] SCRIPT_OR_MODULE [ARGS...]
+def __getattr__(name: str):
+    # main() lives in __main__.py, which `python -m greenpool.monkey` runs as a
+    # fresh module once this package is imported: importing it here as well
+    # would load it twice (runpy warns about exactly that), so only on use.
+    if name == "main":
+        from greenpool.monkey.__main__ import main
 
-Run a script (or, with --module, a module as with python -m) after
-greenpool.monkey.patch_all(), as `python -m gevent.monkey` does with gevent's
-patching."""
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m greenpool.monkey [--module] script.py [args]``."""
-    import runpy
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    as_module = False
-    if argv and argv[0] == "--module":
-        as_module = True
-        del argv[0]
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_USAGE)
-        if not argv:
-            sys.exit(2)
-        return
-    if argv[0].startswith("-"):
-        sys.exit(f"{_USAGE}\n\nunknown option {argv[0]!r}")
-    # Patch through the importable module, not this __main__ copy of it, so
-    # greenpool.monkey.is_patched() (and a second patch_all()) see one state.
-    from greenpool import monkey
-
-    monkey.patch_all()
-    sys.argv[:] = argv
-    if as_module:
-        runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
-    else:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
-        runpy.run_path(argv[0], run_name="__main__")
-
-
-if __name__ == "__main__":
-    main()
+        return main
+    raise AttributeError(f"module 'greenpool.monkey' has no attribute {name!r}")

@@ -15,25 +15,31 @@ So greenpool subscribes to gevent's will-patch events: a ``patch_all()`` (or
 hubs raises :class:`PatchingError` before anything is patched, naming the fix.
 Patching again with what is already patched is a no-op in gevent and stays
 allowed, so calling ``patch_all()`` twice is fine.
+
+Importing this module (``import greenpool`` does, through :mod:`greenpool.monkey`)
+subscribes to those events and registers :func:`warn_if_half_patched` as a
+start check of every :class:`~greenpool.Pool`.
 """
 
 from __future__ import annotations
 
-from gevent import events
+import warnings
 
-__all__ = ["PatchingError", "running_pools"]
+from gevent import events
+from gevent import monkey as gevent_monkey
+
+from greenpool import _patchstate
+from greenpool.errors import PatchingError
+from greenpool.pool import add_start_check, live_pools
+
+__all__ = ["PatchingError", "install", "refuse_if_hubs_run", "running_pools",
+           "warn_if_half_patched"]
 
 _warned_half_patched = False
 
 
-class PatchingError(RuntimeError):
-    """gevent monkey patching was attempted after greenpool had started hub threads."""
-
-
 def running_pools() -> list:
     """Pools (the default pool included) with at least one live hub thread."""
-    from greenpool.pool import live_pools
-
     return live_pools()
 
 
@@ -109,17 +115,9 @@ def warn_if_half_patched(size: int) -> None:
     global _warned_half_patched
     if size <= 1 or _warned_half_patched:
         return
-    from gevent import monkey
-
-    if not monkey.is_module_patched("threading"):
-        return
-    from greenpool import monkey as greenpool_monkey
-
-    if greenpool_monkey.is_patched():
+    if not gevent_monkey.is_module_patched("threading") or _patchstate.is_patched():
         return
     _warned_half_patched = True
-    import warnings
-
     warnings.warn(
         f"gevent.monkey.patch_all() alone patched this process, and a Pool of {size} hubs "
         "is starting: gevent's patched locks, events, queues and sockets serve one hub and "
@@ -131,9 +129,10 @@ def warn_if_half_patched(size: int) -> None:
 
 
 def install() -> None:
-    """Subscribe to gevent's patch events (done once, when greenpool is imported)."""
+    """Subscribe to gevent's patch events and check each starting pool (done once, at import)."""
     if _refuse_late_patching not in events.subscribers:
         events.subscribers.append(_refuse_late_patching)
+    add_start_check(warn_if_half_patched)
 
 
 install()
