@@ -374,14 +374,20 @@ class Hub:
         Each gets ``GreenletExit``, as a cancelled task does; if the loop still
         has not gone idle after ``STRAY_GRACE`` seconds it is broken out of, the
         way daemon threads end. Found through ``gc``: this runs once per hub.
+
+        The heap walk asks each object's ``type()``, never ``isinstance``:
+        ``isinstance`` reads ``__class__``, which a lazy proxy (Django's
+        ``settings``, ``SimpleLazyObject``) answers by running user code, here
+        inside the hub's loop, where that code may not block.
         """
         if self._strays_killed:
             return
         self._strays_killed = True
         hub = self.gevent_hub
         for g in gc.get_objects():
-            if isinstance(g, RawGreenlet) and g.parent is hub and g:
-                if isinstance(g, gevent.Greenlet):
+            kind = type(g)
+            if issubclass(kind, RawGreenlet) and g.parent is hub and g:
+                if issubclass(kind, gevent.Greenlet):
                     g.kill(block=False)
                 else:
                     self.loop.run_callback(g.throw, GreenletExit)

@@ -360,6 +360,36 @@ def test_cancelling_shutdown_also_kills_greenlets_the_pool_did_not_start(make_po
     assert all(not h.is_alive() for h in p.hubs)
 
 
+class _LazyProxy:
+    """Answers ``__class__`` by running code, as Django's ``SimpleLazyObject`` does."""
+
+    evaluated = 0
+
+    @property  # type: ignore[misc]
+    def __class__(self):
+        _LazyProxy.evaluated += 1
+        raise RuntimeError("a lazy proxy was evaluated by greenpool")
+
+
+def test_killing_strays_never_evaluates_lazy_proxies_on_the_heap(make_pool):
+    """The stray hunt walks the heap by type(): a proxy's __class__ runs no code in the loop."""
+    proxies = [_LazyProxy() for _ in range(3)]
+    p = make_pool(2)
+    strays_started = []
+
+    def start_stray():
+        gevent.spawn(gevent.sleep, 3600)
+        strays_started.append(True)
+
+    for f in p.broadcast(start_stray):
+        f.result(5)
+    p.shutdown(wait=True, cancel_futures=True)
+    assert strays_started == [True, True]
+    assert all(not h.is_alive() for h in p.hubs)  # the strays were found and killed
+    assert _LazyProxy.evaluated == 0
+    assert len(proxies) == 3
+
+
 def test_waiting_inside_a_hub_loop_callback_raises_instead_of_stalling(pool):
     box = {}
     done = threading.Event()
