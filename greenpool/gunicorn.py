@@ -33,6 +33,14 @@ connections, and lets in-flight requests finish for up to
 ``--graceful-timeout`` seconds. SIGQUIT/SIGINT stop at once.
 ``--max-requests`` (with its jitter) counts requests over all hubs.
 ``--worker-connections`` is the per-process limit, split evenly over the hubs.
+
+Requests in the app at once: a ``-k gthread`` app never saw more than
+``--threads`` of them and sized its connections for that, so each worker runs
+requests on at most ``GREENPOOL_APP_THREADS`` (default 64) long-lived app
+threads (:mod:`greenpool.http.app_threads`), each with its own thread-locals;
+a request that waits longer than ``GREENPOOL_APP_WAIT_TIMEOUT`` seconds
+(default 30) for one gets a 503. ``GREENPOOL_APP_THREADS=0``: no limit, a
+greenlet per connection calls the app (as ``-k gevent``).
 """
 
 from __future__ import annotations
@@ -51,14 +59,23 @@ import gevent.pool
 import gevent.socket
 from gevent.server import StreamServer
 from greenlet import GreenletExit
-from gunicorn.http.wsgi import base_environ
-from gunicorn.sock import ssl_context
-from gunicorn.workers import base
-from gunicorn.workers.ggevent import VERSION, GeventResponse
+
+try:
+    from gunicorn.http.wsgi import base_environ
+    from gunicorn.sock import ssl_context
+    from gunicorn.workers import base
+    from gunicorn.workers.ggevent import VERSION, GeventResponse
+except ImportError as exc:  # gunicorn, or what its gevent worker imports (packaging)
+    raise ImportError(
+        f"greenpool.gunicorn.Worker needs gunicorn and what its gevent worker imports "
+        f"({exc.name or exc}): install them with pip install 'greenpool[gunicorn]'",
+        name=exc.name,
+    ) from exc
 
 import greenpool
 from greenpool._native import allocate_lock
 from greenpool.http import Limits, Service, serve_connection
+from greenpool.http.app_threads import app_threads_for, settings_from_env
 
 __all__ = ["Worker"]
 
@@ -112,7 +129,8 @@ class _Service(Service):
     timeout_status = None
 
     def __init__(self, worker: Worker, server: _Server, environ: dict) -> None:
-        super().__init__(worker.wsgi, environ, limits_from(worker.cfg))
+        super().__init__(worker.wsgi, environ, limits_from(worker.cfg),
+                         app_threads=worker.app_threads)
         self.worker = worker
         self.server = server
         keepalive = worker.cfg.keepalive
@@ -186,6 +204,8 @@ class Worker(base.Worker):
         gevent.reinit()
         self._quick = False
         self._count_lock = allocate_lock()
+        # Checked before the app loads: a bad setting is a boot error, named.
+        self.app_threads = app_threads_for(*settings_from_env())
         super().init_process()
 
     def load_wsgi(self) -> None:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.helpers import make_certificate, raw_request
+from tests.helpers import make_certificate, raw_request, run_python
 from tests.procs import ServerProcess, check_graceful_sigterm, get, python_cmd
 
 pytestmark = pytest.mark.timeout(45)
@@ -267,3 +267,19 @@ def test_each_hub_accepts_one_connection_per_wake_up():
     from greenpool.gunicorn import _Server
 
     assert _Server.max_accept == 1
+
+
+def test_a_missing_worker_dependency_names_the_extra_that_installs_it():
+    """gunicorn's gevent worker module imports packaging, which gunicorn does not require."""
+    proc = run_python("""
+        import sys
+        sys.modules["packaging"] = None  # as after `pip install greenpool gunicorn`
+        try:
+            import greenpool.gunicorn
+        except ImportError as exc:
+            print(exc.name, "|", exc)
+        """)
+    assert proc.returncode == 0, proc.stderr
+    name, _, message = proc.stdout.strip().partition(" | ")
+    assert name.split(".")[0] == "packaging"
+    assert "pip install 'greenpool[gunicorn]'" in message
