@@ -7,14 +7,14 @@
         python -m greenpool wsgi --patch examples.legacy_flask_app:app
 
 Nothing here knows about gevent or greenpool: it is what a team runs today under
-``gunicorn -k gthread``. Its threads share module-level clients made at import,
-the way such apps do:
+``gunicorn -k gthread``, with its defaults (no semaphore in front of the pool,
+no bigger pool): greenpool's app threads keep it within what it was sized for.
+Its threads share module-level clients made at import, the way such apps do:
 
-* a ``requests.Session`` to an upstream service (``LEGACY_UPSTREAM``), with a
-  blocking connection pool of ``LEGACY_HTTP_CONNECTIONS`` (64);
-* a psycopg2 ``ThreadedConnectionPool`` (``LEGACY_DSN``, ``LEGACY_DB_CONNECTIONS``
-  connections, 16) behind a ``BoundedSemaphore`` (the pool raises instead of
-  waiting when all connections are out); each request makes one
+* a default ``requests.Session`` to an upstream service (``LEGACY_UPSTREAM``);
+* a psycopg2 ``ThreadedConnectionPool(1, 64)`` (``LEGACY_DSN``, at most
+  ``LEGACY_DB_CONNECTIONS`` connections), which raises ``PoolError`` when all
+  of them are out, as sized for a thread pool; each request makes one
   ``SELECT pg_sleep(LEGACY_QUERY_MS / 1000)`` query (5 ms), a blocking C call;
 * a ``queue.Queue`` to a background writer thread started at import;
 * a dict cache guarded by a ``threading.Lock``.
@@ -35,37 +35,30 @@ import threading
 import requests
 from flask import Flask, jsonify, request
 from psycopg2.pool import ThreadedConnectionPool
-from requests.adapters import HTTPAdapter
 
 UPSTREAM = os.environ.get("LEGACY_UPSTREAM", "http://127.0.0.1:8001/")
 DSN = os.environ.get("LEGACY_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 QUERY_SECONDS = float(os.environ.get("LEGACY_QUERY_MS", "5")) / 1000
-DB_CONNECTIONS = int(os.environ.get("LEGACY_DB_CONNECTIONS", "16"))
-HTTP_CONNECTIONS = int(os.environ.get("LEGACY_HTTP_CONNECTIONS", "64"))
+DB_CONNECTIONS = int(os.environ.get("LEGACY_DB_CONNECTIONS", "64"))
 
 app = Flask(__name__)
 
 # -- shared clients, made once at import ---------------------------------------------------
 
 session = requests.Session()
-session.mount("http://", HTTPAdapter(pool_maxsize=HTTP_CONNECTIONS, pool_block=True))
-
-# minconn = maxconn: psycopg2 closes a returned connection above minconn.
-db = ThreadedConnectionPool(DB_CONNECTIONS, DB_CONNECTIONS, DSN)
-db_slots = threading.BoundedSemaphore(DB_CONNECTIONS)
+db = ThreadedConnectionPool(1, DB_CONNECTIONS, DSN)
 
 
 def query(sql: str, params: tuple) -> tuple:
     """One row of ``sql`` on a pooled connection (autocommit: nothing left open)."""
-    with db_slots:
-        conn = db.getconn()
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(sql, params)
-                return cur.fetchone()
-        finally:
-            db.putconn(conn)
+    conn = db.getconn()
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()
+    finally:
+        db.putconn(conn)
 
 
 # -- a lock-guarded cache --------------------------------------------------------------------

@@ -33,6 +33,16 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from greenpool.http.app_threads import (
+    APP_THREADS_ENV,
+    DEFAULT_APP_THREADS,
+    DEFAULT_WAIT_TIMEOUT,
+    WAIT_TIMEOUT_ENV,
+    parse_app_threads,
+    parse_wait_timeout,
+    settings_from_env,
+)
+
 if TYPE_CHECKING:
     import ssl
 
@@ -231,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="close a connection that waits this long on the client")
     wsgi.add_argument("--graceful-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                       help="on SIGINT/SIGTERM, how long requests in progress may take (default 30)")
+    wsgi.add_argument("--app-threads", type=_app_threads, default=None, metavar="N",
+                      help="requests in the app at once, each on a long-lived app thread with "
+                           "its own thread-locals, as under gunicorn -k gthread; 0: no limit. "
+                           f"Default: ${APP_THREADS_ENV}, else {DEFAULT_APP_THREADS} with --patch "
+                           "and 0 without")
+    wsgi.add_argument("--app-wait-timeout", type=_wait_timeout, default=None, metavar="SECONDS",
+                      help="how long a request waits for a free app thread before its 503; "
+                           f"0: no limit (default ${WAIT_TIMEOUT_ENV}, else "
+                           f"{DEFAULT_WAIT_TIMEOUT:g})")
     wsgi.add_argument("--patch", action="store_true",
                       help="monkey-patch with greenpool.monkey.patch_all() before importing the "
                            "app, so blocking socket/ssl/time calls yield (as gunicorn -k gevent)")
@@ -244,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- serving -------------------------------------------------------------------
+
+
+def _app_threads(text: str) -> int | None:
+    try:
+        return parse_app_threads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _wait_timeout(text: str) -> float | None:
+    try:
+        return parse_wait_timeout(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cpu_list(text: str) -> set[int]:
@@ -320,6 +353,14 @@ def run_wsgi(args: argparse.Namespace) -> int:
     from greenpool import wsgi
     from greenpool.pool import Pool
 
+    try:
+        env_threads, env_wait = settings_from_env()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    app_threads = env_threads if args.app_threads is None else args.app_threads
+    if args.app_threads is not None and args.app_threads == 0:
+        app_threads = None
+    wait_timeout = env_wait if args.app_wait_timeout is None else args.app_wait_timeout
     context = _ssl_context(args.certfile, args.keyfile)
     try:
         app = load_app(args.app, factory=args.factory)
@@ -351,6 +392,8 @@ def run_wsgi(args: argparse.Namespace) -> int:
                 max_connections=args.max_connections,
                 idle_timeout=args.idle_timeout,
                 max_body_size=args.max_body_size,
+                app_threads=app_threads,
+                app_wait_timeout=wait_timeout,
             )
         except OSError as exc:  # busy or unresolvable address
             raise StartError(str(exc)) from None

@@ -31,6 +31,13 @@ not affected; the docs' "Strict HTTP/1.1" section has every case):
   the client is still sending for a bounded time, so the client reads the
   refusal rather than a connection reset.
 
+Requests in the app at once: with ``app_threads`` (by default after
+``greenpool.monkey.patch_all()``, for thread-style apps) every request runs on
+one of a fixed number of long-lived app threads
+(:mod:`greenpool.http.app_threads`), as under a threaded server; one that
+waits longer than ``app_wait_timeout`` for a free one gets ``503 Service
+Unavailable`` and a closed connection.
+
 Application exceptions give ``500`` and are logged on the ``greenpool.wsgi``
 logger, as are client errors (at WARNING). Response heads the app gives are
 checked (a status or header with CR, LF, NUL or non-latin-1 text is a 500),
@@ -45,6 +52,12 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from greenpool.http.app_threads import (
+    AUTO,
+    DEFAULT_WAIT_TIMEOUT,
+    AppThreads,
+    app_threads_for,
+)
 from greenpool.http.body import BodyTooLarge
 from greenpool.http.connection import Service, serve_connection
 from greenpool.http.parser import Limits
@@ -54,7 +67,9 @@ from greenpool.pool import Pool
 from greenpool.server import DEFAULT_SPREAD, Server
 from greenpool.server import serve as serve_tcp
 
-__all__ = ["BodyTooLarge", "FileWrapper", "Limits", "WSGIConnectionHandler", "serve"]
+__all__ = ["AUTO", "BodyTooLarge", "FileWrapper", "Limits", "WSGIConnectionHandler",
+           "app_threads_for", "serve"]
+
 
 
 class WSGIConnectionHandler:
@@ -66,11 +81,12 @@ class WSGIConnectionHandler:
 
     def __init__(
         self, app: Callable, *, access_log=None, secure: bool = False,
-        limits: Limits | None = None,
+        limits: Limits | None = None, app_threads: AppThreads | None = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, got {type(app).__name__}")
         self.app = app
+        self.app_threads = app_threads
         self.limits = limits if limits is not None else Limits()
         self.access_log = access_log
         self.secure = secure
@@ -97,7 +113,7 @@ class WSGIConnectionHandler:
             # The app is called from several OS threads at once when hubs > 1.
             "wsgi.multithread": hub.pool.size > 1,
         }
-        return Service(self.app, environ, self.limits, self.access_log)
+        return Service(self.app, environ, self.limits, self.access_log, self.app_threads)
 
 
 def _check_max_body_size(max_body_size) -> None:
@@ -125,6 +141,8 @@ def serve(
     idle_timeout: float | None = None,
     max_body_size: int | None = None,
     limits: Limits | None = None,
+    app_threads: int | str | None = AUTO,
+    app_wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
 ) -> Server:
     """Serve the WSGI ``app`` on ``address`` on every hub; returns the running :class:`Server`.
 
@@ -157,7 +175,16 @@ def serve(
         ``wsgi.input`` itself). Overrides ``limits.max_body_size`` when given.
     :param limits: request line, header and body limits (:class:`Limits`;
         the defaults when None).
+    :param app_threads: requests in the app at once in this process, each on
+        a long-lived app thread that keeps its thread-locals
+        (:mod:`greenpool.http.app_threads`); ``None``: no limit, each
+        connection's greenlet calls the app; ``"auto"`` (the default):
+        64 after ``greenpool.monkey.patch_all()`` (an app written for
+        threads sizes its connections for a thread count), else None.
+    :param app_wait_timeout: seconds a request waits for a free app thread
+        before its ``503`` (None: no limit).
     """
+    threads = app_threads_for(app_threads, app_wait_timeout)
     _check_max_body_size(max_body_size)
     if limits is not None and not isinstance(limits, Limits):
         raise TypeError(f"limits must be a greenpool.wsgi.Limits, got {type(limits).__name__}")
@@ -165,7 +192,8 @@ def serve(
     if max_body_size is not None:
         limits = dataclasses.replace(limits, max_body_size=max_body_size)
     handler = WSGIConnectionHandler(
-        app, access_log=access_log, secure=ssl_context is not None, limits=limits
+        app, access_log=access_log, secure=ssl_context is not None, limits=limits,
+        app_threads=threads,
     )
     return serve_tcp(
         handler.__call__,  # a bound method: the call adds no C stack to every idle connection

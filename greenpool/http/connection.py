@@ -26,6 +26,7 @@ from gevent import get_hub
 from gevent.socket import socket as GeventSocket
 from greenlet import GreenletExit, getcurrent
 
+from greenpool.http.app_threads import AppThreads, AppThreadsBusy
 from greenpool.http.body import BodyTooLarge, IncompleteBody, Input, InvalidBody
 from greenpool.http.parser import (
     _METHODS,
@@ -62,14 +63,16 @@ SIMPLE_LINES = 512
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
     414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    501: "Not Implemented", 505: "HTTP Version Not Supported",
+    501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
 
 
-def error_response(status: int) -> bytes:
-    """A complete, closing response with an empty body, for refusals."""
-    return (b"HTTP/1.1 %d %s\r\n%sConnection: close\r\nContent-Length: 0\r\n\r\n"
-            % (status, _REASONS[status].encode("ascii"), date_header()))
+def error_response(status: int, text: str = "") -> bytes:
+    """A complete, closing response, for refusals: an empty body, or ``text`` as plain text."""
+    body = text.encode("utf-8")
+    kind = b"Content-Type: text/plain; charset=utf-8\r\n" if body else b""
+    return (b"HTTP/1.1 %d %s\r\n%s%sConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, _REASONS[status].encode("ascii"), date_header(), kind, len(body), body))
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -123,7 +126,10 @@ class Service:
 
     ``environ`` is the base environ (``SERVER_NAME``, ``SERVER_PORT``,
     ``wsgi.url_scheme``...), copied for every request. ``access_log`` is None,
-    a file-like object with ``write``, or a ``logging.Logger``.
+    a file-like object with ``write``, or a ``logging.Logger``. ``app_threads``:
+    None (each connection's greenlet calls the app), or the
+    :class:`~greenpool.http.app_threads.AppThreads` that run every request's
+    exchange, bounding the requests in the app at once.
     """
 
     #: Seconds to wait for a request head (None: only the socket's timeout).
@@ -131,9 +137,11 @@ class Service:
     #: The status sent when a request head is cut short by a timeout (None: just close).
     timeout_status: int | None = 408
 
-    def __init__(self, app: Callable, environ: dict, limits: Limits, access_log=None) -> None:
+    def __init__(self, app: Callable, environ: dict, limits: Limits, access_log=None,
+                 app_threads: AppThreads | None = None) -> None:
         self.app = app
         self.limits = limits
+        self.app_threads = app_threads
         self.environ = {
             "wsgi.version": (1, 0),
             "wsgi.errors": sys.stderr,
@@ -559,7 +567,26 @@ class _Connection:
         return env
 
     def _serve(self, req: Request, env: dict) -> bool:
-        """Run the app for ``req`` and its ``env`` and send the response; False to close."""
+        """Run the app for ``req`` and its ``env`` and send the response; False to close.
+
+        With app threads, the whole exchange runs on one of them (what the app
+        keeps per thread lives there), or, when none is free in time, the
+        request gets a 503 and the connection is closed.
+        """
+        threads = self.service.app_threads
+        if threads is None:
+            return self._exchange(req, env)
+        try:
+            return threads.run(self._exchange, req, env)
+        except AppThreadsBusy as exc:
+            log.warning("(from %s) 503 for %s %s: %s", self._client(), env["REQUEST_METHOD"],
+                        env["RAW_URI"], exc)
+            if self._send_quietly(error_response(503, f"{exc}\n")):
+                self._linger()
+            return False
+
+    def _exchange(self, req: Request, env: dict) -> bool:
+        """The app's call for ``req`` and its response; False to close the connection."""
         service = self.service
         began = time.time() if service.access is not None else 0.0
         self.req = req
