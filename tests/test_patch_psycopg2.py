@@ -389,3 +389,149 @@ def test_offloading_never_deadlocks_cancels_on_timeout_and_works_from_the_loop()
     assert timed["worst_gap"] < 2  # the hub kept serving throughout
     assert result["loop"] == ["rollback ok"]
     assert result["alive_factories"] == 0
+
+
+# -- psycopg2.pool: an exhausted ThreadedConnectionPool waits instead of raising ---------------
+
+POOL_SCRIPT = """
+import os, sys, threading
+import greenpool.monkey
+greenpool.monkey.patch_all(psycopg2={mode!r})
+import psycopg2
+from psycopg2.pool import PoolError, ThreadedConnectionPool
+
+DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+pool = ThreadedConnectionPool(1, 2, DSN)  # sized for two threads
+outcomes = []
+start = threading.Barrier(8)
+
+def worker():
+    start.wait()
+    try:
+        conn = pool.getconn()
+    except PoolError as exc:
+        outcomes.append("PoolError")
+        return
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_sleep(0.02)")
+        outcomes.append("ok")
+    finally:
+        pool.putconn(conn)
+
+threads = [threading.Thread(target=worker) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(30)
+pool.closeall()
+print(sorted(outcomes))
+"""
+
+
+@pytest.mark.parametrize("mode", ["offload", "green"])
+def test_an_exhausted_threaded_pool_makes_callers_wait_for_a_connection(mode):
+    need_service("PostgreSQL", 5432)
+    proc = run_python(textwrap.dedent(POOL_SCRIPT.format(mode=mode)), timeout=45)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == str(["ok"] * 8)
+
+
+def test_left_blocking_psycopg2s_pool_is_left_alone_too():
+    out = run_python("""
+        import greenpool.monkey
+        from psycopg2.pool import ThreadedConnectionPool
+        before = ThreadedConnectionPool.getconn
+        greenpool.monkey.patch_all(psycopg2="blocking")
+        print(ThreadedConnectionPool.getconn is before)
+        """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+def test_a_caller_that_waits_past_the_pool_timeout_gets_pool_error_naming_it():
+    need_service("PostgreSQL", 5432)
+    out = run_python(textwrap.dedent("""
+        import os
+        os.environ["GREENPOOL_DB_POOL_TIMEOUT"] = "0.2"
+        import greenpool.monkey
+        greenpool.monkey.patch_all()
+        import greenpool
+        from psycopg2.pool import PoolError, ThreadedConnectionPool
+
+        pool = ThreadedConnectionPool(1, 1, "host=127.0.0.1 port=5432 user=postgres dbname=test")
+
+        def scenario():
+            held = pool.getconn()
+            try:
+                pool.getconn()
+            except PoolError as exc:
+                print(exc)
+            finally:
+                pool.putconn(held)
+            again = pool.getconn()  # the pool still works
+            pool.putconn(again)
+            print("again ok")
+
+        with greenpool.Pool(1) as p:
+            p.spawn(scenario).result(20)
+        pool.closeall()
+        """), timeout=45)
+    assert out.returncode == 0, out.stdout + out.stderr
+    message, again = out.stdout.strip().splitlines()
+    assert "GREENPOOL_DB_POOL_TIMEOUT" in message and "0.2 s" in message
+    assert again == "again ok"
+
+
+def test_closing_the_pool_wakes_its_waiting_callers_with_pool_error():
+    need_service("PostgreSQL", 5432)
+    out = run_python(textwrap.dedent("""
+        import threading, time
+        import greenpool.monkey
+        greenpool.monkey.patch_all()
+        import greenpool
+        from psycopg2.pool import PoolError, ThreadedConnectionPool
+
+        pool = ThreadedConnectionPool(1, 1, "host=127.0.0.1 port=5432 user=postgres dbname=test")
+        held = pool.getconn()
+        waiting = threading.Event()
+        result = []
+
+        def waiter():
+            waiting.set()
+            try:
+                pool.getconn()
+                result.append("got one")
+            except PoolError as exc:
+                result.append(str(exc))
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        waiting.wait(10)
+        while "_greenpool_room" not in pool.__dict__:  # made under the lock, before waiting
+            time.sleep(0.001)
+        with pool._lock:  # taken: the waiter released it inside its wait
+            pass
+        pool.closeall()
+        t.join(10)
+        print(result)
+        """), timeout=45)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "closed" in out.stdout
+
+
+def test_a_bad_pool_timeout_is_refused_before_anything_is_patched():
+    out = run_python("""
+        import os
+        os.environ["GREENPOOL_DB_POOL_TIMEOUT"] = "soon"
+        import greenpool.monkey
+        from gevent import monkey
+        try:
+            greenpool.monkey.patch_all()
+        except ValueError as exc:
+            print(exc)
+        print(monkey.is_module_patched("socket"))
+        """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["GREENPOOL_DB_POOL_TIMEOUT='soon': expected seconds > 0",
+                                       "False"]

@@ -92,6 +92,7 @@ def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
             f"patch_all(psycopg2={psycopg2!r}): use 'offload' (the default), 'green' (or True: "
             "psycopg2's wait callback) or 'blocking' (or False: leave psycopg2 alone)"
         ) from None
+    pool_timeout = psycopg2_patch.pool_timeout_from_env()  # a bad value: nothing patched yet
     if not _patchstate.patched:
         guard.refuse_if_hubs_run("greenpool.monkey.patch_all()")
         if kwargs.get("thread", True):
@@ -113,6 +114,8 @@ def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
         patch_psycopg2()
     elif mode == "offload":
         psycopg2_patch.install_offload()
+    if mode != "blocking":
+        psycopg2_patch.install_pool_wait(pool_timeout)
     _patchstate.patched = True
 
 

@@ -45,25 +45,28 @@ overlap 4 queries where a thread-style app under ``gunicorn -k gthread
 
 from __future__ import annotations
 
-import contextvars
 import os
-import weakref
-from collections import deque
+import threading
 from typing import Any
 
-from greenlet import getcurrent
-
-from greenpool._native import allocate_lock, start_new_thread
-from greenpool._waiter import Signal
-from greenpool.api import blocking, current_hub
+from greenpool.monkey.dbapi import Offload
 
 __all__ = ["install", "install_offload", "offload_installed", "wait_callback",
            "offloading_connection", "offloading_cursor"]
 
 _original_connect: Any = None
 _get_wait_callback: Any = None  # psycopg2.extensions.get_wait_callback, once installed
-_classes: dict[tuple[str, type], type] = {}
-_make_once = allocate_lock()  # making an offloading subclass or a connection's worker
+
+
+def _green_mode() -> bool:
+    """While psycopg2's wait callback is set, calls wait on the hub: nothing to offload."""
+    return _get_wait_callback() is not None
+
+
+#: psycopg2's offloading (:mod:`greenpool.monkey.dbapi`): an interrupted query
+#: is cancelled with ``connection.cancel()``.
+OFFLOAD = Offload("psycopg2", in_place=_green_mode, cancel="cancel")
+_offloaded = OFFLOAD.call
 
 
 def wait_callback(conn, timeout=None) -> None:
@@ -99,154 +102,19 @@ def install() -> None:
     _import_extensions().set_wait_callback(wait_callback)
 
 
-#: How long an interrupted call waits for its cancelled query to end before
-#: giving the connection up to it (its next user then waits on its lock).
-CANCEL_GRACE = 5.0
-
-
-class _Worker:
-    """One native thread that runs one connection's blocking calls, in order.
-
-    Why not the hub's shared helper threads (``greenpool.blocking``): their
-    number is capped (gevent's threadpool: 10), and a call waiting for a row
-    lock would keep a thread while the lock holder's next statement (its
-    COMMIT) queued for one: with ten such waiters on a hub, nothing could run
-    (a deadlock until a statement timeout). One thread per connection, started
-    at its first call and ended when the connection is closed or collected, is
-    what a thread-style app had. Calls run in a copy of the caller's context
-    (``contextvars``: what adapters and typecasters see); thread-locals stay
-    on the caller's thread.
-    """
-
-    __slots__ = ("_calls", "_ready", "_lock", "_pid", "_running", "__weakref__")
-
-    def __init__(self) -> None:
-        self._calls: deque = deque()
-        self._ready = allocate_lock()  # held while there is nothing to run
-        self._ready.acquire()
-        self._lock = allocate_lock()
-        self._pid = os.getpid()
-        self._running = False
-
-    def _submit(self, item) -> None:
-        with self._lock:
-            self._calls.append(item)
-            if not self._running:
-                self._running = True
-                start_new_thread(self._run, ())
-        try:
-            self._ready.release()
-        except RuntimeError:  # already signalled: the worker drains everything queued
-            pass
-
-    def _run(self) -> None:
-        while True:
-            self._ready.acquire()
-            while True:
-                with self._lock:
-                    if not self._calls:
-                        break
-                    item = self._calls.popleft()
-                    if item is None and not self._calls:  # stopped: a later call starts anew
-                        self._running = False
-                        return
-                if item is None:  # a call came after the stop: keep serving
-                    continue
-                context, fn, args, kwargs, box, done = item
-                item = None
-                try:
-                    box[:] = True, context.run(fn, *args, **kwargs)
-                except BaseException as exc:  # handed to the caller, raised there
-                    box[:] = False, exc
-                # Keep nothing of the call while idle (its cursor, its arguments).
-                context = fn = args = kwargs = box = None
-                done.set()
-                done = None
-
-    def stop(self) -> None:
-        """End the thread once queued calls are done (idempotent; from any thread)."""
-        if self._running and self._pid == os.getpid():
-            self._submit(None)
-
-    def call(self, cancel, fn, *args, **kwargs):
-        """``fn(*args, **kwargs)`` on this worker; the calling greenlet waits cooperatively.
-
-        Interrupted (a ``gevent.Timeout``, a kill), the call is cancelled with
-        ``cancel()`` (the connection's, or None) and awaited, cooperatively, for
-        up to :data:`CANCEL_GRACE` seconds, so the connection is free again,
-        before the interruption is re-raised.
-        """
-        box: list = []
-        done = Signal()
-        self._submit((contextvars.copy_context(), fn, args, kwargs, box, done))
-        try:
-            done.wait()
-        except BaseException:
-            if not done.is_set():
-                if cancel is not None:
-                    try:
-                        cancel()
-                    except Exception:  # nothing to cancel, or closed: just wait
-                        pass
-                done.wait(CANCEL_GRACE)
-            raise
-        ok, value = box
-        if ok:
-            return value
-        try:
-            raise value  # with its traceback from the worker thread
-        finally:
-            del value, box
-
-
-def _worker_of(conn) -> _Worker | None:
-    """``conn``'s worker, made at its first call; None for a connection not of ours."""
-    attrs = getattr(conn, "__dict__", None)
-    if attrs is None:
-        return None
-    worker = attrs.get("_greenpool_worker")
-    if worker is None or worker._pid != os.getpid():  # new, or inherited across a fork
-        with _make_once:
-            worker = attrs.get("_greenpool_worker")
-            if worker is None or worker._pid != os.getpid():
-                worker = attrs["_greenpool_worker"] = _Worker()
-                weakref.finalize(conn, worker.stop)
-    return worker
-
-
-def _on_pool_hub() -> bool:
-    """In a greenlet of a pool hub (not its loop): where a call must not block the thread."""
-    hub = current_hub()
-    return hub is not None and getcurrent() is not hub.gevent_hub
-
-
-def _offloaded(conn, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` on ``conn``'s worker thread (no ``conn``: the hub's helper threads)
-    where waiting would hold a pool hub.
-
-    In place on the main thread, a native thread, a hub's own loop greenlet,
-    or while psycopg2's wait callback is set (green mode).
-    """
-    if not _on_pool_hub() or _get_wait_callback() is not None:
-        return fn(*args, **kwargs)
-    worker = None if conn is None else _worker_of(conn)
-    if worker is None:  # no connection (yet), or not ours: the hub's shared helper threads
-        return blocking(fn, *args, **kwargs)
-    return worker.call(conn.cancel, fn, *args, **kwargs)
-
-
 def _cursor_methods() -> dict:
     """The cursor methods that run offloaded (``super()``: the next class, in the end C's)."""
 
     def execute(self, query, vars=None):  # noqa: A002 - psycopg2's name
-        return _offloaded(self.connection, super(_mixins["cursor"], self).execute, query, vars)
+        call = super(OFFLOAD.mixins["cursor"], self).execute
+        return _offloaded(self.connection, call, query, vars)
 
     def executemany(self, query, vars_list):
-        return _offloaded(self.connection, super(_mixins["cursor"], self).executemany, query,
+        return _offloaded(self.connection, super(OFFLOAD.mixins["cursor"], self).executemany, query,
                           vars_list)
 
     def callproc(self, procname, parameters=None):
-        call = super(_mixins["cursor"], self).callproc
+        call = super(OFFLOAD.mixins["cursor"], self).callproc
         args = (procname,) if parameters is None else (procname, parameters)
         return _offloaded(self.connection, call, *args)
 
@@ -254,26 +122,26 @@ def _cursor_methods() -> dict:
     # cursor's are not, so they stay direct. (Iterating a named cursor fetches
     # in C, in place: each batch of itersize rows still blocks the hub.)
     def fetchone(self):
-        call = super(_mixins["cursor"], self).fetchone
+        call = super(OFFLOAD.mixins["cursor"], self).fetchone
         return call() if self.name is None else _offloaded(self.connection, call)
 
     def fetchmany(self, size=None):
-        call = super(_mixins["cursor"], self).fetchmany
+        call = super(OFFLOAD.mixins["cursor"], self).fetchmany
         args = () if size is None else (size,)
         return call(*args) if self.name is None else _offloaded(self.connection, call, *args)
 
     def fetchall(self):
-        call = super(_mixins["cursor"], self).fetchall
+        call = super(OFFLOAD.mixins["cursor"], self).fetchall
         return call() if self.name is None else _offloaded(self.connection, call)
 
     def scroll(self, value, mode="relative"):
-        call = super(_mixins["cursor"], self).scroll
+        call = super(OFFLOAD.mixins["cursor"], self).scroll
         if self.name is None:
             return call(value, mode)
         return _offloaded(self.connection, call, value, mode)
 
     def close(self):
-        call = super(_mixins["cursor"], self).close
+        call = super(OFFLOAD.mixins["cursor"], self).close
         if self.name is None or self.closed:
             return call()
         return _offloaded(self.connection, call)  # CLOSE on the server: a round trip
@@ -294,58 +162,21 @@ def _connection_methods() -> dict:
         else:
             kwargs["cursor_factory"] = offloading_cursor(
                 kwargs.get("cursor_factory") or self.cursor_factory)
-        return super(_mixins["connection"], self).cursor(*args, **kwargs)
+        return super(OFFLOAD.mixins["connection"], self).cursor(*args, **kwargs)
 
     def commit(self):
-        return _offloaded(self, super(_mixins["connection"], self).commit)
+        return _offloaded(self, super(OFFLOAD.mixins["connection"], self).commit)
 
     def rollback(self):
-        return _offloaded(self, super(_mixins["connection"], self).rollback)
+        return _offloaded(self, super(OFFLOAD.mixins["connection"], self).rollback)
 
     def close(self):
         try:
-            return super(_mixins["connection"], self).close()
+            return super(OFFLOAD.mixins["connection"], self).close()
         finally:
-            worker = self.__dict__.get("_greenpool_worker")
-            if worker is not None:
-                worker.stop()
+            OFFLOAD.closed(self)
 
     return {"cursor": cursor, "commit": commit, "rollback": rollback, "close": close}
-
-
-#: "cursor" / "connection": psycopg2's class with the offloading methods, made
-#: by install_offload(). Put *after* a user's class in a subclass's bases, so
-#: the user's Python overrides run first (on the hub) and only the C call is
-#: offloaded.
-_mixins: dict[str, type] = {}
-
-
-def _subclass(kind: str, base: type) -> type:
-    """``base`` with the offloading methods under it, made once per class.
-
-    Kept in ``base``'s own ``__dict__`` (a cycle the collector frees with
-    ``base``: a class made per request does not pile up), or, for a class
-    that takes no attributes, in a module dict.
-    """
-    mixin = _mixins[kind]
-    if issubclass(base, mixin):
-        return base
-    if base is mixin.__bases__[0]:  # psycopg2's own class
-        return mixin
-    attr = f"_greenpool_offloading_{kind}"
-    cls = base.__dict__.get(attr) or _classes.get((kind, base))
-    if cls is None:
-        with _make_once:
-            cls = base.__dict__.get(attr) or _classes.get((kind, base))
-            if cls is None:
-                cls = type(base.__name__, (base, mixin), {
-                    "__module__": base.__module__, "__qualname__": base.__qualname__,
-                    "__doc__": base.__doc__})
-                try:
-                    setattr(base, attr, cls)
-                except (TypeError, AttributeError):
-                    _classes[(kind, base)] = cls
-    return cls
 
 
 def offloading_cursor(factory=None) -> type:
@@ -360,7 +191,7 @@ def offloading_cursor(factory=None) -> type:
         factory = extensions.cursor
     if not (isinstance(factory, type) and issubclass(factory, extensions.cursor)):
         return factory
-    return _subclass("cursor", factory)
+    return OFFLOAD.subclass("cursor", factory)
 
 
 def offloading_connection(factory=None) -> type:
@@ -371,7 +202,7 @@ def offloading_connection(factory=None) -> type:
         factory = extensions.connection
     if not (isinstance(factory, type) and issubclass(factory, extensions.connection)):
         return factory
-    return _subclass("connection", factory)
+    return OFFLOAD.subclass("connection", factory)
 
 
 def _connect(dsn=None, connection_factory=None, cursor_factory=None, **kwargs):
@@ -392,12 +223,8 @@ def install_offload() -> bool:
     except ImportError:
         return False
     if _original_connect is None:
-        for kind, base, methods in (("cursor", extensions.cursor, _cursor_methods()),
-                                    ("connection", extensions.connection,
-                                     _connection_methods())):
-            _mixins[kind] = type(kind, (base,), {
-                **methods, "__module__": base.__module__, "__qualname__": base.__qualname__,
-                "__doc__": base.__doc__})
+        OFFLOAD.add_mixin("cursor", extensions.cursor, _cursor_methods())
+        OFFLOAD.add_mixin("connection", extensions.connection, _connection_methods())
         _get_wait_callback = extensions.get_wait_callback
         _original_connect = psycopg2.connect
         psycopg2.connect = _connect
@@ -407,3 +234,89 @@ def install_offload() -> bool:
 def offload_installed() -> bool:
     """True once :func:`install_offload` patched ``psycopg2.connect``."""
     return _original_connect is not None
+
+
+# -- psycopg2.pool: an exhausted pool waits for a connection, as SQLAlchemy's does --------
+
+#: Seconds ``ThreadedConnectionPool.getconn()`` waits for a connection when all
+#: are out, before its ``PoolError``; read from :data:`POOL_TIMEOUT_ENV` at install.
+DEFAULT_POOL_TIMEOUT = 30.0
+POOL_TIMEOUT_ENV = "GREENPOOL_DB_POOL_TIMEOUT"
+_pool_timeout: float | None = None  # None until install_pool_wait()
+_PoolError: Any = None  # psycopg2.pool.PoolError, once installed
+
+
+def pool_timeout_from_env(environ=os.environ) -> float:
+    """:data:`POOL_TIMEOUT_ENV` in seconds (> 0), or the default; a bad value names the variable."""
+    text = environ.get(POOL_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_POOL_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{POOL_TIMEOUT_ENV}={text!r}: expected seconds > 0")
+    return seconds
+
+
+def _getconn(self, key=None):
+    """``ThreadedConnectionPool.getconn`` that waits (up to the pool timeout) when exhausted.
+
+    psycopg2 raises ``PoolError("connection pool exhausted")`` at once: a pool
+    sized for a thread count never saw more callers than that. Under greenpool
+    more requests run at once than the app had threads, so a caller waits for
+    a ``putconn`` instead, in order, and gets the ``PoolError`` only when none
+    came within :data:`POOL_TIMEOUT_ENV` seconds.
+    """
+    with self._lock:
+        if (self.closed or key in self._used or self._pool
+                or len(self._used) < self.maxconn):
+            return self._getconn(key)
+        room = self.__dict__.get("_greenpool_room")
+        if room is None:
+            # threading.Condition looked up now: patched, greenpool's cross-hub one.
+            room = self._greenpool_room = threading.Condition(self._lock)
+        timeout = _pool_timeout
+        if not room.wait_for(lambda: (self.closed or bool(self._pool)
+                                      or len(self._used) < self.maxconn), timeout):
+            raise _PoolError(
+                f"connection pool exhausted: all {self.maxconn} connections stayed in use for "
+                f"{timeout:g} s (greenpool waits {POOL_TIMEOUT_ENV} seconds for one; raise the "
+                "pool's maxconn, or lower the requests in the app at once: --app-threads, "
+                "GREENPOOL_APP_THREADS)")
+        return self._getconn(key)
+
+
+def _putconn(self, conn=None, key=None, close=False):
+    """``ThreadedConnectionPool.putconn``, then wake one caller waiting in ``getconn``."""
+    with self._lock:
+        self._putconn(conn, key, close)
+        room = self.__dict__.get("_greenpool_room")
+        if room is not None:
+            room.notify()
+
+
+def _closeall(self):
+    """``ThreadedConnectionPool.closeall``, then wake every waiting caller (they get PoolError)."""
+    with self._lock:
+        self._closeall()
+        room = self.__dict__.get("_greenpool_room")
+        if room is not None:
+            room.notify_all()
+
+
+def install_pool_wait(timeout: float = DEFAULT_POOL_TIMEOUT) -> bool:
+    """An exhausted ``psycopg2.pool.ThreadedConnectionPool`` waits up to ``timeout`` seconds
+    for a connection (idempotent; the last timeout holds). False without psycopg2."""
+    global _pool_timeout, _PoolError
+    try:
+        from psycopg2 import pool
+    except ImportError:
+        return False
+    _pool_timeout = timeout
+    _PoolError = pool.PoolError
+    cls = pool.ThreadedConnectionPool
+    if cls.getconn is not _getconn:
+        cls.getconn, cls.putconn, cls.closeall = _getconn, _putconn, _closeall
+    return True
