@@ -18,9 +18,12 @@ cross-hub versions in their place:
   work on any hub, not only on the main thread's loop;
 * :mod:`greenpool.monkey.select`: ``select.poll`` waits on the caller's hub, and
   ``poll(0)`` (a connection pool's check before each reuse) skips the loop;
-* :mod:`greenpool.monkey.psycopg2`: psycopg2's blocking calls run on a thread of
-  each connection's own, so a query does not hold its hub (``psycopg2=``
-  chooses: offload, green, or blocking).
+* :mod:`greenpool.monkey.psycopg2` and :mod:`greenpool.monkey.mysqldb`: the C
+  drivers' blocking calls run on a thread of each connection's own
+  (:mod:`greenpool.monkey.dbapi`), so a query does not hold its hub
+  (``psycopg2=`` chooses: offload, green, or blocking; ``mysqldb=``: offload
+  or blocking), and an exhausted psycopg2 ``ThreadedConnectionPool`` waits
+  for a connection instead of raising.
 
 :mod:`greenpool.monkey.guard` refuses gevent patching that comes after
 greenpool started hub threads (``import greenpool`` imports this package, so
@@ -39,6 +42,7 @@ from gevent import monkey as gevent_monkey
 
 from greenpool import _patchstate
 from greenpool.monkey import child, guard, select, sockets, sync, threads
+from greenpool.monkey import mysqldb as mysqldb_patch
 from greenpool.monkey import psycopg2 as psycopg2_patch
 
 if TYPE_CHECKING:
@@ -59,8 +63,29 @@ _PSYCOPG2_MODES = {"offload": "offload", "green": "green", True: "green",
 #: Chooses ``patch_all``'s psycopg2 mode when the call does not (the gunicorn worker, --patch).
 PSYCOPG2_ENV = "GREENPOOL_PSYCOPG2"
 
+_MYSQLDB_MODES = {"offload": "offload", True: "offload", "blocking": "blocking", False: "blocking"}
+#: Chooses ``patch_all``'s mysqlclient mode when the call does not.
+MYSQLDB_ENV = "GREENPOOL_MYSQLDB"
 
-def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
+
+def _mode(param: str, value, env: str, modes: dict, choices: str) -> str:
+    """The mode ``value`` names (None: read from ``env``, default offload), or a ValueError."""
+    if value is None:
+        setting = os.environ.get(env, "").strip().lower() or "offload"
+        if setting not in modes:  # the names (a string is never True/False)
+            names = ["offload (the default)"] + [
+                name for name in modes if isinstance(name, str) and name != "offload"]
+            raise ValueError(f"{env}={os.environ[env]!r}: use "
+                             f"{', '.join(names[:-1])} or {names[-1]}")
+        value = setting
+    try:
+        return modes[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"patch_all({param}={value!r}): use {choices}") from None
+
+
+def patch_all(*, psycopg2: bool | str | None = None, mysqldb: bool | str | None = None,
+              **kwargs) -> None:
     """Patch like ``gevent.monkey.patch_all(**kwargs)``, then install the cross-hub pieces.
 
     ``psycopg2`` says what psycopg2's blocking calls do (:mod:`greenpool.monkey.psycopg2`):
@@ -71,27 +96,21 @@ def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
     ``"blocking"`` or ``False`` (each call blocks its hub, as psycopg2 does).
     Not given, it is read from the ``GREENPOOL_PSYCOPG2`` environment variable
     (default ``offload``), so servers that patch for you can be told too.
+    ``mysqldb`` does the same for mysqlclient (:mod:`greenpool.monkey.mysqldb`):
+    ``"offload"`` (the default) or ``"blocking"``, read from
+    ``GREENPOOL_MYSQLDB`` when not given.
     Calling it again is harmless (a mode once installed stays). Called after
     greenpool started hub threads, it raises :class:`greenpool.PatchingError`
     (nothing is patched), even when gevent's own patching had already been
     done: the cross-hub pieces would come too late for the locks and sockets
     those hubs already hold.
     """
-    if psycopg2 is None:
-        setting = os.environ.get(PSYCOPG2_ENV, "").strip().lower() or "offload"
-        if setting not in _PSYCOPG2_MODES:  # the three names (a string is never True/False)
-            raise ValueError(
-                f"{PSYCOPG2_ENV}={os.environ[PSYCOPG2_ENV]!r}: use offload (the default), green "
-                "(psycopg2's wait callback) or blocking (leave psycopg2 alone)"
-            )
-        psycopg2 = setting
-    try:
-        mode = _PSYCOPG2_MODES[psycopg2]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"patch_all(psycopg2={psycopg2!r}): use 'offload' (the default), 'green' (or True: "
-            "psycopg2's wait callback) or 'blocking' (or False: leave psycopg2 alone)"
-        ) from None
+    mode = _mode("psycopg2", psycopg2, PSYCOPG2_ENV, _PSYCOPG2_MODES,
+                 "'offload' (the default), 'green' (or True: psycopg2's wait callback) or "
+                 "'blocking' (or False: leave psycopg2 alone)")
+    mysqldb_mode = _mode("mysqldb", mysqldb, MYSQLDB_ENV, _MYSQLDB_MODES,
+                         "'offload' (the default, or True) or 'blocking' (or False: leave "
+                         "mysqlclient alone)")
     pool_timeout = psycopg2_patch.pool_timeout_from_env()  # a bad value: nothing patched yet
     if not _patchstate.patched:
         guard.refuse_if_hubs_run("greenpool.monkey.patch_all()")
@@ -116,6 +135,8 @@ def patch_all(*, psycopg2: bool | str | None = None, **kwargs) -> None:
         psycopg2_patch.install_offload()
     if mode != "blocking":
         psycopg2_patch.install_pool_wait(pool_timeout)
+    if mysqldb_mode == "offload":
+        mysqldb_patch.install_offload()
     _patchstate.patched = True
 
 

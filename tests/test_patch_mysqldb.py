@@ -1,0 +1,215 @@
+"""mysqlclient under greenpool.monkey: a query does not hold its hub (real MariaDB)."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from tests.helpers import need_service, run_python
+
+pytestmark = pytest.mark.timeout(60)
+
+PRELUDE = """
+import sys, threading, time
+import greenpool.monkey
+greenpool.monkey.patch_all({patch})
+import gevent
+import greenpool
+import MySQLdb
+import MySQLdb.cursors
+
+def connect(**kwargs):
+    return MySQLdb.connect(host="127.0.0.1", port=3306, user="root", password="",
+                           database="test", **kwargs)
+"""
+
+
+def need_mysqlclient() -> None:
+    need_service("MariaDB", 3306)
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError as exc:
+        message = f"mysqlclient is not installed ({exc}): make test builds it with libmariadb-dev"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI=true requires it")
+        pytest.skip(message)
+
+
+def run(body: str, patch: str = "") -> str:
+    need_mysqlclient()
+    code = textwrap.dedent(PRELUDE.format(patch=patch)) + textwrap.dedent(body)
+    proc = run_python(code, timeout=50)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip()
+
+
+# A greenlet sleeps in MariaDB for 0.3 s while another greenlet of the same
+# hub ticks: offloaded, the hub runs the ticker meanwhile; blocking, it cannot.
+TICKS_DURING_QUERY = """
+def scenario():
+    conn = connect()
+    running = []
+    ticks = []
+
+    def ticker():
+        while not running:
+            gevent.sleep(0.001)
+        while running[0]:
+            ticks.append(1)
+            gevent.sleep(0.005)
+
+    def query():
+        cur = conn.cursor()
+        running.append(True)
+        cur.execute("SELECT SLEEP(0.3)")
+        running[0] = False
+        return cur.fetchone()
+
+    t = gevent.spawn(ticker)
+    q = gevent.spawn(query)
+    gevent.joinall([t, q], timeout=20)
+    conn.close()
+    return q.value, len(ticks) > 0
+
+with greenpool.Pool(2) as pool:
+    print(pool.spawn_on(1, scenario).result(timeout=30))
+"""
+
+
+def test_by_default_a_query_waiting_on_mariadb_lets_its_hubs_other_greenlets_run():
+    assert run(TICKS_DURING_QUERY) == "((0,), True)"
+
+
+def test_left_blocking_a_query_holds_its_hubs_thread():
+    assert run(TICKS_DURING_QUERY, patch="mysqldb='blocking'") == "((0,), False)"
+
+
+def test_sixteen_threads_on_four_hubs_overlap_their_queries():
+    """A thread-style ThreadPoolExecutor(16): its queries overlap as threads' do, not 4 at once."""
+    out = run("""
+        from concurrent.futures import ThreadPoolExecutor
+        local = threading.local()
+        spans = []
+
+        def task(i):
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = connect()
+            cur = conn.cursor()
+            began = time.monotonic()
+            cur.execute("SELECT SLEEP(0.2), %s", (i,))
+            row = cur.fetchone()
+            spans.append((began, time.monotonic()))
+            return row[1]
+
+        with ThreadPoolExecutor(16) as tpe:
+            results = list(tpe.map(task, range(32)))
+        most = max(sum(1 for b, e in spans if b <= t < e) for t, _ in spans)
+        print(results == list(range(32)), most)
+        """)
+    ok, most = out.split()
+    assert ok == "True"
+    assert int(most) >= 8  # blocking, each of the 4 hubs runs one query at a time: 4
+
+
+def test_cursors_results_and_transactions_are_those_of_mysqlclient():
+    out = run("""
+        def scenario():
+            conn = connect(cursorclass=MySQLdb.cursors.DictCursor, client_flag=65536)
+            cur = conn.cursor()
+            cur.execute("CREATE TEMPORARY TABLE gp_t (n INT, s VARCHAR(10))")
+            cur.executemany("INSERT INTO gp_t VALUES (%s, %s)", [(1, "a"), (2, "b"), (3, "c")])
+            conn.commit()
+            cur.execute("SELECT n, s FROM gp_t ORDER BY n")
+            rows = cur.fetchall()
+            conn.begin()
+            cur.execute("DELETE FROM gp_t")
+            conn.rollback()
+            cur.execute("SELECT count(*) AS c FROM gp_t")
+            kept = cur.fetchone()["c"]
+            ss = conn.cursor(MySQLdb.cursors.SSCursor)  # unbuffered: fetches read the socket
+            ss.execute("SELECT n FROM gp_t ORDER BY n")
+            streamed = [row[0] for row in ss]
+            ss.close()
+            cur.execute("SELECT 1 AS one; SELECT 2 AS two")  # MULTI_STATEMENTS
+            first = cur.fetchall()
+            cur.nextset()
+            second = cur.fetchall()
+            conn.ping()
+            kinds = (isinstance(cur, MySQLdb.cursors.DictCursor),
+                     isinstance(conn, MySQLdb.connections.Connection))
+            conn.close()
+            return rows, kept, streamed, first, second, kinds
+
+        with greenpool.Pool(2) as pool:
+            for line in pool.spawn(scenario).result(timeout=30):
+                print(line)
+        """)
+    rows, kept, streamed, first, second, kinds = out.splitlines()
+    assert rows == "({'n': 1, 's': 'a'}, {'n': 2, 's': 'b'}, {'n': 3, 's': 'c'})"
+    assert (kept, streamed) == ("3", "[1, 2, 3]")
+    assert (first, second) == ("({'one': 1},)", "({'two': 2},)")
+    assert kinds == "(True, True)"
+
+
+def test_an_interrupted_query_is_waited_for_and_the_connection_serves_on():
+    out = run("""
+        def scenario():
+            conn = connect()
+            cur = conn.cursor()
+            began = time.monotonic()
+            try:
+                with gevent.Timeout(0.1):
+                    cur.execute("SELECT SLEEP(0.5)")
+            except gevent.Timeout:
+                waited = time.monotonic() - began
+            cur.execute("SELECT 42")  # the interrupted query ended before the Timeout came back
+            answer = cur.fetchone()[0]
+            conn.close()
+            return waited >= 0.4, answer
+
+        with greenpool.Pool(1) as pool:
+            print(pool.spawn(scenario).result(timeout=30))
+        """)
+    assert out == "(True, 42)"
+
+
+def test_an_app_cursor_class_keeps_its_own_methods_over_the_offloaded_ones():
+    out = run("""
+        class Audited(MySQLdb.cursors.Cursor):
+            seen = []
+
+            def execute(self, query, args=None):
+                Audited.seen.append(greenpool.current_hub() is not None)  # runs on the hub
+                return super().execute(query, args)
+
+        def scenario():
+            conn = connect()
+            cur = conn.cursor(Audited)
+            cur.execute("SELECT 7")
+            value = cur.fetchone()[0]
+            conn.close()
+            return value, Audited.seen, isinstance(cur, Audited)
+
+        with greenpool.Pool(1) as pool:
+            print(pool.spawn(scenario).result(timeout=30))
+        """)
+    assert out == "(7, [True], True)"
+
+
+def test_a_bad_mysqldb_mode_is_refused_before_anything_is_patched():
+    proc = run_python("""
+        import greenpool.monkey
+        from gevent import monkey
+        try:
+            greenpool.monkey.patch_all(mysqldb="fast")
+        except ValueError as exc:
+            print(exc)
+        print(monkey.is_module_patched("socket"))
+        """)
+    assert proc.returncode == 0, proc.stderr
+    message, patched = proc.stdout.strip().splitlines()
+    assert "patch_all(mysqldb='fast')" in message and "'blocking'" in message
+    assert patched == "False"
