@@ -18,6 +18,8 @@ import http.client
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -50,13 +52,35 @@ ENTRY_POINTS = {
 }
 
 
-def database_connections(application: str) -> int:
-    """How many PostgreSQL connections the server under test holds right now."""
+#: MariaDB has no application_name: the server's connections are root's on
+#: database ``test`` (the counting connection names no database). Its tests
+#: run one at a time, as every load test here does.
+MARIADB = "mariadb"
+
+
+def _counter(application: str):
+    """A connection and the query that counts the server's database connections."""
+    if application == MARIADB:
+        import MySQLdb
+
+        conn = MySQLdb.connect(host="127.0.0.1", port=3306, user="root", password="")
+        conn.autocommit(True)
+        return conn, ("SELECT count(*) FROM information_schema.processlist "
+                      "WHERE user = 'root' AND db = 'test'"), ()
     import psycopg2
 
-    with contextlib.closing(psycopg2.connect(DSN)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                    (application,))
+    conn = psycopg2.connect(DSN)
+    conn.autocommit = True
+    return conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (
+        application,)
+
+
+def database_connections(application: str) -> int:
+    """How many database connections the server under test holds right now."""
+    conn, sql, params = _counter(application)
+    with contextlib.closing(conn):
+        cur = conn.cursor()
+        cur.execute(sql, params)
         return cur.fetchone()[0]
 
 
@@ -70,15 +94,12 @@ class PeakConnections:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        import psycopg2
-
-        with contextlib.closing(psycopg2.connect(DSN)) as conn:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                while not self._stop.wait(0.02):
-                    cur.execute("SELECT count(*) FROM pg_stat_activity "
-                                "WHERE application_name = %s", (self.application,))
-                    self.peak = max(self.peak, cur.fetchone()[0])
+        conn, sql, params = _counter(self.application)
+        with contextlib.closing(conn):
+            cur = conn.cursor()
+            while not self._stop.wait(0.02):
+                cur.execute(sql, params)
+                self.peak = max(self.peak, cur.fetchone()[0])
 
     def __enter__(self) -> PeakConnections:
         self._thread.start()
@@ -141,17 +162,28 @@ def wait_for_connections(application: str, most: int, timeout: float = 10.0) -> 
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def django_tables():
-    """The test project's tables in PostgreSQL's ``test`` database (made once)."""
-    need_service("PostgreSQL", 5432)
-    import subprocess
-    import sys
+_migrated: set[str] = set()
 
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.django_site.settings")
+
+def django_tables(driver: str) -> None:
+    """The test project's tables in the driver's ``test`` database (made once per run)."""
+    if driver == "mysqlclient":
+        need_service("MariaDB", 3306)
+        try:
+            import MySQLdb  # noqa: F401
+        except ImportError as exc:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"mysqlclient is not installed ({exc}); CI=true requires it")
+            pytest.skip(f"mysqlclient is not installed ({exc}): make test builds it")
+    else:
+        need_service("PostgreSQL", 5432)
+    if driver in _migrated:
+        return
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.django_site.settings", DJANGO_DB=driver)
     done = subprocess.run([sys.executable, "-m", "django", "migrate", "--run-syncdb", "-v", "0"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    _migrated.add(driver)
 
 
 DJANGO_CASES = {
@@ -159,6 +191,7 @@ DJANGO_CASES = {
     "psycopg2-conn-max-age-0": ("psycopg2", 0, 0),
     "psycopg2-conn-max-age-60": ("psycopg2", 60, APP_THREADS),
     "psycopg3-django-pool": ("psycopg", 0, APP_THREADS),
+    "mysqlclient-conn-max-age-60": ("mysqlclient", 60, APP_THREADS),
 }
 
 
@@ -166,10 +199,11 @@ DJANGO_CASES = {
 @pytest.mark.parametrize("entry_point", sorted(ENTRY_POINTS))
 @pytest.mark.parametrize("case", sorted(DJANGO_CASES))
 def test_django_with_per_thread_connections_answers_256_clients_within_bounded_connections(
-    entry_point, case, django_tables
+    entry_point, case
 ):
     driver, max_age, left_open = DJANGO_CASES[case]
-    application = f"greenpool-test-{uuid.uuid4().hex[:12]}"
+    django_tables(driver)
+    application = MARIADB if driver == "mysqlclient" else f"greenpool-test-{uuid.uuid4().hex[:12]}"
     args, banner = ENTRY_POINTS[entry_point]
     env = {"DJANGO_SETTINGS_MODULE": "tests.django_site.settings", "DJANGO_DB": driver,
            "DJANGO_CONN_MAX_AGE": str(max_age), "DJANGO_DB_APPLICATION": application}

@@ -8,8 +8,8 @@ if DRIVER == "psycopg2":
     # Django's postgresql backend takes psycopg 3 whenever it can import it; the
     # test extras install both, so hide psycopg 3 to serve through psycopg2.
     sys.modules["psycopg"] = None  # type: ignore[assignment]
-elif DRIVER != "psycopg":
-    raise ValueError(f"DJANGO_DB={DRIVER!r}: use psycopg2 or psycopg")
+elif DRIVER not in ("psycopg", "mysqlclient"):
+    raise ValueError(f"DJANGO_DB={DRIVER!r}: use psycopg2, psycopg or mysqlclient")
 
 SECRET_KEY = "greenpool-tests-only"
 DEBUG = False
@@ -29,6 +29,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 _options = {"application_name": os.environ.get("DJANGO_DB_APPLICATION", "greenpool-django")}
 if DRIVER == "psycopg":
     _options["pool"] = True  # Django's psycopg_pool.ConnectionPool, with its defaults
+MAX_AGE = int(os.environ.get("DJANGO_CONN_MAX_AGE", "0"))
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
@@ -37,11 +38,20 @@ DATABASES = {
         "USER": "postgres",
         "NAME": "test",
         # Django refuses persistent connections together with its pool.
-        "CONN_MAX_AGE": 0 if DRIVER == "psycopg" else int(os.environ.get("DJANGO_CONN_MAX_AGE",
-                                                                          "0")),
+        "CONN_MAX_AGE": 0 if DRIVER == "psycopg" else MAX_AGE,
         "OPTIONS": _options,
     }
 }
+if DRIVER == "mysqlclient":  # MariaDB through mysqlclient, the driver Django recommends
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.mysql",
+        "HOST": "127.0.0.1",
+        "PORT": "3306",
+        "USER": "root",
+        "PASSWORD": "",
+        "NAME": "test",
+        "CONN_MAX_AGE": MAX_AGE,
+    }
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
