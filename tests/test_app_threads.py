@@ -189,11 +189,15 @@ def test_stopping_the_server_unwinds_a_request_running_on_an_app_thread(serve):
         sock.close()
 
 
-def test_app_threads_are_split_over_the_hubs(make_pool):
-    threads = AppThreads(5)
-    pool = make_pool(2)
-    sizes = [f.result(5) for f in pool.broadcast(lambda: threads._of_this_hub().size)]
-    assert sizes == [3, 3]
+@pytest.mark.parametrize(("count", "hubs", "sizes"), [
+    (5, 2, [3, 2]), (64, 3, [22, 21, 21]), (64, 4, [16] * 4), (2, 3, [1, 1, 1]),
+])
+def test_app_threads_are_split_over_the_hubs_keeping_the_total(make_pool, count, hubs, sizes):
+    """The total stays what the app was sized for (a pool of 64 never sees 66), one per hub
+    at least."""
+    threads = AppThreads(count)
+    pool = make_pool(hubs)
+    assert [f.result(5) for f in pool.broadcast(lambda: threads._of_this_hub().size)] == sizes
 
 
 def test_app_threads_run_outside_a_pool_too():

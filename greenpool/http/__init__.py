@@ -6,7 +6,9 @@
 * :mod:`greenpool.http.response`: checks of the app's status and headers,
   ``Date``, ``wsgi.file_wrapper``;
 * :mod:`greenpool.http.connection`: one connection's request loop and the
-  WSGI call, with the :class:`Service` hooks servers plug into.
+  WSGI call, with the :class:`Service` hooks servers plug into;
+* :mod:`greenpool.http.app_threads`: how many requests a thread-style app
+  runs at once, each on a long-lived greenlet that keeps its thread-locals.
 
 :func:`greenpool.wsgi.serve`, ``python -m greenpool wsgi`` and
 :class:`greenpool.gunicorn.Worker` all serve through it.

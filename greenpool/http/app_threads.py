@@ -10,7 +10,7 @@ limit), and an idle keep-alive connection would keep its greenlet's
 connection open between requests.
 
 :class:`AppThreads` restores the thread pool's shape without its cost: each hub
-keeps up to ``ceil(count / hubs)`` long-lived greenlets, its *app threads*,
+keeps its share of ``count`` (``count / hubs``, at least one) long-lived greenlets, its *app threads*,
 each running one request at a time, as a gthread worker thread does. A
 request's whole exchange (the app call, its response, the result's
 ``close()``) runs on an app thread, so what the app keeps per thread
@@ -202,9 +202,9 @@ class _HubThreads:
 class AppThreads:
     """Up to ``count`` requests in the app at once per process, on long-lived app threads.
 
-    ``count`` is split evenly over the hubs (``ceil(count / hubs)`` each; a
-    connection stays on its hub, so its request waits for one of that hub's
-    app threads). ``wait_timeout``: seconds a request waits for one before
+    ``count`` is split over the hubs, as evenly as it divides (64 on 3 hubs:
+    22, 21, 21), at least one each; a connection stays on its hub, so its
+    request waits for one of that hub's app threads. ``wait_timeout``: seconds a request waits for one before
     :meth:`run` raises :class:`AppThreadsBusy` (None: no limit).
     """
 
@@ -223,8 +223,9 @@ class AppThreads:
         threads = self._hubs.get(hub)
         if threads is None:  # made on its own hub: the semaphore belongs to that hub
             pool_hub = getattr(hub, "greenpool_hub", None)
-            hubs = pool_hub.pool.size if pool_hub is not None else 1
-            threads = self._hubs[hub] = _HubThreads(max(1, math.ceil(self.count / hubs)))
+            hubs, index = (pool_hub.pool.size, pool_hub.index) if pool_hub is not None else (1, 0)
+            share = self.count // hubs + (index < self.count % hubs)
+            threads = self._hubs[hub] = _HubThreads(max(1, share))
         return threads
 
     def run(self, fn: Callable, *args: Any) -> Any:

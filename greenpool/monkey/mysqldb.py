@@ -14,7 +14,7 @@ cooperatively:
   whole result, in one hand-off), ``nextset``, and an unbuffered cursor's
   fetches (``SSCursor``: ``_fetch_row``);
 * the connection's own round trips: ``query``, ``store_result``,
-  ``next_result``, ``commit``, ``rollback``, ``ping``, ``select_db``,
+  ``next_result`` (when there is a next result), ``commit``, ``rollback``, ``ping``, ``select_db``,
   ``autocommit``, ``change_user``, ``set_character_set``,
   ``set_server_option``, ``stat``.
 
@@ -41,7 +41,7 @@ _original_connect: Any = None
 
 #: Connection methods that wait for the server (mysqlclient's C calls, or its
 #: Python ones that make them).
-_CONNECTION_CALLS = ("query", "store_result", "next_result", "commit", "rollback", "ping",
+_CONNECTION_CALLS = ("query", "store_result", "commit", "rollback", "ping",
                      "select_db", "autocommit", "change_user", "set_character_set",
                      "set_server_option", "stat")
 #: Cursor methods that wait: a query with its result (buffered), the next
@@ -67,6 +67,15 @@ def _connection_methods() -> dict:
     methods = {name: _offloading("connection", name, lambda conn: conn)
                for name in _CONNECTION_CALLS}
 
+    next_result = _offloading("connection", "next_result", lambda conn: conn)
+
+    def next_result_if_any(self):
+        # Every execute() and close() asks (cursor._discard): with no more
+        # results it is a flag check in C, not worth a hand-off.
+        if not self.more_results():
+            return super(OFFLOAD.mixins["connection"], self).next_result()
+        return next_result(self)
+
     def cursor(self, cursorclass=None):
         return super(OFFLOAD.mixins["connection"], self).cursor(
             offloading_cursor(cursorclass or self.cursorclass))
@@ -77,7 +86,7 @@ def _connection_methods() -> dict:
         finally:
             OFFLOAD.closed(self)
 
-    return {**methods, "cursor": cursor, "close": close}
+    return {**methods, "next_result": next_result_if_any, "cursor": cursor, "close": close}
 
 
 def _cursor_methods() -> dict:
