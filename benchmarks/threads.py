@@ -1,9 +1,13 @@
-"""An app-level ThreadPoolExecutor of blocking psycopg2 queries: real threads vs patched.
+"""An app-level ThreadPoolExecutor of blocking C-driver queries: real threads vs patched.
 
 Issue 10's figure: ``ThreadPoolExecutor(8)`` running 2 ms PostgreSQL queries
 (``SELECT pg_sleep(0.002)``) with plain psycopg2, no wait callback, so each
 query is a C call that blocks its thread while releasing the GIL. Each worker
 keeps its own connection (a ``threading.local``), as a thread-style app does.
+
+``--driver mysqlclient`` runs the same with mysqlclient against MariaDB
+(``SELECT SLEEP(0.002)``), the C driver Django recommends for MySQL (issue 18:
+``ThreadPoolExecutor(16)`` on 4 hubs, goal >= 0.8x real threads).
 
 Three modes, each in its own fresh interpreter (patching is per process):
 
@@ -24,7 +28,8 @@ threads'.
 
 Usage: python benchmarks/threads.py [--queries 800] [--workers 8] [--runs 5]
        [--hubs 8] [--modes threads,gevent,greenpool,greenpool-task]
-       [--dsn ...] [--json benchmarks/results/threads-latest.json]
+       [--driver psycopg2|mysqlclient] [--dsn ...]
+       [--json benchmarks/results/threads-latest.json]
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     mode, dsn, queries, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    driver = sys.argv[5]
     if mode == "gevent":
         from gevent import monkey
         monkey.patch_all()
@@ -54,7 +60,23 @@ CHILD = textwrap.dedent(
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    import psycopg2
+    if driver == "mysqlclient":
+        import MySQLdb
+
+        def connect():
+            return MySQLdb.connect(host="127.0.0.1", port=3306, user="root", password="",
+                                   database="test", autocommit=True)
+
+        SQL = "SELECT SLEEP(0.002)"
+    else:
+        import psycopg2
+
+        def connect():
+            conn = psycopg2.connect(dsn)
+            conn.autocommit = True
+            return conn
+
+        SQL = "SELECT pg_sleep(0.002)"
 
     local = threading.local()
     connections = []
@@ -67,14 +89,14 @@ CHILD = textwrap.dedent(
     def query(_):
         conn = getattr(local, "conn", None)
         if conn is None:
-            conn = local.conn = psycopg2.connect(dsn)
-            conn.autocommit = True
+            conn = local.conn = connect()
             connections.append(conn)
             hub = current_hub()
             worker_hubs[threading.get_ident()] = None if hub is None else hub.index
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_sleep(0.002)")
-            cur.fetchall()
+        cur = conn.cursor()
+        cur.execute(SQL)
+        cur.fetchall()
+        cur.close()
         return threading.get_ident()
 
     def bench():
@@ -100,7 +122,8 @@ CHILD = textwrap.dedent(
 def run_once(mode: str, args) -> dict:
     env = dict(os.environ, GREENPOOL_HUBS=str(args.hubs))
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, args.dsn, str(args.queries), str(args.workers)],
+        [sys.executable, "-c", CHILD, mode, args.dsn, str(args.queries), str(args.workers),
+         args.driver],
         capture_output=True, text=True, timeout=300, env=env,
     )
     if proc.returncode != 0:
@@ -115,7 +138,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--hubs", type=int, default=8)
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--dsn", default=DSN)
+    parser.add_argument("--dsn", default=DSN, help="PostgreSQL's (psycopg2)")
+    parser.add_argument("--driver", choices=("psycopg2", "mysqlclient"), default="psycopg2")
     parser.add_argument("--json", metavar="PATH", help="also write raw runs and medians here")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -124,7 +148,7 @@ def main() -> None:
         parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
     raw: dict[str, list[float]] = {m: [] for m in modes}
     print(
-        f"ThreadPoolExecutor({args.workers}), {args.queries} x SELECT pg_sleep(0.002), "
+        f"ThreadPoolExecutor({args.workers}), {args.queries} x a 2 ms query ({args.driver}), "
         f"GREENPOOL_HUBS={args.hubs}, {args.runs} alternating runs"
     )
     for run in range(args.runs):
@@ -146,7 +170,8 @@ def main() -> None:
     if args.json:
         ratios = {m: medians[m] / medians["threads"] for m in modes if "threads" in medians}
         with open(args.json, "w") as out:
-            json.dump({"queries": args.queries, "workers": args.workers, "hubs": args.hubs,
+            json.dump({"driver": args.driver, "queries": args.queries, "workers": args.workers,
+                       "hubs": args.hubs,
                        "raw_queries_per_s": raw, "medians": medians,
                        "ratio_to_threads": ratios, "loadavg": os.getloadavg()}, out, indent=1)
 
