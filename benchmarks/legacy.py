@@ -20,6 +20,18 @@ Sections (``--sections``, default all):
           ``ThreadedConnectionPool`` vs one connection per thread. Goal:
           shared/own throughput >= 0.90 (a lock that convoys behind hubs
           stuck in queries does far worse).
+``django`` the Django project ``tests/django_site`` (``/item/<n>/``: 3 ORM
+          queries, 1 insert and a database session per request) on psycopg2
+          with ``CONN_MAX_AGE=60`` (a persistent connection per thread), wrk 64
+          connections spread over the 50 items; greenpool ``--threads 4`` (at
+          most 64 app threads, so at most 64 PostgreSQL connections) vs
+          gthread ``--threads 16``. Goals: greenpool-4 >= 0.9x gthread-16 req/s
+          and CPU per request (the worker process's user+system time over the
+          requests it served, counted by the rows the view inserted) <= 1.1x
+          gthread-16's. Also reports each server's PostgreSQL connections (the
+          most seen during its runs); both servers are up at once, 64 + 16
+          connections, so the section refuses to start when PostgreSQL's
+          ``max_connections`` leaves no room for them.
 
 greenpool's worker patches with ``greenpool.monkey.patch_all()``, whose default
 runs psycopg2's blocking calls on each hub's helper threads
@@ -30,13 +42,17 @@ with a psycogreen-style wait callback installed in gunicorn's ``post_fork``
 hook (the app is unchanged; its queries then wait on the hub instead).
 
 Every wrk run must have 0 failed requests (non-2xx, socket errors) and, after
-the section, every item each app queued must have been consumed
-(``GET /stats?drain=1``). Needs PostgreSQL on 127.0.0.1:5432 (user postgres,
-db test) and wrk (installed with apt-get when running as root).
+the Flask sections, every item each app queued must have been consumed
+(``GET /stats?drain=1``). Every HTTP section also reports the worker process's
+CPU time per request served (``/proc/<pid>/stat``, read before each run and
+once the server's own count of served requests stops growing after it). Needs
+PostgreSQL on 127.0.0.1:5432 (user postgres, db test) and wrk (installed with
+apt-get when running as root).
 
     python benchmarks/legacy.py                       # ~5 minutes
     python benchmarks/legacy.py --quick               # ~2 minutes
     python benchmarks/legacy.py --sections pool --rounds 5
+    python benchmarks/legacy.py --sections django --quick
 
 Results go to ``benchmarks/results/legacy-<time>.json`` and
 ``legacy-latest.json``. On a small shared machine the figures are noisy:
@@ -57,20 +73,27 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from _tools import ensure_wrk, log
+from servers import cpu_seconds, process_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 UPSTREAM = ROOT / "examples" / "legacy_upstream.py"
 APP = "examples.legacy_flask_app:app"
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-SECTIONS = ("fast", "slow", "pool")
+SECTIONS = ("fast", "slow", "pool", "django")
 SLOW_UPSTREAM_MS = 100.0
-CONNECTIONS = {"fast": 32, "slow": 256}
+CONNECTIONS = {"fast": 32, "slow": 256, "django": 64}
+DJANGO_APP = "tests.django_site.wsgi:application"
+DJANGO_ENV = {"DJANGO_SETTINGS_MODULE": "tests.django_site.settings", "DJANGO_DB": "psycopg2",
+              "DJANGO_CONN_MAX_AGE": "60"}
+DJANGO_ITEMS = 50  # tests/django_site/shop/views.py: ITEMS
 GOALS = {
     "fast": [("greenpool-4", "gevent", 2.0), ("greenpool-4", "best gthread", 0.9)],
     "slow": [("greenpool-4", "gevent", 2.0), ("greenpool-4", "gthread-16", 2.0)],
@@ -87,8 +110,12 @@ class Server:
     proc: subprocess.Popen | None = None
     port: int = 0
     log_path: str = ""
+    worker_pid: int = 0
     samples: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  # worker CPU per request served, per run
+    served: list[int] = field(default_factory=list)  # requests the server counted, per run
+    db_connections: list[int] = field(default_factory=list)  # most seen during each run
     failures: list[str] = field(default_factory=list)
     stats: dict | str | None = None
     tracebacks: int = 0
@@ -125,6 +152,23 @@ def extra_servers(tmp: str) -> list[Server]:
         Server("gevent+cb", ["-k", "gevent", "-c", hook]),
         Server("gthread-16 (ref)", ["-k", "gthread", "--threads", "16"]),
     ]
+
+
+@dataclass
+class Target:
+    """What a section's servers serve and how wrk and the checks talk to it."""
+
+    app: str  # gunicorn's APP_MODULE
+    probe: str  # a GET answered 200 with JSON once the app is ready
+    wrk_args: list[str]  # after wrk's options: the URL path, or ["-s", script, "/"]
+    env: dict[str, str] = field(default_factory=dict)
+    # Requests the server has completed so far, by the app's own count: CPU per
+    # request divides by its growth over a run (wrk's total misses the requests
+    # still in flight when it stops, up to one per connection).
+    served: Callable[[Server], int] | None = None
+    # Sampled while wrk runs, e.g. the server's database connections; the most seen is kept.
+    gauge: Callable[[Server], int] | None = None
+    drain: bool = False  # GET /stats?drain=1 after the section (the Flask app's writer queue)
 
 
 def median(values: list[float]) -> float:
@@ -166,14 +210,20 @@ def start_upstream(delay_ms: float) -> tuple[subprocess.Popen, str]:
     return proc, match.group(1)
 
 
-def start_server(server: Server, upstream: str, tmp: str) -> None:
+def flask_target(upstream: str) -> Target:
+    return Target(APP, "/stats", ["/?item=7"], env={"LEGACY_UPSTREAM": upstream},
+                  served=lambda server: get_json(server.port, "/stats", timeout=15)["queued"],
+                  drain=True)
+
+
+def start_server(server: Server, target: Target, tmp: str) -> None:
     server.port = free_port()
     server.log_path = os.path.join(tmp, f"{server.label}-{server.port}.log")
     cmd = [sys.executable, "-m", "gunicorn", "--workers", "1",
            "--bind", f"127.0.0.1:{server.port}", "--backlog", "2048", "--no-control-socket",
            "--log-level", "warning", "--graceful-timeout", "5", "--timeout", "60",
-           *server.worker_args, APP]
-    env = dict(os.environ, LEGACY_UPSTREAM=upstream, **server.env)
+           *server.worker_args, target.app]
+    env = dict(os.environ, **target.env, **server.env)
     with open(server.log_path, "w") as out:
         server.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
                                        stderr=subprocess.STDOUT)
@@ -183,13 +233,22 @@ def start_server(server: Server, upstream: str, tmp: str) -> None:
             raise RuntimeError(f"{server.label} exited with {server.proc.returncode}:\n"
                                f"{Path(server.log_path).read_text()[-3000:]}")
         try:
-            get_json(server.port, "/stats", timeout=2)
+            get_json(server.port, target.probe, timeout=10)
+            server.worker_pid = worker_of(server)
             return
         except (OSError, RuntimeError, ValueError):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{server.label} did not answer within 30 s:\n"
                                    f"{Path(server.log_path).read_text()[-3000:]}")
             time.sleep(0.2)
+
+
+def worker_of(server: Server) -> int:
+    """The pid of the server's one gunicorn worker process (the master's child)."""
+    workers = [p for p in process_tree(server.proc.pid) if p != server.proc.pid]
+    if len(workers) != 1:
+        raise RuntimeError(f"{server.label}: expected one worker process, found {workers}")
+    return workers[0]
 
 
 def stop(proc: subprocess.Popen | None) -> None:
@@ -219,43 +278,128 @@ def drained_stats(server: Server, timeout: float = 15.0) -> dict | str:
 # -- wrk -------------------------------------------------------------------------------------
 
 
-def wrk(port: int, connections: int, seconds: float) -> tuple[float, float, str | None]:
-    """One wrk run: (requests/s, mean latency ms, failures or None)."""
+@dataclass
+class WrkRun:
+    rps: float
+    latency_ms: float  # mean
+    requests: int  # responses wrk counted
+    problem: str | None  # non-2xx responses or socket errors, as wrk words them
+
+
+def wrk(port: int, connections: int, seconds: float, args: list[str]) -> WrkRun:
+    """One wrk run; ``args`` is the URL path, or ``["-s", script, path]``."""
+    *options, path = args
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "15s",
-           f"http://127.0.0.1:{port}/?item=7"]
+           *options, f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     latency = re.search(r"Latency\s+([\d.]+)(us|ms|s)\b", out)
-    if not rps or not latency:
+    total = re.search(r"(\d+) requests in ", out)
+    if not rps or not latency or not total:
         raise RuntimeError(f"no wrk result:\n{out}")
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[latency.group(2)]
     problems = [line.strip() for line in out.splitlines()
                 if line.strip().startswith(("Socket errors", "Non-2xx"))]
-    return float(rps.group(1)), float(latency.group(1)) * scale, "; ".join(problems) or None
+    return WrkRun(float(rps.group(1)), float(latency.group(1)) * scale, int(total.group(1)),
+                  "; ".join(problems) or None)
+
+
+def settled(count: Callable[[], int], timeout: float = 10.0) -> int:
+    """``count()`` once it stopped growing for 0.3 s: the requests still in flight are done."""
+    last, deadline = count(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = count()
+        if now == last:
+            break
+        last = now
+    return last
+
+
+class Gauge(threading.Thread):
+    """Samples ``read()`` every 0.25 s until stopped; keeps the most seen."""
+
+    def __init__(self, read: Callable[[], int]) -> None:
+        super().__init__(daemon=True)
+        self.read, self.most, self.error = read, 0, None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.most = max(self.most, self.read())
+            except Exception as exc:  # reported, not fatal: the gauge is informative
+                self.error = repr(exc)
+            if self.done.wait(0.25):
+                return
+
+    def __enter__(self) -> Gauge:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.done.set()
+        self.join()
+
+
+def measured_run(server: Server, target: Target, connections: int, seconds: float) -> None:
+    """One measured wrk run against ``server``: its rate, latency, CPU per request, gauge."""
+    # Settled first: a server finishes the requests it had already read when the
+    # previous wrk run (a warm-up, or another server's) closed its connections.
+    served_before = settled(lambda: target.served(server)) if target.served else 0
+    cpu_before = cpu_seconds(server.worker_pid)
+    if target.gauge:
+        with Gauge(lambda: target.gauge(server)) as gauge:
+            run = wrk(server.port, connections, seconds, target.wrk_args)
+        server.db_connections.append(gauge.most)
+        if gauge.error:
+            server.failures.append(f"gauge failed: {gauge.error}")
+    else:
+        run = wrk(server.port, connections, seconds, target.wrk_args)
+    if target.served:
+        served = settled(lambda: target.served(server)) - served_before
+    else:
+        time.sleep(0.5)  # let the requests wrk left in flight finish; they are not counted
+        served = run.requests
+    cpu = cpu_seconds(server.worker_pid) - cpu_before
+    if worker_of(server) != server.worker_pid:
+        server.failures.append("the worker process was replaced during a run")
+    if not run.requests <= served <= run.requests + connections:
+        # Something else served requests too (another client of the app or its table).
+        server.failures.append(f"the server counted {served} requests, wrk {run.requests}")
+    server.samples.append(run.rps)
+    server.latency_ms.append(run.latency_ms)
+    server.served.append(served)
+    server.cpu_ms.append(cpu * 1000 / served if served else float("nan"))
+    if run.problem:
+        server.failures.append(run.problem)
+    note = f"  FAILED: {run.problem}" if run.problem else ""
+    gauge_note = (f"  {server.db_connections[-1]:3d} db conns" if target.gauge else "")
+    log(f"  {server.label:<16} {run.rps:8.1f} req/s  mean latency {run.latency_ms:7.1f} ms  "
+        f"CPU {server.cpu_ms[-1]:6.2f} ms/req{gauge_note}{note}")
 
 
 # -- sections --------------------------------------------------------------------------------
 
 
-def measure(configs: list[Server], url: str, connections: int, opts, tmp: str) -> None:
+def measure(configs: list[Server], target: Target, connections: int, opts, tmp: str) -> None:
     """Start every server, warm each up, alternate measured rounds, read the counters, stop."""
     try:
         for server in configs:
-            start_server(server, url, tmp)
-            wrk(server.port, connections, 1)  # warm-up: connections, caches
+            start_server(server, target, tmp)
+            # warm-up: connections, caches (and, with persistent database
+            # connections, one per app thread)
+            warm_up = wrk(server.port, connections, 1 if target.drain else 2, target.wrk_args)
+            if warm_up.problem:
+                server.failures.append(f"warm-up: {warm_up.problem}")
+                log(f"  {server.label:<16} warm-up FAILED: {warm_up.problem}")
         for round_ in range(opts.rounds):
             order = configs if round_ % 2 == 0 else configs[::-1]
             for server in order:
-                rps, latency, problem = wrk(server.port, connections, opts.seconds)
-                server.samples.append(rps)
-                server.latency_ms.append(latency)
-                if problem:
-                    server.failures.append(problem)
-                note = f"  FAILED: {problem}" if problem else ""
-                log(f"  {server.label:<16} {rps:8.1f} req/s  mean latency {latency:7.1f} ms"
-                    f"{note}")
-        for server in configs:
-            server.stats = drained_stats(server)
+                measured_run(server, target, connections, opts.seconds)
+        if target.drain:
+            for server in configs:
+                server.stats = drained_stats(server)
     finally:
         for server in configs:
             stop(server.proc)
@@ -272,36 +416,119 @@ def section_http(name: str, opts, tmp: str) -> dict:
     configs = servers()
     extras = extra_servers(tmp) if opts.extra else []
     upstream, url = start_upstream(delay)
+    target = flask_target(url)
     try:
-        measure(configs, url, connections, opts, tmp)
+        measure(configs, target, connections, opts, tmp)
         if extras:
-            measure(extras, url, connections, opts, tmp)
+            measure(extras, target, connections, opts, tmp)
     finally:
         stop(upstream)
-    rows = {s.label: {"samples": s.samples, "median": median(s.samples),
-                      "latency_ms": s.latency_ms, "failures": s.failures, "stats": s.stats,
-                      "tracebacks_in_log": s.tracebacks, "log_tail": s.log_tail}
-            for s in configs + extras}
+    rows = server_rows(configs + extras)
     by_label = {s.label: s.samples for s in configs}
     by_label["best gthread"] = [max(a, b) for a, b in
                                 zip(by_label["gthread-4"], by_label["gthread-16"], strict=True)]
-    ratios = []
-    for numerator, denominator, goal in GOALS[name]:
-        per_round = [a / b for a, b in zip(by_label[numerator], by_label[denominator],
-                                           strict=True) if b]
-        value = median(per_round)
-        ratios.append({"name": f"{numerator} / {denominator}", "ratio": value,
-                       "per_round": per_round, "goal": goal, "met": value >= goal})
+    ratios = [ratio(f"{numerator} / {denominator}", by_label[numerator], by_label[denominator],
+                    goal)
+              for numerator, denominator, goal in GOALS[name]]
     reference = [s for s in extras if s.label.endswith("(ref)")]
     for server in extras:
         if server in reference:
             continue
-        per_round = [a / b for a, b in zip(server.samples, reference[0].samples, strict=True)
-                     if b]
-        ratios.append({"name": f"{server.label} / gthread-16", "ratio": median(per_round),
-                       "per_round": per_round, "goal": None, "met": True})
+        ratios.append(ratio(f"{server.label} / gthread-16", server.samples,
+                            reference[0].samples, None))
     return {"upstream_delay_ms": delay, "connections": connections, "servers": rows,
             "ratios": ratios}
+
+
+def server_rows(configs: list[Server]) -> dict:
+    return {s.label: {"samples": s.samples, "median": median(s.samples),
+                      "latency_ms": s.latency_ms, "cpu_ms_per_request": s.cpu_ms,
+                      "cpu_ms_median": median(s.cpu_ms), "served": s.served,
+                      "db_connections": s.db_connections, "failures": s.failures,
+                      "stats": s.stats, "tracebacks_in_log": s.tracebacks,
+                      "log_tail": s.log_tail}
+            for s in configs}
+
+
+def ratio(name: str, numerators: list[float], denominators: list[float], goal: float | None,
+          at_most: bool = False) -> dict:
+    """The median of the per-round ratios; the goal is a floor, or a ceiling when ``at_most``."""
+    per_round = [a / b for a, b in zip(numerators, denominators, strict=True) if b]
+    value = median(per_round)
+    met = goal is None or (value <= goal if at_most else value >= goal)
+    return {"name": name, "ratio": value, "per_round": per_round, "goal": goal,
+            "at_most": at_most, "met": met}
+
+
+def section_django(opts, tmp: str) -> dict:
+    """greenpool-4 vs gthread-16 serving tests/django_site on psycopg2, CONN_MAX_AGE=60."""
+    import psycopg2
+
+    connections = CONNECTIONS["django"]
+    configs = [
+        Server("greenpool-4", ["-k", "greenpool.gunicorn.Worker", "--threads", "4"]),
+        Server("gthread-16", ["-k", "gthread", "--threads", "16"]),
+    ]
+    for server in configs:  # to count each server's connections in pg_stat_activity
+        server.env["DJANGO_DB_APPLICATION"] = f"greenpool-bench-{server.label}"
+    most = 64 + 16 + 1  # greenpool's 64 app threads, gthread's 16 threads, this script
+    db = psycopg2.connect(DSN)
+    db.autocommit = True
+    db_lock = threading.Lock()  # the gauge thread and this one share the connection
+
+    def sql(query: str, params: tuple = ()) -> int:
+        with db_lock, db.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchone()[0]
+
+    try:
+        limit = int(sql("SELECT current_setting('max_connections')"))
+        deadline = time.monotonic() + 60
+        while True:  # other work on the machine may hold connections for a while
+            held = sql("SELECT count(*) FROM pg_stat_activity "
+                       "WHERE backend_type = 'client backend'")
+            if held - 1 + most <= limit:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL has {held} client connections of {limit}; "
+                                   f"this section needs {most} (waited 60 s)")
+            time.sleep(1)
+        log(f"  PostgreSQL: {held - 1} other client connections of {limit}")
+        env = dict(os.environ, **DJANGO_ENV)
+        migrate = subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "--run-syncdb", "-v", "0"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        if migrate.returncode != 0:
+            raise RuntimeError(f"migrate failed:\n{migrate.stderr[-3000:]}")
+        with db_lock, db.cursor() as cur:  # earlier runs' visits would make count() dearer
+            cur.execute("TRUNCATE greenpool_shop_visit")
+        script = os.path.join(tmp, "django_items.lua")
+        with open(script, "w") as f:  # each wrk thread asks for the items in turn
+            f.write("local n = 0\n"
+                    "request = function()\n"
+                    f"  n = (n + 1) % {DJANGO_ITEMS}\n"
+                    '  return wrk.format("GET", "/item/" .. n .. "/")\n'
+                    "end\n")
+        visits_at_start = sql("SELECT coalesce(max(id), 0) FROM greenpool_shop_visit")
+        # every /item/<n>/ inserts one Visit: the rows are the requests served
+        target = Target(
+            DJANGO_APP, "/setup/", ["-s", script, "/item/0/"], env=DJANGO_ENV,
+            served=lambda _server: sql("SELECT count(*) FROM greenpool_shop_visit WHERE id > %s",
+                                       (visits_at_start,)),
+            gauge=lambda server: sql("SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE application_name = %s",
+                                     (server.env["DJANGO_DB_APPLICATION"],)))
+        measure(configs, target, connections, opts, tmp)
+        visits_total = sql("SELECT count(*) FROM greenpool_shop_visit")
+    finally:
+        db.close()
+    greenpool, gthread = configs
+    ratios = [ratio("greenpool-4 / gthread-16 req/s", greenpool.samples, gthread.samples, 0.9),
+              ratio("greenpool-4 / gthread-16 CPU/req", greenpool.cpu_ms, gthread.cpu_ms, 1.1,
+                    at_most=True)]
+    return {"driver": "psycopg2", "conn_max_age": int(DJANGO_ENV["DJANGO_CONN_MAX_AGE"]),
+            "connections": connections, "visit_rows_at_end": visits_total,
+            "servers": server_rows(configs), "ratios": ratios}
 
 
 def section_pool(opts, tmp: str) -> dict:
@@ -313,10 +540,8 @@ def section_pool(opts, tmp: str) -> dict:
     if proc.returncode != 0 or not proc.stdout.strip():
         raise RuntimeError(f"pool child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    per_round = [s / o for s, o in zip(result["shared"], result["own"], strict=True) if o]
-    value = median(per_round)
-    result["ratios"] = [{"name": "shared pool / own connection", "ratio": value,
-                         "per_round": per_round, "goal": 0.9, "met": value >= 0.9}]
+    result["ratios"] = [ratio("shared pool / own connection", result["shared"], result["own"],
+                              0.9)]
     result["stderr"] = proc.stderr[-2000:]
     for mode in ("shared", "own"):
         log(f"  {mode:<8} " + "  ".join(f"{q:7.0f}" for q in result[mode]) + " queries/s")
@@ -411,7 +636,7 @@ def problems_of(results: dict) -> list[str]:
             continue
         for label, row in section.get("servers", {}).items():
             if row["failures"]:
-                out.append(f"{name}: {label} had failed requests: {row['failures'][0]}")
+                out.append(f"{name}: {label} failed: {row['failures'][0]}")
             stats = row["stats"]
             if isinstance(stats, str):
                 out.append(f"{name}: {label}: {stats}")
@@ -424,8 +649,12 @@ def problems_of(results: dict) -> list[str]:
                            f"last line: {last[0][:160]}")
         for r in section.get("ratios", []):
             if not r["met"]:
-                out.append(f"{name}: {r['name']} = {r['ratio']:.2f}x, goal >= {r['goal']:.2f}x")
+                out.append(f"{name}: {r['name']} = {r['ratio']:.2f}x, goal {goal_text(r)}")
     return out
+
+
+def goal_text(r: dict) -> str:
+    return f"{'<=' if r.get('at_most') else '>='} {r['goal']:.2f}x"
 
 
 def print_summary(results: dict) -> None:
@@ -442,26 +671,38 @@ def print_summary(results: dict) -> None:
             log(f"  FAILED: {section['error']}")
             continue
         if "servers" in section:
-            log(f"  upstream delay {section['upstream_delay_ms']:g} ms, "
-                f"{section['connections']} connections")
-            log(f"  {'server':<17} {'req/s':>8} {'latency ms':>11} {'queued':>8} "
-                f"{'consumed':>9}  samples")
+            django = "upstream_delay_ms" not in section
+            if django:
+                log(f"  Django on {section['driver']}, CONN_MAX_AGE={section['conn_max_age']}, "
+                    f"{section['connections']} connections")
+                extra = f"{'db conns':>9}"
+            else:
+                log(f"  upstream delay {section['upstream_delay_ms']:g} ms, "
+                    f"{section['connections']} connections")
+                extra = f"{'queued':>8} {'consumed':>9}"
+            log(f"  {'server':<17} {'req/s':>8} {'latency ms':>11} {'CPU ms/req':>11} {extra}  "
+                f"samples (req/s | CPU ms/req)")
             for label, row in section["servers"].items():
                 stats = row["stats"] if isinstance(row["stats"], dict) else {}
                 lat = median(row["latency_ms"])
+                if django:
+                    extra = f"{max(row['db_connections'], default=0):>9}"
+                else:
+                    extra = f"{stats.get('queued', '-'):>8} {stats.get('consumed', '-'):>9}"
                 log(f"  {label:<17} {row['median']:>8.1f} {lat:>11.1f} "
-                    f"{stats.get('queued', '-'):>8} {stats.get('consumed', '-'):>9}  "
-                    + " ".join(f"{s:.0f}" for s in row["samples"])
-                    + (f"  FAILED REQUESTS: {row['failures'][0]}" if row["failures"] else ""))
+                    f"{row['cpu_ms_median']:>11.2f} {extra}  "
+                    + " ".join(f"{s:.0f}" for s in row["samples"]) + " | "
+                    + " ".join(f"{c:.2f}" for c in row["cpu_ms_per_request"])
+                    + (f"  FAILED: {row['failures'][0]}" if row["failures"] else ""))
         else:
             log(f"  shared ThreadedConnectionPool: {median(section['shared']):.0f} queries/s, "
                 f"own connection per thread: {median(section['own']):.0f} queries/s; "
                 f"worst getconn() wait {max(section['worst_getconn_ms']):.1f} ms; "
                 f"hubs {section['hubs']}")
         for r in section["ratios"]:
-            goal = (f"goal >= {r['goal']:.2f}x  {'ok' if r['met'] else 'MISSED'}"
+            goal = (f"goal {goal_text(r)}  {'ok' if r['met'] else 'MISSED'}"
                     if r["goal"] else "(no goal; same group)")
-            log(f"  {r['name']:<32} {r['ratio']:5.2f}x  {goal}  "
+            log(f"  {r['name']:<34} {r['ratio']:5.2f}x  {goal}  "
                 f"[{', '.join(f'{x:.2f}' for x in r['per_round'])}]")
 
 
@@ -513,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if name == "pool":
                     results["sections"][name] = section_pool(opts, tmp)
+                elif name == "django":
+                    results["sections"][name] = section_django(opts, tmp)
                 else:
                     results["sections"][name] = section_http(name, opts, tmp)
             except RuntimeError as exc:
