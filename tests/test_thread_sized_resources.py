@@ -184,9 +184,10 @@ def django_tables(driver: str) -> None:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     # Each request inserts a visit and counts them: earlier runs' rows only slow it down.
-    conn, _, _ = _counter(MARIADB if driver == "mysqlclient" else "")
-    with contextlib.closing(conn):
-        conn.cursor().execute("DELETE FROM greenpool_shop_visit")
+    mariadb = driver == "mysqlclient"
+    conn, _, _ = _counter(MARIADB if mariadb else "")
+    with contextlib.closing(conn):  # MariaDB's counting connection names no database
+        conn.cursor().execute(f"DELETE FROM {'test.' if mariadb else ''}greenpool_shop_visit")
     _migrated.add(driver)
 
 
