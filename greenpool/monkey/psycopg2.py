@@ -236,7 +236,7 @@ def offload_installed() -> bool:
     return _original_connect is not None
 
 
-# -- psycopg2.pool: an exhausted pool waits for a connection, as SQLAlchemy's does --------
+# -- psycopg2.pool: waits when exhausted (as SQLAlchemy's does), no round trip under its lock --
 
 #: Seconds ``ThreadedConnectionPool.getconn()`` waits for a connection when all
 #: are out, before its ``PoolError``; read from :data:`POOL_TIMEOUT_ENV` at install.
@@ -244,6 +244,7 @@ DEFAULT_POOL_TIMEOUT = 30.0
 POOL_TIMEOUT_ENV = "GREENPOOL_DB_POOL_TIMEOUT"
 _pool_timeout: float | None = None  # None until install_pool_wait()
 _PoolError: Any = None  # psycopg2.pool.PoolError, once installed
+_TX_AT_REST: tuple = ()  # transaction statuses with nothing to roll back, once installed
 
 
 def pool_timeout_from_env(environ=os.environ) -> float:
@@ -260,62 +261,110 @@ def pool_timeout_from_env(environ=os.environ) -> float:
     return seconds
 
 
-def _getconn(self, key=None):
-    """``ThreadedConnectionPool.getconn`` that waits (up to the pool timeout) when exhausted.
+class _Connecting:
+    """Holds a slot in a pool's ``_used`` while its connection is made outside the lock."""
 
-    psycopg2 raises ``PoolError("connection pool exhausted")`` at once: a pool
-    sized for a thread count never saw more callers than that. Under greenpool
-    more requests run at once than the app had threads, so a caller waits for
-    a ``putconn`` instead, in order, and gets the ``PoolError`` only when none
-    came within :data:`POOL_TIMEOUT_ENV` seconds.
+    __slots__ = ()
+
+    def close(self) -> None:  # closeall() meanwhile: the connection is closed once made
+        pass
+
+
+def _room(pool) -> threading.Condition:
+    """The pool's condition (on its lock): a connection was returned or a slot freed."""
+    room = pool.__dict__.get("_greenpool_room")
+    if room is None:
+        # threading.Condition looked up now: patched, greenpool's cross-hub one.
+        room = pool._greenpool_room = threading.Condition(pool._lock)
+    return room
+
+
+def _getconn(self, key=None):
+    """``ThreadedConnectionPool.getconn``: waits when exhausted, connects outside the lock.
+
+    psycopg2's raises ``PoolError("connection pool exhausted")`` at once: a
+    pool sized for a thread count never saw more callers than that. Under
+    greenpool more requests run at once than the app had threads, so a caller
+    waits for a ``putconn`` instead, in order, and gets the ``PoolError`` only
+    when none came within :data:`POOL_TIMEOUT_ENV` seconds. And psycopg2's
+    connects under the pool's lock (a new server process: milliseconds, during
+    which every other ``getconn``/``putconn`` of every hub waits); here the lock
+    only reserves the slot (``maxconn`` counts it) and psycopg2's ``_connect``
+    runs after.
     """
     with self._lock:
-        if (self.closed or key in self._used or self._pool
-                or len(self._used) < self.maxconn):
-            return self._getconn(key)
-        room = self.__dict__.get("_greenpool_room")
-        if room is None:
-            # threading.Condition looked up now: patched, greenpool's cross-hub one.
-            room = self._greenpool_room = threading.Condition(self._lock)
-        timeout = _pool_timeout
-        if not room.wait_for(lambda: (self.closed or bool(self._pool)
-                                      or len(self._used) < self.maxconn), timeout):
-            raise _PoolError(
-                f"connection pool exhausted: all {self.maxconn} connections stayed in use for "
-                f"{timeout:g} s (greenpool waits {POOL_TIMEOUT_ENV} seconds for one; raise the "
-                "pool's maxconn, or lower the requests in the app at once: --app-threads, "
-                "GREENPOOL_APP_THREADS)")
-        return self._getconn(key)
+        if self.closed or self._pool or (key is not None and key in self._used):
+            return self._getconn(key)  # psycopg2's: a free connection, or its PoolError
+        if len(self._used) >= self.maxconn:
+            timeout = _pool_timeout
+            if not _room(self).wait_for(lambda: (self.closed or bool(self._pool)
+                                                 or len(self._used) < self.maxconn), timeout):
+                raise _PoolError(
+                    f"connection pool exhausted: all {self.maxconn} connections stayed in use "
+                    f"for {timeout:g} s (greenpool waits {POOL_TIMEOUT_ENV} seconds for one; "
+                    "raise the pool's maxconn, or lower the requests in the app at once: "
+                    "--app-threads, GREENPOOL_APP_THREADS)")
+            if self.closed or self._pool:
+                return self._getconn(key)
+        if key is None:
+            key = self._getkey()
+        self._used[key] = slot = _Connecting()
+    try:
+        conn = self._connect(key)  # psycopg2's (or a subclass's): fills the slot
+    except BaseException:
+        with self._lock:
+            if self._used.get(key) is slot:
+                del self._used[key]
+                _room(self).notify()
+        raise
+    with self._lock:
+        if self.closed:  # closeall() while connecting: it could not close this one
+            conn.close()
+            raise _PoolError("connection pool is closed")
+    return conn
 
 
 def _putconn(self, conn=None, key=None, close=False):
-    """``ThreadedConnectionPool.putconn``, then wake one caller waiting in ``getconn``."""
+    """``ThreadedConnectionPool.putconn``: rolls back before taking the lock, then wakes one
+    caller waiting in ``getconn``.
+
+    psycopg2's rolls an open transaction back *under* the lock, so every
+    ``getconn``/``putconn`` of every hub waits out that round trip (offloaded:
+    a hand-off to another thread and back; 16 workers on 4 hubs that left a
+    transaction open spent most of their time queued on the lock, 0.71x of
+    their own connections). The connection is still checked out here, so
+    rolling it back first changes nothing but who waits; ``_putconn``,
+    psycopg2's, still decides (it closes a connection above ``minconn``).
+    """
+    if (conn is not None and not close and not self.closed and not conn.closed
+            and len(self._pool) < self.minconn  # kept, not closed (a hint; _putconn decides)
+            and id(conn) in self._rused  # ours: a stranger gets _putconn's PoolError untouched
+            and conn.info.transaction_status not in _TX_AT_REST):
+        conn.rollback()
     with self._lock:
         self._putconn(conn, key, close)
-        room = self.__dict__.get("_greenpool_room")
-        if room is not None:
-            room.notify()
+        _room(self).notify()
 
 
 def _closeall(self):
     """``ThreadedConnectionPool.closeall``, then wake every waiting caller (they get PoolError)."""
     with self._lock:
         self._closeall()
-        room = self.__dict__.get("_greenpool_room")
-        if room is not None:
-            room.notify_all()
+        _room(self).notify_all()
 
 
 def install_pool_wait(timeout: float = DEFAULT_POOL_TIMEOUT) -> bool:
-    """An exhausted ``psycopg2.pool.ThreadedConnectionPool`` waits up to ``timeout`` seconds
-    for a connection (idempotent; the last timeout holds). False without psycopg2."""
-    global _pool_timeout, _PoolError
+    """``psycopg2.pool.ThreadedConnectionPool`` for many hubs: exhausted, it waits up to
+    ``timeout`` seconds for a connection; it connects and rolls back outside its lock
+    (idempotent; the last timeout holds). False without psycopg2."""
+    global _pool_timeout, _PoolError, _TX_AT_REST
     try:
-        from psycopg2 import pool
+        from psycopg2 import extensions, pool
     except ImportError:
         return False
     _pool_timeout = timeout
     _PoolError = pool.PoolError
+    _TX_AT_REST = (extensions.TRANSACTION_STATUS_IDLE, extensions.TRANSACTION_STATUS_UNKNOWN)
     cls = pool.ThreadedConnectionPool
     if cls.getconn is not _getconn:
         cls.getconn, cls.putconn, cls.closeall = _getconn, _putconn, _closeall
