@@ -19,7 +19,9 @@ Three modes, each in its own fresh interpreter (patching is per process):
   the default pool's hubs;
 * ``greenpool-task``: the same, with the executor made and used inside a pool
   task (as in a request handler): its workers are dispatched too (see
-  ``greenpool/monkey/threads.py``), not pinned to the task's hub.
+  ``greenpool/monkey/threads.py``), not pinned to the task's hub;
+* ``greenpool-green``: ``patch_all(psycopg2="green", mysqldb="green")``: each
+  query waits on its hub's loop instead of a connection's helper thread.
 
 A run does the whole batch once untimed (workers start and connect), then
 times the same batch. Runs alternate between modes; medians are printed with
@@ -42,7 +44,7 @@ import subprocess
 import sys
 import textwrap
 
-MODES = ("threads", "gevent", "greenpool", "greenpool-task")
+MODES = ("threads", "gevent", "greenpool", "greenpool-task", "greenpool-green")
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
 
 CHILD = textwrap.dedent(
@@ -53,6 +55,9 @@ CHILD = textwrap.dedent(
     if mode == "gevent":
         from gevent import monkey
         monkey.patch_all()
+    elif mode == "greenpool-green":  # the drivers' waits on the hub, no helper threads
+        from greenpool import monkey
+        monkey.patch_all(psycopg2="green", mysqldb="green")
     elif mode.startswith("greenpool"):
         from greenpool import monkey
         monkey.patch_all()

@@ -78,17 +78,25 @@ with greenpool.Pool(2) as pool:
 """
 
 
+MODES = pytest.mark.parametrize("mode", ["offload", "green"])
+
+
 def test_by_default_a_query_waiting_on_mariadb_lets_its_hubs_other_greenlets_run():
     assert run(TICKS_DURING_QUERY) == "((0,), True)"
+
+
+def test_green_a_query_waiting_on_mariadb_lets_its_hubs_other_greenlets_run():
+    assert run(TICKS_DURING_QUERY, patch="mysqldb='green'") == "((0,), True)"
 
 
 def test_left_blocking_a_query_holds_its_hubs_thread():
     assert run(TICKS_DURING_QUERY, patch="mysqldb='blocking'") == "((0,), False)"
 
 
-def test_sixteen_threads_on_four_hubs_overlap_their_queries():
+@MODES
+def test_sixteen_threads_on_four_hubs_overlap_their_queries(mode):
     """A thread-style ThreadPoolExecutor(16): its queries overlap as threads' do, not 4 at once."""
-    out = run("""
+    out = run(patch=f"mysqldb={mode!r}", body="""
         from concurrent.futures import ThreadPoolExecutor
         local = threading.local()
         spans = []
@@ -114,8 +122,9 @@ def test_sixteen_threads_on_four_hubs_overlap_their_queries():
     assert int(most) >= 8  # blocking, each of the 4 hubs runs one query at a time: 4
 
 
-def test_cursors_results_and_transactions_are_those_of_mysqlclient():
-    out = run("""
+@MODES
+def test_cursors_results_and_transactions_are_those_of_mysqlclient(mode):
+    out = run(patch=f"mysqldb={mode!r}", body="""
         def scenario():
             conn = connect(cursorclass=MySQLdb.cursors.DictCursor, client_flag=65536)
             cur = conn.cursor()
@@ -154,8 +163,9 @@ def test_cursors_results_and_transactions_are_those_of_mysqlclient():
     assert kinds == "(True, True)"
 
 
-def test_an_interrupted_query_is_waited_for_and_the_connection_serves_on():
-    out = run("""
+@MODES
+def test_an_interrupted_query_is_waited_for_and_the_connection_serves_on(mode):
+    out = run(patch=f"mysqldb={mode!r}", body="""
         def scenario():
             conn = connect()
             cur = conn.cursor()
@@ -176,8 +186,9 @@ def test_an_interrupted_query_is_waited_for_and_the_connection_serves_on():
     assert out == "(True, 42)"
 
 
-def test_an_app_cursor_class_keeps_its_own_methods_over_the_offloaded_ones():
-    out = run("""
+@MODES
+def test_an_app_cursor_class_keeps_its_own_methods_over_the_offloaded_ones(mode):
+    out = run(patch=f"mysqldb={mode!r}", body="""
         class Audited(MySQLdb.cursors.Cursor):
             seen = []
 

@@ -63,7 +63,8 @@ _PSYCOPG2_MODES = {"offload": "offload", "green": "green", True: "green",
 #: Chooses ``patch_all``'s psycopg2 mode when the call does not (the gunicorn worker, --patch).
 PSYCOPG2_ENV = "GREENPOOL_PSYCOPG2"
 
-_MYSQLDB_MODES = {"offload": "offload", True: "offload", "blocking": "blocking", False: "blocking"}
+_MYSQLDB_MODES = {"offload": "offload", True: "offload", "green": "green",
+                  "blocking": "blocking", False: "blocking"}
 #: Chooses ``patch_all``'s mysqlclient mode when the call does not.
 MYSQLDB_ENV = "GREENPOOL_MYSQLDB"
 
@@ -97,7 +98,9 @@ def patch_all(*, psycopg2: bool | str | None = None, mysqldb: bool | str | None 
     Not given, it is read from the ``GREENPOOL_PSYCOPG2`` environment variable
     (default ``offload``), so servers that patch for you can be told too.
     ``mysqldb`` does the same for mysqlclient (:mod:`greenpool.monkey.mysqldb`):
-    ``"offload"`` (the default) or ``"blocking"``, read from
+    ``"offload"`` (the default, or ``True``), ``"green"`` (queries wait on
+    the hub, no helper threads: cheaper, but a result the server still
+    streams is read in place) or ``"blocking"`` (or ``False``), read from
     ``GREENPOOL_MYSQLDB`` when not given.
     Calling it again is harmless (a mode once installed stays). Called after
     greenpool started hub threads, it raises :class:`greenpool.PatchingError`
@@ -109,8 +112,8 @@ def patch_all(*, psycopg2: bool | str | None = None, mysqldb: bool | str | None 
                  "'offload' (the default), 'green' (or True: psycopg2's wait callback) or "
                  "'blocking' (or False: leave psycopg2 alone)")
     mysqldb_mode = _mode("mysqldb", mysqldb, MYSQLDB_ENV, _MYSQLDB_MODES,
-                         "'offload' (the default, or True) or 'blocking' (or False: leave "
-                         "mysqlclient alone)")
+                         "'offload' (the default, or True), 'green' (queries wait on the hub) "
+                         "or 'blocking' (or False: leave mysqlclient alone)")
     pool_timeout = psycopg2_patch.pool_timeout_from_env()  # a bad value: nothing patched yet
     if not _patchstate.patched:
         guard.refuse_if_hubs_run("greenpool.monkey.patch_all()")
@@ -137,6 +140,8 @@ def patch_all(*, psycopg2: bool | str | None = None, mysqldb: bool | str | None 
         psycopg2_patch.install_pool_wait(pool_timeout)
     if mysqldb_mode == "offload":
         mysqldb_patch.install_offload()
+    elif mysqldb_mode == "green":
+        mysqldb_patch.install_green()
     _patchstate.patched = True
 
 

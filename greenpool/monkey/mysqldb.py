@@ -25,15 +25,30 @@ call interrupted by a ``gevent.Timeout`` or a kill waits for it to end (at most
 :data:`~greenpool.monkey.dbapi.CANCEL_GRACE` seconds) before the interruption
 is raised. ``patch_all(mysqldb="blocking")`` (or ``GREENPOOL_MYSQLDB=blocking``)
 leaves mysqlclient alone.
+
+``mysqldb="green"`` (:func:`install_green`) waits on the hub instead, with no
+helper thread: a query is sent (``send_query``), its answer awaited
+cooperatively on the calling hub (``gevent.socket.wait_read``), then read
+(``read_query_result``); ``commit`` and ``rollback`` go the same way. Cheaper
+(each hand-off to a connection's thread costs a thread wake and two GIL
+acquisitions more than a thread's own call: 16 threads of 2 ms queries on 4
+hubs made 0.6x real threads' rate offloaded, 0.85-0.9x green), but the rows
+are read in place once the answer begins: a result the server still streams
+(a large, unsorted scan) holds the hub until it has arrived. Interrupted
+while it waits (a ``gevent.Timeout``, a kill), a query is awaited for up to
+:data:`~greenpool.monkey.dbapi.CANCEL_GRACE` seconds and its result dropped,
+so the connection stays usable; past that the connection is closed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from greenpool.monkey.dbapi import Offload
+from gevent.socket import wait_read
 
-__all__ = ["OFFLOAD", "install_offload", "offload_installed"]
+from greenpool.monkey.dbapi import CANCEL_GRACE, Offload, on_pool_hub
+
+__all__ = ["OFFLOAD", "install_green", "install_offload", "offload_installed"]
 
 #: mysqlclient's offloading (no cancel: an interrupted call is waited for).
 OFFLOAD = Offload("mysqlclient")
@@ -129,3 +144,87 @@ def install_offload() -> bool:
 def offload_installed() -> bool:
     """True once :func:`install_offload` patched ``MySQLdb.connect``."""
     return _original_connect is not None
+
+
+# -- green: the query's wait on the calling hub ------------------------------------------------
+
+
+def _await_answer(conn) -> None:
+    """Wait on this hub until ``conn``'s sent query has an answer; then read its head.
+
+    Interrupted, the query still runs on the server and the connection is out
+    of step until its answer is read: wait for it (at most CANCEL_GRACE
+    seconds), read and drop it, then let the interruption go on; a query still
+    running after that leaves the connection closed.
+    """
+    try:
+        wait_read(conn.fileno())
+    except BaseException:
+        try:
+            wait_read(conn.fileno(), timeout=CANCEL_GRACE)
+            conn.read_query_result()
+            while True:
+                result = conn.store_result()
+                if result is not None:
+                    result.fetch_row(0)
+                if conn.next_result() != 0:
+                    break
+        except Exception:  # still running, or failed: the connection cannot be trusted
+            conn.close()
+        raise
+    conn.read_query_result()
+
+
+def _green_methods(original_query) -> dict:
+    def query(self, query):
+        if not on_pool_hub():  # the main thread, a native thread, a loop callback: in place
+            return original_query(self, query)
+        if isinstance(query, bytearray):
+            query = bytes(query)
+        elif isinstance(query, str):
+            query = query.encode(self.encoding)
+        self.send_query(query)
+        _await_answer(self)
+
+    def commit(self):
+        if not on_pool_hub():
+            return _C.commit(self)
+        query(self, b"COMMIT")
+
+    def rollback(self):
+        if not on_pool_hub():
+            return _C.rollback(self)
+        query(self, b"ROLLBACK")
+
+    return {"query": query, "commit": commit, "rollback": rollback}
+
+
+_C: Any = None  # MySQLdb._mysql.connection, once green mode is installed
+_green_original: Any = None
+
+
+def install_green() -> bool:
+    """Idempotent: mysqlclient's queries wait on the calling hub (no helper threads); connecting
+    runs on the hub's helper threads. False without mysqlclient."""
+    global _C, _green_original, _original_connect
+    try:
+        import MySQLdb
+        from MySQLdb import _mysql
+        from MySQLdb.connections import Connection
+    except ImportError:
+        return False
+    if _original_connect is not None and _green_original is None:
+        return True  # offloading already: a mode once installed stays
+    if _green_original is None:
+        _C = _mysql.connection
+        _green_original = Connection.query
+        for name, method in _green_methods(_green_original).items():
+            setattr(Connection, name, method)
+        original_connect = MySQLdb.connect
+
+        def connect(*args, **kwargs):
+            return OFFLOAD.call(None, original_connect, *args, **kwargs)
+
+        _original_connect = original_connect
+        MySQLdb.connect = MySQLdb.Connect = MySQLdb.Connection = connect
+    return True
