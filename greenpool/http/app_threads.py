@@ -10,8 +10,8 @@ limit), and an idle keep-alive connection would keep its greenlet's
 connection open between requests.
 
 :class:`AppThreads` restores the thread pool's shape without its cost: each hub
-keeps its share of ``count`` (``count / hubs``, at least one) long-lived greenlets, its *app threads*,
-each running one request at a time, as a gthread worker thread does. A
+keeps its share of ``count`` (``count / hubs``, at least one) long-lived
+greenlets, its *app threads*, each running one request at a time, as a gthread worker thread does. A
 request's whole exchange (the app call, its response, the result's
 ``close()``) runs on an app thread, so what the app keeps per thread
 (``threading.local``, contextvars) lives there, reused by the next request, and
@@ -204,8 +204,9 @@ class AppThreads:
 
     ``count`` is split over the hubs, as evenly as it divides (64 on 3 hubs:
     22, 21, 21), at least one each; a connection stays on its hub, so its
-    request waits for one of that hub's app threads. ``wait_timeout``: seconds a request waits for one before
-    :meth:`run` raises :class:`AppThreadsBusy` (None: no limit).
+    request waits for one of that hub's app threads. ``wait_timeout``:
+    seconds a request waits for one before :meth:`run` raises
+    :class:`AppThreadsBusy` (None: no limit).
     """
 
     def __init__(self, count: int = DEFAULT_APP_THREADS,
