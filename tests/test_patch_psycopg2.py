@@ -602,3 +602,35 @@ def test_a_failed_connect_gives_its_slot_back():
         """, timeout=45)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.split("\n")[:2] == ["OperationalError 0", "OperationalError 0"]
+
+
+def test_a_closed_connections_thread_serves_the_next_connection():
+    """Connecting per request (Django's default CONN_MAX_AGE=0) starts no thread per request."""
+    need_service("PostgreSQL", 5432)
+    out = run_python(textwrap.dedent("""
+        import greenpool.monkey
+        greenpool.monkey.patch_all()
+        import gevent, greenpool, psycopg2
+        from greenpool.monkey import dbapi
+
+        started = []
+        start = dbapi.start_new_thread
+        dbapi.start_new_thread = lambda fn, args: (started.append(fn), start(fn, args))[1]
+
+        def requests():
+            answers = []
+            for i in range(5):
+                conn = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=test")
+                with conn.cursor() as cur:
+                    cur.execute("SELECT %s", (i,))
+                    answers.append(cur.fetchone()[0])
+                conn.close()
+                while not dbapi._CARRIERS._parked:  # its thread parks once the close is done
+                    gevent.sleep(0.001)
+            return answers
+
+        with greenpool.Pool(1) as pool:
+            print(pool.spawn(requests).result(30), len(started))
+        """), timeout=45)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == "[0, 1, 2, 3, 4] 1"

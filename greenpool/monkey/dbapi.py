@@ -49,6 +49,60 @@ _make_once = allocate_lock()  # making an offloading subclass or a connection's 
 CANCEL_GRACE = 5.0
 
 
+#: Seconds a worker's thread, its connection closed, waits to serve the next
+#: connection before it ends.
+IDLE_THREAD_SECONDS = 10.0
+
+
+class _Carriers:
+    """Native threads kept a while after their connection closed, for the next one.
+
+    An app that connects per request (Django's default ``CONN_MAX_AGE = 0``, a
+    ``ThreadedConnectionPool(1, n)`` that closes what it returns above
+    ``minconn``) would otherwise start and end a thread per request.
+    """
+
+    def __init__(self) -> None:
+        self._lock = allocate_lock()
+        self._parked: list[list] = []  # [wake lock, worker to serve or None], newest last
+        self._pid = os.getpid()
+
+    def start(self, worker: _Worker) -> None:
+        """Run ``worker`` on a parked thread, or on a new one."""
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parked threads stayed in the parent
+                self._parked, self._pid = [], os.getpid()
+            if self._parked:
+                entry = self._parked.pop()
+                entry[1] = worker
+                entry[0].release()
+                return
+        start_new_thread(self._carry, (worker,))
+
+    def _carry(self, worker: _Worker | None) -> None:
+        while worker is not None:
+            worker._run()  # until its connection is closed
+            worker = self._park()
+
+    def _park(self) -> _Worker | None:
+        wake = allocate_lock()
+        wake.acquire()
+        entry = [wake, None]
+        with self._lock:
+            self._parked.append(entry)
+        if not wake.acquire(True, IDLE_THREAD_SECONDS):
+            with self._lock:
+                for i, parked in enumerate(self._parked):
+                    if parked is entry:
+                        del self._parked[i]
+                        return None
+            wake.acquire()  # taken by start() meanwhile: its release is on the way
+        return entry[1]
+
+
+_CARRIERS = _Carriers()
+
+
 class _Worker:
     """One native thread that runs one connection's blocking calls, in order.
 
@@ -58,7 +112,8 @@ class _Worker:
     COMMIT) queued for one: with ten such waiters on a hub, nothing could run
     (a deadlock until a statement timeout). One thread per connection, started
     at its first call and ended when the connection is closed or collected, is
-    what a thread-style app had. Calls run in a copy of the caller's context
+    what a thread-style app had (the thread is reused by a later connection:
+    :class:`_Carriers`). Calls run in a copy of the caller's context
     (``contextvars``: what adapters and typecasters see); thread-locals stay
     on the caller's thread.
     """
@@ -78,7 +133,7 @@ class _Worker:
             self._calls.append(item)
             if not self._running:
                 self._running = True
-                start_new_thread(self._run, ())
+                _CARRIERS.start(self)
         try:
             self._ready.release()
         except RuntimeError:  # already signalled: the worker drains everything queued
