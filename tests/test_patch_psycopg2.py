@@ -634,3 +634,25 @@ def test_a_closed_connections_thread_serves_the_next_connection():
         """), timeout=45)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() == "[0, 1, 2, 3, 4] 1"
+
+
+def test_patch_all_takes_the_pool_timeout_and_refuses_a_bad_one():
+    out = run_python("""
+        import greenpool.monkey
+        from greenpool.monkey import psycopg2 as patch
+        from gevent import monkey
+        for bad in (0, -1, "30", True):
+            try:
+                greenpool.monkey.patch_all(db_pool_timeout=bad)
+            except ValueError as exc:
+                print("refused", str(exc).split(":")[0])
+        print(monkey.is_module_patched("socket"))
+        greenpool.monkey.patch_all(db_pool_timeout=2.5)
+        print(patch._pool_timeout)
+        """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["refused", "patch_all(db_pool_timeout=0)",
+                                  "refused", "patch_all(db_pool_timeout=-1)",
+                                  "refused", "patch_all(db_pool_timeout='30')",
+                                  "refused", "patch_all(db_pool_timeout=True)",
+                                  "False", "2.5"]

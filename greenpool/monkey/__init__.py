@@ -86,7 +86,7 @@ def _mode(param: str, value, env: str, modes: dict, choices: str) -> str:
 
 
 def patch_all(*, psycopg2: bool | str | None = None, mysqldb: bool | str | None = None,
-              **kwargs) -> None:
+              db_pool_timeout: float | None = None, **kwargs) -> None:
     """Patch like ``gevent.monkey.patch_all(**kwargs)``, then install the cross-hub pieces.
 
     ``psycopg2`` says what psycopg2's blocking calls do (:mod:`greenpool.monkey.psycopg2`):
@@ -101,7 +101,10 @@ def patch_all(*, psycopg2: bool | str | None = None, mysqldb: bool | str | None 
     ``"offload"`` (the default, or ``True``), ``"green"`` (queries wait on
     the hub, no helper threads: cheaper, but a result the server still
     streams is read in place) or ``"blocking"`` (or ``False``), read from
-    ``GREENPOOL_MYSQLDB`` when not given.
+    ``GREENPOOL_MYSQLDB`` when not given. ``db_pool_timeout``: seconds an
+    exhausted psycopg2 ``ThreadedConnectionPool`` makes a caller wait for a
+    connection before its ``PoolError`` (not given: ``GREENPOOL_DB_POOL_TIMEOUT``,
+    default 30).
     Calling it again is harmless (a mode once installed stays). Called after
     greenpool started hub threads, it raises :class:`greenpool.PatchingError`
     (nothing is patched), even when gevent's own patching had already been
@@ -114,7 +117,15 @@ def patch_all(*, psycopg2: bool | str | None = None, mysqldb: bool | str | None 
     mysqldb_mode = _mode("mysqldb", mysqldb, MYSQLDB_ENV, _MYSQLDB_MODES,
                          "'offload' (the default, or True), 'green' (queries wait on the hub) "
                          "or 'blocking' (or False: leave mysqlclient alone)")
-    pool_timeout = psycopg2_patch.pool_timeout_from_env()  # a bad value: nothing patched yet
+    # Checked first: a bad value leaves nothing patched.
+    if db_pool_timeout is None:
+        pool_timeout = psycopg2_patch.pool_timeout_from_env()
+    elif (isinstance(db_pool_timeout, bool) or not isinstance(db_pool_timeout, (int, float))
+          or not 0 < db_pool_timeout < float("inf")):
+        raise ValueError(f"patch_all(db_pool_timeout={db_pool_timeout!r}): use seconds > 0, "
+                         "or leave it out for GREENPOOL_DB_POOL_TIMEOUT (default 30)")
+    else:
+        pool_timeout = float(db_pool_timeout)
     if not _patchstate.patched:
         guard.refuse_if_hubs_run("greenpool.monkey.patch_all()")
         if kwargs.get("thread", True):
