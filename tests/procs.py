@@ -110,7 +110,21 @@ def get(address: tuple[str, int], path: str = "/", timeout: float = 10.0):
         conn.close()
 
 
-__all__ = ["ServerProcess", "get", "python_cmd"]
+def wait_until_answers(port: int, path: str, timeout: float = 30.0) -> None:
+    """A server listens before its worker has loaded the app: wait for a first 200 on ``path``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if get(("127.0.0.1", port), path, timeout=10)[0] == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no answer on port {port} within {timeout} s")
+        time.sleep(0.1)
+
+
+__all__ = ["ServerProcess", "get", "python_cmd", "wait_until_answers"]
 
 
 def check_graceful_sigterm(server: ServerProcess, address: tuple[str, int]) -> bytes:

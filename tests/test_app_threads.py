@@ -78,31 +78,29 @@ class Gate:
         return [b"ok"]
 
 
+def get_at_once(address, clients: int) -> list:
+    """``clients`` GETs, each from a thread of its own, all started together."""
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(get(address)))
+               for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    return results
+
+
 def test_requests_in_the_app_at_once_never_exceed_app_threads(serve):
     gate = Gate(open_at=4)
     server = serve(gate.app, app_threads=4)
-    results = []
-    clients = [threading.Thread(target=lambda: results.append(get(server.address)))
-               for _ in range(12)]
-    for client in clients:
-        client.start()
-    for client in clients:
-        client.join(20)
-    assert results == [(200, b"ok")] * 12
+    assert get_at_once(server.address, 12) == [(200, b"ok")] * 12
     assert gate.most == 4  # reached (12 clients at once), never passed
 
 
 def test_without_app_threads_every_connection_calls_the_app_at_once(serve):
     gate = Gate(open_at=12)  # opens only if all 12 are inside together
     server = serve(gate.app, app_threads=None)
-    results = []
-    clients = [threading.Thread(target=lambda: results.append(get(server.address)))
-               for _ in range(12)]
-    for client in clients:
-        client.start()
-    for client in clients:
-        client.join(20)
-    assert results == [(200, b"ok")] * 12
+    assert get_at_once(server.address, 12) == [(200, b"ok")] * 12
     assert gate.most == 12
 
 

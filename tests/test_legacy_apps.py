@@ -33,14 +33,13 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import need_service
-from tests.procs import ServerProcess, python_cmd
+from tests.procs import ServerProcess, python_cmd, wait_until_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "legacy_apps_child.py"
@@ -236,20 +235,6 @@ def drive_example(port: int) -> dict:
     return stats
 
 
-def wait_until_answers(port: int, timeout: float = 30.0) -> None:
-    """The server listens before its worker imported the app: wait for a first answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if fetch(port, "/stats", {})[0] == 200:
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no answer on port {port} within {timeout} s")
-        time.sleep(0.1)
-
-
 ENTRY_POINTS = {
     "gunicorn-worker": (
         ["-m", "gunicorn", "-k", "greenpool.gunicorn.Worker", "--threads", str(HUBS),
@@ -274,7 +259,7 @@ def test_legacy_flask_example_served_unchanged_answers_all_and_consumes_its_queu
     cmd = python_cmd(*args, "examples.legacy_flask_app:app")
     with ServerProcess(cmd, cwd=ROOT, env={"LEGACY_UPSTREAM": upstream}) as server:
         port = int(server.wait_for(banner, timeout=30).group(1))
-        wait_until_answers(port)
+        wait_until_answers(port, "/stats")
         stats = drive_example(port)
         assert stats["queued"] == stats["consumed"] >= EXAMPLE_REQUESTS, stats
         assert stats["pending"] == 0 and stats["cached"] == 50, stats

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import need_service
-from tests.procs import ServerProcess, python_cmd
+from tests.procs import ServerProcess, python_cmd, wait_until_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 HUBS = 4
@@ -136,20 +136,6 @@ def drive(port: int, path: str = "/item/{}/") -> list[tuple[int, str]]:
 
     with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
         return [answer for answers in pool.map(one, range(CLIENTS)) for answer in answers]
-
-
-def wait_until_answers(port: int, path: str, timeout: float = 30.0) -> None:
-    """The server listens before its worker has loaded the app: wait for a first 200."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if client(port, [path])[0][0] == 200:
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no answer on port {port} within {timeout} s")
-        time.sleep(0.1)
 
 
 def wait_for_connections(application: str, most: int, timeout: float = 10.0) -> int:
