@@ -47,6 +47,9 @@ APP = textwrap.dedent(
             return stream()
         if path == "/hog":
             native_sleep(float(environ["QUERY_STRING"]))  # blocks the whole hub
+        if path == "/hold":  # holds its app thread until the file named in the query exists
+            while not os.path.exists(environ["QUERY_STRING"]):
+                time.sleep(0.01)  # patched: cooperative
         hub = greenpool.current_hub()
         body = f"{os.getpid()} {hub.index} {hub.pool.size}".encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
@@ -283,3 +286,37 @@ def test_a_missing_worker_dependency_names_the_extra_that_installs_it():
     name, _, message = proc.stdout.strip().partition(" | ")
     assert name.split(".")[0] == "packaging"
     assert "pip install 'greenpool[gunicorn]'" in message
+
+
+def test_the_worker_reads_its_app_threads_from_the_environment(app_dir):
+    """GREENPOOL_APP_THREADS=1 (gunicorn --env): a second request waits, then gets its 503."""
+    flag = app_dir / "release"
+    server, address = start_gunicorn(app_dir, "--threads", "1",
+                                     "--env", "GREENPOOL_APP_THREADS=1",
+                                     "--env", "GREENPOOL_APP_WAIT_TIMEOUT=0.2")
+    with server:
+        get_ok(address)  # booted
+        holder = http.client.HTTPConnection(*address, timeout=20)
+        holder.request("GET", f"/hold?{flag}")
+        deadline = time.monotonic() + 15
+        while True:  # the holder is in the app once a second request is refused
+            status, body = get(address)
+            if status == 503 or time.monotonic() > deadline:
+                break
+        assert status == 503, body
+        assert b"GREENPOOL_APP_THREADS" in body
+        flag.write_text("")
+        response = holder.getresponse()
+        assert response.status == 200
+        holder.close()
+        assert server.stop() == 0
+
+
+def test_a_bad_app_threads_setting_stops_gunicorn_naming_the_variable(app_dir):
+    cmd = python_cmd("-m", "gunicorn", "-k", "greenpool.gunicorn.Worker", "-b", "127.0.0.1:0",
+                     "--no-control-socket", "--env", "GREENPOOL_APP_THREADS=lots",
+                     "hello_app:app")
+    with ServerProcess(cmd, cwd=app_dir) as server:
+        code = server.wait_exit(timeout=30)
+    assert code != 0
+    assert "GREENPOOL_APP_THREADS='lots'" in server.output
