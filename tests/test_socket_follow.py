@@ -551,9 +551,14 @@ old = gevent.get_hub()
 old.destroy(destroy_loop=True)
 new = gevent.get_hub()
 assert new is not old and sock.hub is old
+# The reader waits before anything is sent: a recv() of a reply already in (sent first,
+# then read) would not wait, and only a wait moves the socket (seen once under load).
+reader = gevent.spawn(sock.recv, 5)
+gevent.sleep(0)
+assert sock.hub is new  # the reader is waiting, on the new hub
 sock.sendall(b"ping\\n")
 with gevent.Timeout(10):
-    assert sock.recv(5) == b"ping\\n"
+    assert reader.get() == b"ping\\n"
 assert sock.hub is new
 sock.close()
 pool.shutdown()
