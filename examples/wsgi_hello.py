@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     server.stop_timeout = 10.0
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     host, port = server.address
-    print(f"serving http://{host}:{port}/ on {server.pool.size} hubs; Ctrl-C stops", flush=True)
     try:
+        # Inside the try: a SIGTERM that comes as soon as the banner is out (a test, a
+        # supervisor) may interrupt the print() itself.
+        print(f"serving http://{host}:{port}/ on {server.pool.size} hubs; Ctrl-C stops",
+              flush=True)
         server.serve_forever()  # on KeyboardInterrupt it stops gracefully, then re-raises
     except KeyboardInterrupt:
         pass
