@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import socket
 import threading
 
@@ -22,6 +21,7 @@ from greenpool.http.app_threads import (
     AppThreadsBusy,
     settings_from_env,
 )
+from tests.procs import get
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -39,16 +39,6 @@ def serve(make_pool):
     yield start
     for server in started:
         server.stop(timeout=1)
-
-
-def get(address, path="/"):
-    conn = http.client.HTTPConnection(*address, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 class Gate:
