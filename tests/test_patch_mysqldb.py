@@ -224,3 +224,18 @@ def test_a_bad_mysqldb_mode_is_refused_before_anything_is_patched():
     message, patched = proc.stdout.strip().splitlines()
     assert "patch_all(mysqldb='fast')" in message and "'blocking'" in message
     assert patched == "False"
+
+
+def test_the_first_mysqldb_mode_installed_stays():
+    need_mysqlclient()
+    proc = run_python("""
+        import greenpool.monkey
+        greenpool.monkey.patch_all(mysqldb="green")
+        import MySQLdb
+        from greenpool.monkey import mysqldb
+        green_connect = MySQLdb.connect
+        print(mysqldb.install_offload(), mysqldb.offload_installed(),
+              MySQLdb.connect is green_connect)
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False", "True"]

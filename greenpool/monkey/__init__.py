@@ -118,14 +118,7 @@ def patch_all(*, psycopg2: bool | str | None = None, mysqldb: bool | str | None 
                          "'offload' (the default, or True), 'green' (queries wait on the hub) "
                          "or 'blocking' (or False: leave mysqlclient alone)")
     # Checked first: a bad value leaves nothing patched.
-    if db_pool_timeout is None:
-        pool_timeout = psycopg2_patch.pool_timeout_from_env()
-    elif (isinstance(db_pool_timeout, bool) or not isinstance(db_pool_timeout, (int, float))
-          or not 0 < db_pool_timeout < float("inf")):
-        raise ValueError(f"patch_all(db_pool_timeout={db_pool_timeout!r}): use seconds > 0, "
-                         "or leave it out for GREENPOOL_DB_POOL_TIMEOUT (default 30)")
-    else:
-        pool_timeout = float(db_pool_timeout)
+    pool_timeout = psycopg2_patch.pool_timeout(db_pool_timeout)
     if not _patchstate.patched:
         guard.refuse_if_hubs_run("greenpool.monkey.patch_all()")
         if kwargs.get("thread", True):

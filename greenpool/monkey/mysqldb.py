@@ -52,7 +52,8 @@ __all__ = ["OFFLOAD", "install_green", "install_offload", "offload_installed"]
 
 #: mysqlclient's offloading (no cancel: an interrupted call is waited for).
 OFFLOAD = Offload("mysqlclient")
-_original_connect: Any = None
+#: The mode installed ("offload" or "green"), or None: the first one installed stays.
+_installed: str | None = None
 
 #: Connection methods that wait for the server (mysqlclient's C calls, or its
 #: Python ones that make them).
@@ -126,24 +127,24 @@ def _connect(*args, **kwargs):
 
 def install_offload() -> bool:
     """Idempotent: ``MySQLdb.connect`` makes offloading connections. False without mysqlclient."""
-    global _original_connect
+    global _installed
     try:
         import MySQLdb
         from MySQLdb.connections import Connection
         from MySQLdb.cursors import BaseCursor
     except ImportError:
         return False
-    if _original_connect is None:
+    if _installed is None:
         OFFLOAD.add_mixin("connection", Connection, _connection_methods())
         OFFLOAD.add_mixin("cursor", BaseCursor, _cursor_methods())
-        _original_connect = MySQLdb.connect
         MySQLdb.connect = MySQLdb.Connect = MySQLdb.Connection = _connect
+        _installed = "offload"
     return True
 
 
 def offload_installed() -> bool:
     """True once :func:`install_offload` patched ``MySQLdb.connect``."""
-    return _original_connect is not None
+    return _installed == "offload"
 
 
 # -- green: the query's wait on the calling hub ------------------------------------------------
@@ -200,31 +201,27 @@ def _green_methods(original_query) -> dict:
 
 
 _C: Any = None  # MySQLdb._mysql.connection, once green mode is installed
-_green_original: Any = None
 
 
 def install_green() -> bool:
     """Idempotent: mysqlclient's queries wait on the calling hub (no helper threads); connecting
     runs on the hub's helper threads. False without mysqlclient."""
-    global _C, _green_original, _original_connect
+    global _C, _installed
     try:
         import MySQLdb
         from MySQLdb import _mysql
         from MySQLdb.connections import Connection
     except ImportError:
         return False
-    if _original_connect is not None and _green_original is None:
-        return True  # offloading already: a mode once installed stays
-    if _green_original is None:
+    if _installed is None:
         _C = _mysql.connection
-        _green_original = Connection.query
-        for name, method in _green_methods(_green_original).items():
+        for name, method in _green_methods(Connection.query).items():
             setattr(Connection, name, method)
         original_connect = MySQLdb.connect
 
         def connect(*args, **kwargs):
             return OFFLOAD.call(None, original_connect, *args, **kwargs)
 
-        _original_connect = original_connect
         MySQLdb.connect = MySQLdb.Connect = MySQLdb.Connection = connect
+        _installed = "green"
     return True

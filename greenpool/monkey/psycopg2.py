@@ -247,8 +247,16 @@ _PoolError: Any = None  # psycopg2.pool.PoolError, once installed
 _TX_AT_REST: tuple = ()  # transaction statuses with nothing to roll back, once installed
 
 
-def pool_timeout_from_env(environ=os.environ) -> float:
-    """:data:`POOL_TIMEOUT_ENV` in seconds (> 0), or the default; a bad value names the variable."""
+def pool_timeout(value: Any = None, environ=os.environ) -> float:
+    """The pool wait in seconds: ``value`` (``patch_all(db_pool_timeout=)``), or, when None,
+    :data:`POOL_TIMEOUT_ENV`, or the default; a bad one is a ValueError naming where it came
+    from."""
+    if value is not None:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 < value < float("inf")):
+            raise ValueError(f"patch_all(db_pool_timeout={value!r}): use seconds > 0, or leave "
+                             f"it out for {POOL_TIMEOUT_ENV} (default {DEFAULT_POOL_TIMEOUT:g})")
+        return float(value)
     text = environ.get(POOL_TIMEOUT_ENV, "").strip()
     if not text:
         return DEFAULT_POOL_TIMEOUT
