@@ -241,12 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="close a connection that waits this long on the client")
     wsgi.add_argument("--graceful-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                       help="on SIGINT/SIGTERM, how long requests in progress may take (default 30)")
-    wsgi.add_argument("--app-threads", type=_app_threads, default=None, metavar="N",
+    wsgi.add_argument("--app-threads", type=_app_threads, default=FROM_ENV, metavar="N",
                       help="requests in the app at once, each on a long-lived app thread with "
                            "its own thread-locals, as under gunicorn -k gthread; 0: no limit. "
                            f"Default: ${APP_THREADS_ENV}, else {DEFAULT_APP_THREADS} with --patch "
                            "and 0 without")
-    wsgi.add_argument("--app-wait-timeout", type=_wait_timeout, default=None, metavar="SECONDS",
+    wsgi.add_argument("--app-wait-timeout", type=_wait_timeout, default=FROM_ENV,
+                      metavar="SECONDS",
                       help="how long a request waits for a free app thread before its 503; "
                            f"0: no limit (default ${WAIT_TIMEOUT_ENV}, else "
                            f"{DEFAULT_WAIT_TIMEOUT:g})")
@@ -263,6 +264,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- serving -------------------------------------------------------------------
+
+
+#: The app-thread options' default: not given, so the environment decides (their
+#: parsed values, None included, are what the command line said). Not a string:
+#: argparse would run a string default through the option's type.
+FROM_ENV: Any = object()
+
+
+def app_thread_settings(args: argparse.Namespace) -> tuple[int | str | None, float | None]:
+    """``(app_threads, app_wait_timeout)`` for ``wsgi.serve``: the command line's, where
+    given (``0``: None, no limit), else the environment's (CommandError if it is bad)."""
+    try:
+        env_threads, env_wait = settings_from_env()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    threads = env_threads if args.app_threads is FROM_ENV else args.app_threads
+    wait = env_wait if args.app_wait_timeout is FROM_ENV else args.app_wait_timeout
+    return threads, wait
 
 
 def _app_threads(text: str) -> int | None:
@@ -353,14 +372,7 @@ def run_wsgi(args: argparse.Namespace) -> int:
     from greenpool import wsgi
     from greenpool.pool import Pool
 
-    try:
-        env_threads, env_wait = settings_from_env()
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    app_threads = env_threads if args.app_threads is None else args.app_threads
-    if args.app_threads is not None and args.app_threads == 0:
-        app_threads = None
-    wait_timeout = env_wait if args.app_wait_timeout is None else args.app_wait_timeout
+    app_threads, wait_timeout = app_thread_settings(args)
     context = _ssl_context(args.certfile, args.keyfile)
     try:
         app = load_app(args.app, factory=args.factory)

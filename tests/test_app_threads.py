@@ -12,6 +12,7 @@ import pytest
 
 import greenpool
 from greenpool import _patchstate, wsgi
+from greenpool.__main__ import app_thread_settings, build_parser
 from greenpool.__main__ import main as cli_main
 from greenpool.http.app_threads import (
     APP_THREADS_ENV,
@@ -274,3 +275,20 @@ def test_the_command_line_names_a_bad_environment_setting(monkeypatch, capsys):
     monkeypatch.setenv(APP_THREADS_ENV, "-2")
     assert cli_main(["wsgi", "examples.wsgi_hello:app"]) == 2
     assert APP_THREADS_ENV in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "env", "expected"), [
+    ([], {}, ("auto", 30.0)),
+    ([], {APP_THREADS_ENV: "16", WAIT_TIMEOUT_ENV: "5"}, (16, 5.0)),
+    (["--app-threads", "8", "--app-wait-timeout", "2"], {APP_THREADS_ENV: "16"}, (8, 2.0)),
+    # 0 on the command line means no limit, whatever the environment says
+    (["--app-threads", "0", "--app-wait-timeout", "0"],
+     {APP_THREADS_ENV: "16", WAIT_TIMEOUT_ENV: "5"}, (None, None)),
+])
+def test_the_command_line_overrides_the_environment(monkeypatch, argv, env, expected):
+    for name in (APP_THREADS_ENV, WAIT_TIMEOUT_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = build_parser().parse_args(["wsgi", *argv, "examples.wsgi_hello:app"])
+    assert app_thread_settings(args) == expected
