@@ -232,6 +232,8 @@ def test_stop_lets_a_live_connection_finish_within_the_timeout(pool):
             return True
         except ConnectionResetError:  # queued on a listener as it closed
             pass
+        except TimeoutError:  # a SYN that met the listener as it closed is
+            pass  # dropped, not refused; the next try is refused (seen in CI)
         return False
 
     wait_until(refused)
