@@ -8,8 +8,8 @@ under ``python -m greenpool wsgi --patch`` and ``gunicorn -k gevent``, its
 ASGI twin (``benchmarks/ws_apps.py``) under uvicorn (``websockets``
 underneath; skipped with a message when uvicorn is not installed: ``pip
 install -e '.[bench]'``). The load comes from
-``benchmarks/_wsload.py``, a raw-socket client on one gevent hub in its own
-process.
+``loadtests/ws_clients.py``, raw-socket clients on one gevent hub in their
+own process.
 
 Sections (``--sections``, default both):
 
@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENT = ROOT / "benchmarks" / "_wsload.py"
 APP = "examples.websocket_broadcast:app"
 
 
@@ -121,8 +120,9 @@ class Server:
 
 
 def client(server: Server, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(CLIENT), "127.0.0.1", str(server.port), *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    return subprocess.Popen(
+        [sys.executable, "-m", "loadtests.ws_clients", "127.0.0.1", str(server.port), *args],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
 
 def answer(proc: subprocess.Popen, command: str | None = None) -> dict:

@@ -20,8 +20,9 @@ calling ``examples/legacy_upstream.py`` (``LEGACY_UPSTREAM_DELAY_MS`` delays
 its answers); after the run, every item the app queued to its background
 thread must have been consumed. The ``websocket`` target is
 ``examples/websocket_broadcast.py`` (flask-sock, a broadcaster thread) under
-``python -m greenpool wsgi --patch``; each locust user holds one WebSocket. Reports go to ``loadtests/reports/``:
-locust's CSV and HTML, a JSON summary, and both processes' logs.
+``python -m greenpool wsgi --patch``; each locust user holds one WebSocket.
+Reports go to ``loadtests/reports/``: locust's CSV and HTML, a JSON summary,
+and both processes' logs.
 
 Exit status 0 means: requests were made, none failed, locust exited cleanly,
 the target stayed up for the whole run and exited with status 0 on SIGTERM.

@@ -1,8 +1,12 @@
-"""A WebSocket load client for ``benchmarks/websockets.py``: raw sockets on one gevent hub.
+"""Many WebSocket clients in one process: raw sockets on one gevent hub.
 
-    python benchmarks/_wsload.py HOST PORT hold N      # open N, then obey stdin
-    python benchmarks/_wsload.py HOST PORT echo N SECONDS
+    python -m loadtests.ws_clients HOST PORT hold N      # open N, then obey stdin
+    python -m loadtests.ws_clients HOST PORT echo N SECONDS
+    python -m loadtests.ws_clients HOST PORT stress N BROADCASTS
 
+The clients of ``benchmarks/websockets.py`` and of the WebSocket stress test
+(``tests/reliability/test_websocket_stress.py``), talking to
+``examples/websocket_broadcast.py`` (or its ASGI twin).
 Kept deliberately cheap per message (prebuilt masked frames, one ``sendall``
 and a buffered frame reader per round trip) so that the server, not this
 client, is what a figure measures. ``hold`` opens N connections (at most 200
@@ -11,8 +15,11 @@ stdin, one per line: ``count`` (the server's count of its clients),
 ``broadcast`` (one client asks the server to broadcast; prints the seconds
 until every client got it) and ``close``. ``echo`` runs closed-loop echo round
 trips of a 32-byte text message on N connections for SECONDS and prints the
-count. Every answer is one JSON line on stdout. Answers pings (uvicorn's
-``websockets`` pings every 20 s).
+count. ``stress`` opens N connections plus one that asks for BROADCASTS
+broadcasts, one after the other, while all N run echo round trips; every
+client checks that each echo comes back and that it gets every broadcast
+exactly once, in order, and the totals are printed. Every answer is one JSON
+line on stdout. Answers pings (uvicorn's ``websockets`` pings every 20 s).
 """
 
 from gevent import monkey
@@ -179,6 +186,70 @@ def echo(host: str, port: int, n: int, seconds: float) -> None:
         conn.sock.close()
 
 
+def stress(host: str, port: int, n: int, broadcasts: int, timeout: float = 120) -> None:
+    conns = open_all(host, port, n + 1)
+    trigger, clients = conns[0], conns[1:]
+    tokens = [f"tok{i}".encode() for i in range(broadcasts)]
+    echoes, mismatched, errors = [0], [0], [0]
+    received: list[list[bytes]] = [[] for _ in conns]
+    finished = Event()
+
+    def client(index: int, conn: Conn) -> None:
+        seq = 0
+        got = received[index]
+        try:
+            while len(got) < broadcasts:
+                seq += 1
+                message = f"e{index}:{seq}".encode()
+                conn.sock.sendall(frame(TEXT, message))
+                while True:
+                    answer = conn.read()[1]
+                    if answer.startswith(b"tok"):
+                        got.append(answer)
+                        continue
+                    if answer != message:
+                        mismatched[0] += 1
+                    break
+                echoes[0] += 1
+        except Exception:
+            errors[0] += 1
+
+    def trigger_all() -> None:
+        got = received[0]
+        try:
+            for token in tokens:
+                trigger.sock.sendall(frame(TEXT, b"broadcast:" + token))
+                while conn_read_token(trigger, got) != token:
+                    pass
+        except Exception:
+            errors[0] += 1
+        finished.set()
+
+    t0 = time.perf_counter()
+    workers = [gevent.spawn(client, i + 1, conn) for i, conn in enumerate(clients)]
+    gevent.spawn(trigger_all)
+    finished.wait(timeout)
+    gevent.joinall(workers, timeout=max(1.0, timeout - (time.perf_counter() - t0)))
+    gevent.killall(workers)
+    lost = duplicated = out_of_order = 0
+    for got in received:
+        lost += len(set(tokens) - set(got))
+        duplicated += len(got) - len(set(got))
+        out_of_order += int(got != [t for t in tokens if t in got])
+    say(clients=n, broadcasts=broadcasts, echoes=echoes[0], mismatched=mismatched[0],
+        errors=errors[0], lost=lost, duplicated=duplicated, out_of_order=out_of_order,
+        seconds=time.perf_counter() - t0)
+    for conn in conns:
+        conn.sock.close()
+
+
+def conn_read_token(conn: Conn, got: list) -> bytes:
+    """The trigger's next broadcast (it sends no echoes), recorded in ``got``."""
+    answer = conn.read()[1]
+    got.append(answer)
+    return answer
+
+
 def main() -> None:
     host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     n = int(sys.argv[4])
@@ -186,8 +257,10 @@ def main() -> None:
         hold(host, port, n)
     elif mode == "echo":
         echo(host, port, n, float(sys.argv[5]))
+    elif mode == "stress":
+        stress(host, port, n, int(sys.argv[5]))
     else:
-        raise SystemExit(f"unknown mode {mode!r}: hold or echo")
+        raise SystemExit(f"unknown mode {mode!r}: hold, echo or stress")
 
 
 if __name__ == "__main__":
