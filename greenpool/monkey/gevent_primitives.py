@@ -100,14 +100,17 @@ ShutDown = _gevent_queue.ShutDown
 _NativeRLock = monkey.get_original("_thread", "RLock")
 
 # gevent's classes, kept before install() replaces the names.
-_GQ = {name: getattr(_gevent_queue, name) for name in (
-    "SimpleQueue", "Queue", "JoinableQueue", "PriorityQueue", "LifoQueue", "UnboundQueue",
-    "Channel")}
-_GEvent = _gevent_event.Event
-_GAsyncResult = _gevent_event.AsyncResult
-_GSemaphore = _gevent_lock.Semaphore
-_GBoundedSemaphore = _gevent_lock.BoundedSemaphore
-_GGreenlet = _gevent_greenlet.Greenlet
+_GSimpleQueue: Any = _gevent_queue.SimpleQueue
+_GQueue: Any = _gevent_queue.Queue  # JoinableQueue is the same class
+_GUnboundQueue: Any = _gevent_queue.UnboundQueue
+_GPriorityQueue: Any = _gevent_queue.PriorityQueue
+_GLifoQueue: Any = _gevent_queue.LifoQueue
+_GChannel: Any = _gevent_queue.Channel
+_GEvent: Any = _gevent_event.Event
+_GAsyncResult: Any = _gevent_event.AsyncResult
+_GSemaphore: Any = _gevent_lock.Semaphore
+_GBoundedSemaphore: Any = _gevent_lock.BoundedSemaphore
+_GGreenlet: Any = _gevent_greenlet.Greenlet
 
 _NONE = object()
 
@@ -150,7 +153,7 @@ class _Lot:
 
 
 def _lot_wait(lot: _Lot, take: Callable[[], Any], timeout: float | None) -> Any:
-    """Park in ``lot`` until ``take()`` succeeds; its result, or IndexError once ``timeout`` expires."""
+    """Park in ``lot`` until ``take()`` succeeds; its result (IndexError: ``timeout`` expired)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     parked = lot.parked
     mutex = lot._mutex
@@ -326,7 +329,7 @@ def _check_timeout(block: bool, timeout: float | None) -> None:
 # -- gevent.queue --------------------------------------------------------------
 
 
-class SimpleQueue(_GQ["SimpleQueue"]):
+class SimpleQueue(_GSimpleQueue):
     """``gevent.queue.SimpleQueue`` whose getters and putters may be on any hubs or threads.
 
     Same API and semantics as gevent's (``maxsize``, ``peek``, ``put_nowait``,
@@ -598,11 +601,11 @@ class SimpleQueue(_GQ["SimpleQueue"]):
             raise result
         return result
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
-class Queue(SimpleQueue, _GQ["Queue"]):
-    """``gevent.queue.Queue`` (alias ``JoinableQueue``) across hubs: adds ``task_done``/``join``/``shutdown``.
+class Queue(SimpleQueue, _GQueue):
+    """``gevent.queue.Queue`` (alias ``JoinableQueue``) across hubs, with ``task_done``/``join``.
 
     ``unfinished_tasks`` is counted by single C calls (one entry per put in a
     deque), so puts and ``task_done()`` on different hubs never lose a count.
@@ -610,7 +613,7 @@ class Queue(SimpleQueue, _GQ["Queue"]):
 
     def __init__(self, maxsize=None, items=(), unfinished_tasks=None) -> None:
         self._gp_tasks: deque = deque()
-        self._gp_joiners: list[_Entry] = []
+        self._gp_joiners: deque[_Entry] = deque()
         self._gp_join_mutex = allocate_lock()
         SimpleQueue.__init__(self, maxsize, items, _warn_depth=3)
         count = unfinished_tasks if unfinished_tasks else len(items) if items else 0
@@ -663,7 +666,7 @@ class Queue(SimpleQueue, _GQ["Queue"]):
         with self._gp_join_mutex:
             if self._gp_tasks:
                 return
-            joiners, self._gp_joiners = self._gp_joiners, []
+            joiners, self._gp_joiners = self._gp_joiners, deque()
         for entry in joiners:
             entry.waiter.wake()
 
@@ -688,7 +691,7 @@ class Queue(SimpleQueue, _GQ["Queue"]):
         return woken or not self._gp_tasks
 
     def shutdown(self, immediate=False) -> None:
-        """Make puts raise ``ShutDown``, and gets once empty (at once if ``immediate``); wake all."""
+        """Make puts raise ``ShutDown``, and gets once empty (at once if ``immediate``)."""
         self._gp_shutdown = True
         if immediate:
             while True:
@@ -706,7 +709,7 @@ class Queue(SimpleQueue, _GQ["Queue"]):
 JoinableQueue = Queue
 
 
-class UnboundQueue(Queue, _GQ["UnboundQueue"]):
+class UnboundQueue(Queue, _GUnboundQueue):
     """``gevent.queue.UnboundQueue`` across hubs: never full."""
 
     def __init__(self, maxsize=None, items=()) -> None:
@@ -715,7 +718,7 @@ class UnboundQueue(Queue, _GQ["UnboundQueue"]):
         Queue.__init__(self, maxsize, items)
 
 
-class PriorityQueue(Queue, _GQ["PriorityQueue"]):
+class PriorityQueue(Queue, _GPriorityQueue):
     """``gevent.queue.PriorityQueue`` across hubs (lowest first; its heap runs under a lock)."""
 
     _gp_order = "locked"
@@ -735,7 +738,7 @@ class PriorityQueue(Queue, _GQ["PriorityQueue"]):
         return self.queue[0]
 
 
-class LifoQueue(Queue, _GQ["LifoQueue"]):
+class LifoQueue(Queue, _GLifoQueue):
     """``gevent.queue.LifoQueue`` across hubs (newest first)."""
 
     _gp_order = "lifo"
@@ -750,7 +753,7 @@ class LifoQueue(Queue, _GQ["LifoQueue"]):
         return self.queue[-1]
 
 
-class Channel(_GQ["Channel"]):
+class Channel(_GChannel):
     """``gevent.queue.Channel`` across hubs: ``put`` waits until a getter takes the item."""
 
     def __init__(self, maxsize=1) -> None:
@@ -864,7 +867,7 @@ class Channel(_GQ["Channel"]):
                 getter = self._gp_getters.popleft()
                 getter.value = (item,)
             else:
-                offer = _Entry.__new__(_Entry)
+                offer: Any = _Entry.__new__(_Entry)
                 offer.waiter, offer.value, offer.place = _NoWaiter, (item,), None
                 self._gp_putters.appendleft(offer)
                 return
@@ -882,7 +885,7 @@ class Channel(_GQ["Channel"]):
             raise result
         return result
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
 class _NoWaiterType:
@@ -907,12 +910,12 @@ class _Flag:
     __slots__ = ("waiters", "mutex")
 
     def __init__(self) -> None:
-        self.waiters: list[_Entry] = []
+        self.waiters: deque[_Entry] = deque()
         self.mutex = allocate_lock()
 
     def wake_all(self) -> None:
         with self.mutex:
-            waiters, self.waiters = self.waiters, []
+            waiters, self.waiters = self.waiters, deque()
         for entry in waiters:
             entry.waiter.wake()
 
@@ -1334,7 +1337,7 @@ class Greenlet(_GGreenlet):
         return entry.waiter.wait(timeout) or self.ready()
 
     def get(self, block=True, timeout=None):
-        """Return the result or raise the exception; from any hub (``gevent.Timeout`` on timeout)."""
+        """Return the result or raise the exception, from any hub (or ``gevent.Timeout``)."""
         if self.ready():
             return _GGreenlet.get(self, block=False)
         post = self._gp_owner_post()
@@ -1402,7 +1405,7 @@ def _locked(method):
     locked.__name__ = method.__name__
     locked.__qualname__ = method.__qualname__
     locked.__doc__ = method.__doc__
-    locked._greenpool_original = method  # type: ignore[attr-defined]
+    locked._greenpool_original = method
     return locked
 
 
@@ -1419,12 +1422,12 @@ def installed() -> bool:
 def _replacements() -> dict[Any, Any]:
     """gevent's classes and functions -> greenpool's."""
     return {
-        _GQ["SimpleQueue"]: SimpleQueue,
-        _GQ["Queue"]: Queue,  # also JoinableQueue: the same class in gevent
-        _GQ["UnboundQueue"]: UnboundQueue,
-        _GQ["PriorityQueue"]: PriorityQueue,
-        _GQ["LifoQueue"]: LifoQueue,
-        _GQ["Channel"]: Channel,
+        _GSimpleQueue: SimpleQueue,
+        _GQueue: Queue,  # also JoinableQueue: the same class in gevent
+        _GUnboundQueue: UnboundQueue,
+        _GPriorityQueue: PriorityQueue,
+        _GLifoQueue: LifoQueue,
+        _GChannel: Channel,
         _GEvent: Event,
         _GAsyncResult: AsyncResult,
         _GSemaphore: Semaphore,
@@ -1458,7 +1461,7 @@ def _rebind_module_globals(replace: dict[Any, Any]) -> None:
 
 
 def install() -> None:
-    """Idempotent: put the cross-hub classes in ``gevent.queue``/``event``/``lock``/``pool``/``gevent``."""
+    """Idempotent: put the cross-hub classes in ``gevent.queue``/``event``/``lock``/``pool``."""
     global _installed
     if _installed:
         return
