@@ -57,7 +57,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from heapq import heapify, heappop, heappush
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event as _gevent_event
@@ -204,6 +204,40 @@ def _in_hub_greenlet() -> bool:
     return isinstance(getcurrent(), _GeventHub)
 
 
+class _Flag:
+    """Broadcast waiters of a one-way condition (an Event's flag, an AsyncResult's value)."""
+
+    __slots__ = ("waiters", "mutex")
+
+    def __init__(self) -> None:
+        self.waiters: deque[_Entry] = deque()
+        self.mutex = allocate_lock()
+
+    def wake_all(self) -> None:
+        with self.mutex:
+            waiters, self.waiters = self.waiters, deque()
+        for entry in waiters:
+            entry.waiter.wake()
+
+    def wait(self, ready: Callable[[], Any], timeout: float | None) -> bool:
+        """Park until woken (True) or ``timeout`` (False); ``ready()`` is checked after parking."""
+        mutex = self.mutex
+        with mutex:
+            entry = _Entry()
+            self.waiters.append(entry)
+            if ready():
+                self.waiters.remove(entry)
+                return True
+        woken = False
+        try:
+            woken = entry.waiter.wait(timeout)
+        finally:
+            if not woken:
+                with mutex:
+                    woken = not _remove(self.waiters, entry)
+        return woken
+
+
 class _HubMailbox:
     """Calls run in one gevent hub that greenpool does not own (the main thread's, say).
 
@@ -329,18 +363,45 @@ def _check_timeout(block: bool, timeout: float | None) -> None:
 # -- gevent.queue --------------------------------------------------------------
 
 
-class SimpleQueue(_GSimpleQueue):
-    """``gevent.queue.SimpleQueue`` whose getters and putters may be on any hubs or threads.
+class _FamilyMeta(type):
+    """Keeps gevent's class tree visible to ``isinstance``/``issubclass``.
+
+    In gevent, ``Queue`` subclasses ``SimpleQueue`` and ``BoundedSemaphore``
+    subclasses ``Semaphore``. Here each class needs ``__slots__`` (attributes
+    in an instance ``__dict__`` of a Cython subclass cost ~7 ns per access
+    on the hot paths), and two slotted subclasses of different gevent bases
+    cannot be combined, so the family tree is declared instead: ``family``
+    names the classes that count as subclasses.
+    """
+
+    def __instancecheck__(cls, obj) -> bool:
+        return cls.__subclasscheck__(type(obj))
+
+    def __subclasscheck__(cls, sub) -> bool:
+        if type.__subclasscheck__(cls, sub):
+            return True
+        return any(
+            isinstance(member, type) and type.__subclasscheck__(member, sub)
+            for member in cls.__dict__.get("_gp_family", ())
+        )
+
+
+class _QueueCore:
+    """``gevent.queue.SimpleQueue``'s behaviour, for getters and putters on any hubs or threads.
 
     Same API and semantics as gevent's (``maxsize``, ``peek``, ``put_nowait``,
     ``Empty``/``Full``, iteration until ``StopIteration``, the ``_put``/``_get``/
     ``_peek``/``_qsize``/``_create_queue`` hooks); ``getters``/``putters`` are
     the parked callers. A FIFO or LIFO queue whose class keeps the hooks puts
-    and gets without a lock; others (priority queues, overridden hooks) run
-    their hooks under a native lock.
+    and gets without a lock (a deque's or list's ``append``/``pop`` is one C
+    call, atomic under the GIL); others (priority queues, overridden hooks)
+    run their hooks under a native lock. A bounded queue's free places are
+    the entries of a second deque, so ``put()`` takes one atomically too.
     """
 
-    _gp_order = "fifo"  # "fifo", "lifo" or "locked" (hooks run under _gp_mutex)
+    if not TYPE_CHECKING:  # mypy: the attributes live in the concrete classes' slots
+        __slots__ = ()
+    _gp_order = "fifo"  # "fifo", "lifo", "heap" or "locked" (hooks under _gp_mutex)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -357,26 +418,32 @@ class SimpleQueue(_GSimpleQueue):
                     "Queue(0) now equivalent to Queue(None); if you want a channel, use Channel",
                     DeprecationWarning, stacklevel=_warn_depth)
             maxsize = None
-        self._gp_getters = _Lot()
+        self._gp_getters = getters = _Lot()
+        self._gp_parked_getters = getters.parked
         self._gp_putters = _Lot()
         self._gp_mutex = _NativeRLock()
+        self._gp_heap_lock = allocate_lock()
         self._gp_shutdown = False
         self._gp_slots: deque | None = None
+        self._gp_plain = True  # unbounded and not shut down: put() checks nothing
         self._gp_maxsize = -1
         self._init(maxsize, items)
         self._gp_bind()
         self.maxsize = maxsize
 
     def _gp_bind(self) -> None:
-        """Point the fast paths at the items container (again after ``queue`` is replaced)."""
+        """Point the fast paths at the items container."""
         order = self._gp_order
         items = self.queue
-        if order == "fifo" and isinstance(items, deque):
+        if order == "fifo" and type(items) is deque:
             self._gp_push = items.append
             self._gp_pop = items.popleft
-        elif order in ("fifo", "lifo") and isinstance(items, (deque, list)):
+        elif order in ("fifo", "lifo") and type(items) in (deque, list):
             self._gp_push = items.append
             self._gp_pop = items.pop
+        elif order == "heap" and type(items) is list:
+            self._gp_push = self._gp_heap_push
+            self._gp_pop = self._gp_heap_pop
         else:
             self._gp_push = self._gp_locked_put
             self._gp_pop = self._gp_locked_get
@@ -410,13 +477,22 @@ class SimpleQueue(_GSimpleQueue):
                 raise IndexError("empty")
             return self._get()
 
+    def _gp_heap_push(self, item) -> None:
+        # Comparisons may run Python code (and switch threads): under a lock.
+        with self._gp_heap_lock:
+            heappush(self.queue, item)
+
+    def _gp_heap_pop(self):
+        with self._gp_heap_lock:
+            return heappop(self.queue)  # IndexError when empty
+
     def _gp_peek(self):
-        if self._gp_order == "locked":
-            with self._gp_mutex:
-                if not self._qsize():
-                    raise IndexError("empty")
-                return self._peek()
-        return self._peek()
+        if self._gp_order in ("fifo", "lifo"):
+            return self._peek()
+        with self._gp_mutex:
+            if not self._qsize():
+                raise IndexError("empty")
+            return self._peek()
 
     # -- size ----------------------------------------------------------------
 
@@ -444,6 +520,7 @@ class SimpleQueue(_GSimpleQueue):
                         self._gp_slots.pop()
                     except IndexError:
                         break
+            self._gp_plain = self._gp_slots is None and not self._gp_shutdown
         self._gp_putters.wake_all()  # the bound changed: let them look again
 
     def qsize(self) -> int:
@@ -500,11 +577,16 @@ class SimpleQueue(_GSimpleQueue):
 
     # -- put/get ---------------------------------------------------------------
 
-    def _gp_did_put(self) -> None:
-        """Count a task (Queue) before its item is visible."""
-
     def put(self, item, block=True, timeout=None) -> None:
         """Put ``item``; if the queue is full, wait for room (``timeout``) or raise ``Full``."""
+        if not self._gp_plain or timeout is not None:
+            self._gp_before_put(block, timeout)
+        self._gp_push(item)
+        if self._gp_parked_getters:
+            self._gp_getters.wake_one()
+
+    def _gp_before_put(self, block, timeout) -> None:
+        """A put's checks when the queue is bounded or shut down, or a timeout is given."""
         if self._gp_shutdown:
             raise ShutDown
         if timeout is not None:
@@ -515,10 +597,6 @@ class SimpleQueue(_GSimpleQueue):
                 slots.pop()
             except IndexError:
                 self._gp_wait_room(slots, block, timeout)
-        self._gp_did_put()
-        self._gp_push(item)
-        if self._gp_getters.parked:
-            self._gp_getters.wake_one()
 
     def _gp_wait_room(self, slots: deque, block, timeout) -> None:
         if not block or _in_hub_greenlet():
@@ -537,12 +615,10 @@ class SimpleQueue(_GSimpleQueue):
     def put_nowait(self, item) -> None:
         self.put(item, False)
 
-    def _gp_room_made(self) -> None:
-        slots = self._gp_slots
-        if slots is not None:
-            slots.append(None)
-            if self._gp_putters.parked:
-                self._gp_putters.wake_one()
+    def _gp_room_made(self, slots: deque) -> None:
+        slots.append(None)
+        if self._gp_putters.parked:
+            self._gp_putters.wake_one()
 
     def get(self, block=True, timeout=None):
         """Remove and return an item; wait for one (``timeout``) or raise ``Empty``."""
@@ -550,8 +626,9 @@ class SimpleQueue(_GSimpleQueue):
             item = self._gp_pop()
         except IndexError:
             item = self._gp_wait_item(self._gp_pop, block, timeout)
-        if self._gp_slots is not None:
-            self._gp_room_made()
+        slots = self._gp_slots
+        if slots is not None:
+            self._gp_room_made(slots)
         return item
 
     def _gp_wait_item(self, take, block, timeout):
@@ -585,7 +662,7 @@ class SimpleQueue(_GSimpleQueue):
             pass
         item = self._gp_wait_item(self._gp_peek, block, timeout)
         # It woke for an item it did not take: the next getter may take it.
-        if self._gp_getters.parked and self._qsize():
+        if self._gp_parked_getters and self._qsize():
             self._gp_getters.wake_one()
         return item
 
@@ -604,18 +681,31 @@ class SimpleQueue(_GSimpleQueue):
     __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
-class Queue(SimpleQueue, _GQueue):
+_QUEUE_SLOTS = (
+    "_gp_getters", "_gp_parked_getters", "_gp_putters", "_gp_mutex", "_gp_heap_lock",
+    "_gp_shutdown", "_gp_slots", "_gp_plain", "_gp_maxsize", "_gp_push", "_gp_pop",
+)
+
+
+class SimpleQueue(_QueueCore, _GSimpleQueue, metaclass=_FamilyMeta):
+    __doc__ = _QueueCore.__doc__
+    __slots__ = _QUEUE_SLOTS
+
+
+class _JoinableCore(_QueueCore):
     """``gevent.queue.Queue`` (alias ``JoinableQueue``) across hubs, with ``task_done``/``join``.
 
     ``unfinished_tasks`` is counted by single C calls (one entry per put in a
     deque), so puts and ``task_done()`` on different hubs never lose a count.
     """
 
+    if not TYPE_CHECKING:  # mypy: the attributes live in the concrete classes' slots
+        __slots__ = ()
+
     def __init__(self, maxsize=None, items=(), unfinished_tasks=None) -> None:
         self._gp_tasks: deque = deque()
-        self._gp_joiners: deque[_Entry] = deque()
-        self._gp_join_mutex = allocate_lock()
-        SimpleQueue.__init__(self, maxsize, items, _warn_depth=3)
+        self._gp_joiners = _Flag()
+        _QueueCore.__init__(self, maxsize, items, _warn_depth=3)
         count = unfinished_tasks if unfinished_tasks else len(items) if items else 0
         self._gp_tasks.extend([None] * count)
 
@@ -623,7 +713,7 @@ class Queue(SimpleQueue, _GQueue):
         return type(self)(self.maxsize, self.queue, self.unfinished_tasks)
 
     def _format(self) -> str:
-        result = SimpleQueue._format(self)
+        result = _QueueCore._format(self)
         if self.unfinished_tasks:
             result += f" tasks={self.unfinished_tasks}"
         return result
@@ -632,24 +722,13 @@ class Queue(SimpleQueue, _GQueue):
     def unfinished_tasks(self) -> int:
         return len(self._gp_tasks)
 
-    def _gp_did_put(self) -> None:
-        self._gp_tasks.append(None)
-
     def put(self, item, block=True, timeout=None) -> None:
-        # SimpleQueue.put with the task count inlined (the hot path).
-        if self._gp_shutdown:
-            raise ShutDown
-        if timeout is not None:
-            _check_timeout(block, timeout)
-        slots = self._gp_slots
-        if slots is not None:
-            try:
-                slots.pop()
-            except IndexError:
-                self._gp_wait_room(slots, block, timeout)
+        # _QueueCore.put, counting the task before the item can be got (the hot path).
+        if not self._gp_plain or timeout is not None:
+            self._gp_before_put(block, timeout)
         self._gp_tasks.append(None)
         self._gp_push(item)
-        if self._gp_getters.parked:
+        if self._gp_parked_getters:
             self._gp_getters.wake_one()
 
     def task_done(self) -> None:
@@ -659,40 +738,22 @@ class Queue(SimpleQueue, _GQueue):
             tasks.pop()
         except IndexError:
             raise ValueError("task_done() called too many times") from None
-        if not tasks and self._gp_joiners:
-            self._gp_wake_joiners()
-
-    def _gp_wake_joiners(self) -> None:
-        with self._gp_join_mutex:
-            if self._gp_tasks:
-                return
-            joiners, self._gp_joiners = self._gp_joiners, deque()
-        for entry in joiners:
-            entry.waiter.wake()
+        if not tasks and self._gp_joiners.waiters:
+            self._gp_joiners.wake_all()
 
     def join(self, timeout=None) -> bool:
         """Wait until every item put has been marked done; False if ``timeout`` expires first."""
         if not self._gp_tasks:
             return True
-        mutex = self._gp_join_mutex
-        with mutex:
-            entry = _Entry()
-            self._gp_joiners.append(entry)
-            if not self._gp_tasks:
-                self._gp_joiners.remove(entry)
-                return True
-        woken = False
-        try:
-            woken = entry.waiter.wait(timeout)
-        finally:
-            if not woken:
-                with mutex:
-                    woken = not _remove(self._gp_joiners, entry)
-        return woken or not self._gp_tasks
+        return self._gp_joiners.wait(self._gp_all_done, timeout) or not self._gp_tasks
+
+    def _gp_all_done(self) -> bool:
+        return not self._gp_tasks
 
     def shutdown(self, immediate=False) -> None:
         """Make puts raise ``ShutDown``, and gets once empty (at once if ``immediate``)."""
         self._gp_shutdown = True
+        self._gp_plain = False
         if immediate:
             while True:
                 try:
@@ -706,11 +767,18 @@ class Queue(SimpleQueue, _GQueue):
         self._gp_putters.wake_all()
 
 
+class Queue(_JoinableCore, _GQueue, metaclass=_FamilyMeta):
+    __doc__ = _JoinableCore.__doc__
+    __slots__ = (*_QUEUE_SLOTS, "_gp_tasks", "_gp_joiners")
+
+
 JoinableQueue = Queue
 
 
 class UnboundQueue(Queue, _GUnboundQueue):
     """``gevent.queue.UnboundQueue`` across hubs: never full."""
+
+    __slots__ = ()
 
     def __init__(self, maxsize=None, items=()) -> None:
         if maxsize is not None:
@@ -721,7 +789,8 @@ class UnboundQueue(Queue, _GUnboundQueue):
 class PriorityQueue(Queue, _GPriorityQueue):
     """``gevent.queue.PriorityQueue`` across hubs (lowest first; its heap runs under a lock)."""
 
-    _gp_order = "locked"
+    __slots__ = ()
+    _gp_order = "heap"
 
     def _create_queue(self, items=()):
         q = list(items)
@@ -741,6 +810,7 @@ class PriorityQueue(Queue, _GPriorityQueue):
 class LifoQueue(Queue, _GLifoQueue):
     """``gevent.queue.LifoQueue`` across hubs (newest first)."""
 
+    __slots__ = ()
     _gp_order = "lifo"
 
     def _create_queue(self, items=()):
@@ -751,6 +821,9 @@ class LifoQueue(Queue, _GLifoQueue):
 
     def _peek(self):
         return self.queue[-1]
+
+
+SimpleQueue._gp_family = (Queue,)  # gevent's Queue subclasses its SimpleQueue
 
 
 class Channel(_GChannel):
@@ -903,52 +976,86 @@ _NoWaiter = _NoWaiterType()
 
 # -- gevent.event --------------------------------------------------------------
 
-
-class _Flag:
-    """Broadcast waiters of a one-way condition (an Event's flag, an AsyncResult's value)."""
-
-    __slots__ = ("waiters", "mutex")
-
-    def __init__(self) -> None:
-        self.waiters: deque[_Entry] = deque()
-        self.mutex = allocate_lock()
-
-    def wake_all(self) -> None:
-        with self.mutex:
-            waiters, self.waiters = self.waiters, deque()
-        for entry in waiters:
-            entry.waiter.wake()
-
-    def wait(self, ready: Callable[[], Any], timeout: float | None) -> bool:
-        """Park until woken (True) or ``timeout`` (False); ``ready()`` is checked after parking."""
-        mutex = self.mutex
-        with mutex:
-            entry = _Entry()
-            self.waiters.append(entry)
-            if ready():
-                self.waiters.remove(entry)
-                return True
-        woken = False
-        try:
-            woken = entry.waiter.wait(timeout)
-        finally:
-            if not woken:
-                with mutex:
-                    woken = not _remove(self.waiters, entry)
-        return woken
+_lazy_lock = allocate_lock()
 
 
-class Event(_GEvent):
+def _make_flag(obj) -> _Flag:
+    """``obj``'s waiter list, made on first use (most events are set before anyone waits)."""
+    with _lazy_lock:
+        flag = obj._gp_waiters
+        if flag is None:
+            obj._gp_waiters = flag = _Flag()
+    return flag
+
+
+def _make_links(obj, notify_all: bool = True) -> _Links:
+    """``obj``'s rawlink callbacks, made on first use."""
+    with _lazy_lock:
+        links = obj._gp_links
+        if links is None:
+            obj._gp_links = links = _Links(obj, notify_all)
+    return links
+
+
+class _Linkable:
+    """The ``rawlink`` protocol for the classes below (``_gp_links`` made on first use)."""
+
+    if not TYPE_CHECKING:  # mypy: the attributes live in the concrete classes' slots
+        __slots__ = ()
+    else:
+        _gp_links: _Links | None
+        _gp_waiters: _Flag | None
+
+        def ready(self) -> bool: ...
+
+    @property
+    def hub(self):
+        return None  # owned by no hub
+
+    def linkcount(self) -> int:
+        links = self._gp_links
+        return 0 if links is None else len(links.links)
+
+    def rawlink(self, callback) -> None:
+        """Call ``callback(self)`` in the registering greenlet's hub once this is ready."""
+        links = self._gp_links or _make_links(self, self._gp_notify_all)
+        links.add(callback)
+
+    def unlink(self, callback) -> None:
+        links = self._gp_links
+        if links is not None:
+            links.remove(callback)
+
+    def _gp_notify(self) -> None:
+        waiters = self._gp_waiters
+        if waiters is not None and waiters.waiters:
+            waiters.wake_all()
+        links = self._gp_links
+        if links is not None and links.links:
+            links.notify()
+
+    def _gp_wait(self, timeout) -> bool:
+        if self.ready():
+            return True
+        flag = self._gp_waiters or _make_flag(self)
+        return flag.wait(self.ready, timeout)
+
+    _gp_notify_all = True
+
+
+class Event(_Linkable, _GEvent):
     """``gevent.event.Event`` that greenlets on any hubs, and plain threads, may wait on.
 
     ``set()`` wakes every waiter wherever it is; ``wait()`` returns True if it
     was woken by ``set()`` (even if cleared since), False on timeout, as gevent's.
     """
 
+    __slots__ = ("_gp_flag", "_gp_waiters", "_gp_links")
+
     def __init__(self) -> None:
         self._gp_flag = False
-        self._gp_waiters = _Flag()
-        self._gp_links = _Links(self)
+        self._gp_waiters = None
+        self._gp_links = None
 
     def __str__(self) -> str:
         return (f"<{type(self).__module__}.{type(self).__name__} at 0x{id(self):x} "
@@ -963,10 +1070,8 @@ class Event(_GEvent):
     def set(self) -> None:
         """Set the flag; wake every waiter and run the links."""
         self._gp_flag = True
-        if self._gp_waiters.waiters:
-            self._gp_waiters.wake_all()
-        if self._gp_links.links:
-            self._gp_links.notify()
+        if self._gp_waiters is not None or self._gp_links is not None:
+            self._gp_notify()
 
     def clear(self) -> None:
         self._gp_flag = False
@@ -975,45 +1080,34 @@ class Event(_GEvent):
         """Wait until the flag is set; True if it was, False if ``timeout`` expired first."""
         if self._gp_flag:
             return True
-        return self._gp_waiters.wait(self.is_set, timeout)
-
-    @property
-    def hub(self):
-        return None
-
-    def linkcount(self) -> int:
-        return len(self._gp_links.links)
-
-    def rawlink(self, callback) -> None:
-        """Call ``callback(self)`` in the registering greenlet's hub once the flag is set."""
-        self._gp_links.add(callback)
-
-    def unlink(self, callback) -> None:
-        self._gp_links.remove(callback)
+        return self._gp_wait(timeout)
 
     def _reset_internal_locks(self) -> None:
         pass
 
     def _at_fork_reinit(self) -> None:
-        self._gp_waiters = _Flag()
-        self._gp_links = _Links(self)
+        self._gp_waiters = None
+        self._gp_links = None
 
 
-class AsyncResult(_GAsyncResult):
+class AsyncResult(_Linkable, _GAsyncResult):
     """``gevent.event.AsyncResult`` that greenlets on any hubs, and plain threads, may wait on."""
+
+    __slots__ = ("_gp_value", "_gp_exc_info", "_gp_waiters", "_gp_links", "_gp_imap_index")
 
     def __init__(self) -> None:
         self._gp_value = _NONE
         self._gp_exc_info: tuple = ()
-        self._gp_waiters = _Flag()
-        self._gp_links = _Links(self)
-        self._gp_imap_task_index = -1
+        self._gp_waiters = None
+        self._gp_links = None
+        self._gp_imap_index = -1
 
     def __str__(self) -> str:
         result = f"<{type(self).__name__} at 0x{id(self):x} "
-        if self._gp_value is not _NONE or self._gp_exc_info:
-            result += f"value={self.value!r} " if self.successful() else (
-                f"exception={self.exception!r} ")
+        if self._gp_value is not _NONE:
+            result += f"value={self.value!r} "
+        elif self._gp_exc_info:
+            result += f"exception={self.exception!r} "
         else:
             result += "unset "
         return result + f"_links[{self.linkcount()}]>"
@@ -1022,11 +1116,11 @@ class AsyncResult(_GAsyncResult):
 
     @property
     def _imap_task_index(self) -> int:  # gevent's imap bookkeeping
-        return self._gp_imap_task_index
+        return self._gp_imap_index
 
     @_imap_task_index.setter
     def _imap_task_index(self, value: int) -> None:
-        self._gp_imap_task_index = value
+        self._gp_imap_index = value
 
     @property
     def value(self):
@@ -1066,16 +1160,11 @@ class AsyncResult(_GAsyncResult):
     def cancelled(self) -> bool:
         return False
 
-    def _gp_notify(self) -> None:
-        if self._gp_waiters.waiters:
-            self._gp_waiters.wake_all()
-        if self._gp_links.links:
-            self._gp_links.notify()
-
     def set(self, value=None) -> None:
         """Store ``value``; wake every waiter and run the links."""
         self._gp_value = value
-        self._gp_notify()
+        if self._gp_waiters is not None or self._gp_links is not None:
+            self._gp_notify()
 
     def set_exception(self, exception, exc_info=None) -> None:
         """Store ``exception`` (raised by ``get()``); wake every waiter and run the links."""
@@ -1090,11 +1179,6 @@ class AsyncResult(_GAsyncResult):
         if exc is None:
             exc = exc_type()
         raise exc.with_traceback(tb)
-
-    def _gp_wait(self, timeout) -> bool:
-        if self.ready():
-            return True
-        return self._gp_waiters.wait(self.ready, timeout)
 
     def get(self, block=True, timeout=None):
         """Return the value or raise the exception; wait for it, or raise ``gevent.Timeout``."""
@@ -1125,40 +1209,32 @@ class AsyncResult(_GAsyncResult):
         else:
             self.set_exception(source.exception, getattr(source, "exc_info", None))
 
-    @property
-    def hub(self):
-        return None
-
-    def linkcount(self) -> int:
-        return len(self._gp_links.links)
-
-    def rawlink(self, callback) -> None:
-        """Call ``callback(self)`` in the registering greenlet's hub once ready."""
-        self._gp_links.add(callback)
-
-    def unlink(self, callback) -> None:
-        self._gp_links.remove(callback)
-
 
 # -- gevent.lock -----------------------------------------------------------------
 
 
-class Semaphore(_GSemaphore):
+class _SemaphoreCore(_Linkable):
     """``gevent.lock.Semaphore`` whose acquirers may be on any hubs or threads.
 
     The permits are the entries of a deque, so an uncontended
     ``acquire()``/``release()`` is one C call each. ``counter`` reads (and,
-    as gevent allows, sets) the number of permits.
+    as gevent allows, sets) the number of permits. Links registered with
+    ``rawlink`` run while a permit is free, as gevent's.
     """
+
+    if not TYPE_CHECKING:  # mypy: the attributes live in the concrete classes' slots
+        __slots__ = ()
+    _gp_notify_all = False
 
     def __init__(self, value=1, hub=None) -> None:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        self._gp_permits: deque = deque([None] * value)
-        self._gp_take = self._gp_permits.pop
-        self._gp_acquirers = _Lot()
-        self._gp_watchers = _Flag()
-        self._gp_links = _Links(self, notify_all=False)
+        self._gp_permits = permits = deque([None] * value)
+        self._gp_take = permits.pop
+        self._gp_acquirers = lot = _Lot()
+        self._gp_parked = lot.parked
+        self._gp_waiters = None
+        self._gp_links = None
 
     def __str__(self) -> str:
         return (f"<{type(self).__name__} at 0x{id(self):x} counter={self.counter} "
@@ -1178,10 +1254,6 @@ class Semaphore(_GSemaphore):
                 permits.pop()
             except IndexError:
                 break
-
-    @property
-    def hub(self):
-        return None
 
     def locked(self) -> bool:
         return not self._gp_permits
@@ -1215,56 +1287,54 @@ class Semaphore(_GSemaphore):
     def release(self) -> int:
         """Return a permit, waking a waiter; the new counter."""
         self._gp_permits.append(None)
-        if self._gp_acquirers.parked:
+        if self._gp_parked:
             self._gp_acquirers.wake_one()
-        if self._gp_watchers.waiters:
-            self._gp_watchers.wake_all()
-        if self._gp_links.links:
-            self._gp_links.notify()
+        if self._gp_waiters is not None or self._gp_links is not None:
+            self._gp_notify()
         return len(self._gp_permits)
 
     def __exit__(self, t, v, tb) -> None:
         self._gp_permits.append(None)
-        if self._gp_acquirers.parked:
+        if self._gp_parked:
             self._gp_acquirers.wake_one()
-        if self._gp_watchers.waiters or self._gp_links.links:
-            self._gp_watchers.wake_all()
-            self._gp_links.notify()
+        if self._gp_waiters is not None or self._gp_links is not None:
+            self._gp_notify()
 
     def wait(self, timeout=None) -> int:
         """Wait until a permit is free (without taking it) or ``timeout``; the counter."""
-        if self._gp_permits:
-            return len(self._gp_permits)
-        self._gp_watchers.wait(self.ready, timeout)
+        if not self._gp_permits:
+            self._gp_wait(timeout)
         return len(self._gp_permits)
-
-    def linkcount(self) -> int:
-        return len(self._gp_links.links)
-
-    def rawlink(self, callback) -> None:
-        """Call ``callback(self)`` in the registering greenlet's hub when a permit is free."""
-        self._gp_links.add(callback)
-
-    def unlink(self, callback) -> None:
-        self._gp_links.remove(callback)
 
     def _start_notify(self) -> None:
         if self.ready():
-            self._gp_links.notify()
+            self._gp_notify()
 
     def _at_fork_reinit(self) -> None:
-        self._gp_acquirers = _Lot()
-        self._gp_watchers = _Flag()
-        self._gp_links = _Links(self, notify_all=False)
+        self._gp_acquirers = lot = _Lot()
+        self._gp_parked = lot.parked
+        self._gp_waiters = None
+        self._gp_links = None
 
 
-class BoundedSemaphore(Semaphore, _GBoundedSemaphore):
+_SEMAPHORE_SLOTS = (
+    "_gp_permits", "_gp_take", "_gp_acquirers", "_gp_parked", "_gp_waiters", "_gp_links",
+)
+
+
+class Semaphore(_SemaphoreCore, _GSemaphore, metaclass=_FamilyMeta):
+    __doc__ = _SemaphoreCore.__doc__
+    __slots__ = _SEMAPHORE_SLOTS
+
+
+class BoundedSemaphore(_SemaphoreCore, _GBoundedSemaphore, metaclass=_FamilyMeta):
     """``gevent.lock.BoundedSemaphore`` across hubs: over-releasing raises ``ValueError``."""
 
+    __slots__ = (*_SEMAPHORE_SLOTS, "_gp_initial")
     _OVER_RELEASE_ERROR = ValueError
 
     def __init__(self, value=1, hub=None) -> None:
-        Semaphore.__init__(self, value)
+        _SemaphoreCore.__init__(self, value)
         self._gp_initial = value
 
     @property
@@ -1272,17 +1342,26 @@ class BoundedSemaphore(Semaphore, _GBoundedSemaphore):
         return self._gp_initial
 
     def release(self) -> int:
-        if len(self._gp_permits) >= self._gp_initial:
+        permits = self._gp_permits
+        if len(permits) >= self._gp_initial:
             raise self._OVER_RELEASE_ERROR("Semaphore released too many times")
-        return Semaphore.release(self)
+        permits.append(None)
+        if self._gp_parked:
+            self._gp_acquirers.wake_one()
+        if self._gp_waiters is not None or self._gp_links is not None:
+            self._gp_notify()
+        return len(permits)
 
     def __exit__(self, t, v, tb) -> None:
         self.release()
 
     def _at_fork_reinit(self) -> None:
-        Semaphore._at_fork_reinit(self)
-        self._gp_permits = deque([None] * self._gp_initial)
-        self._gp_take = self._gp_permits.pop
+        _SemaphoreCore._at_fork_reinit(self)
+        self._gp_permits = permits = deque([None] * self._gp_initial)
+        self._gp_take = permits.pop
+
+
+Semaphore._gp_family = (BoundedSemaphore,)  # gevent's BoundedSemaphore subclasses Semaphore
 
 
 # -- gevent.Greenlet ---------------------------------------------------------------
