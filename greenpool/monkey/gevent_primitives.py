@@ -1006,7 +1006,8 @@ class _Linkable:
         _gp_links: _Links | None
         _gp_waiters: _Flag | None
 
-        def ready(self) -> bool: ...
+        def ready(self) -> bool:
+            raise NotImplementedError
 
     @property
     def hub(self):
