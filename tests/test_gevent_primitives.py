@@ -97,7 +97,11 @@ def test_names_imported_from_gevent_before_patch_all_are_rebound_objects_made_be
     (tmp_path / "early.py").write_text(
         "from gevent.queue import JoinableQueue\n"
         "from gevent.event import Event\n"
+        "from gevent.lock import BoundedSemaphore\n"
         "made_early = JoinableQueue()\n"
+        "class MyLock(BoundedSemaphore):  # calls its base by name: the name must stay\n"
+        "    def acquire(self, *args):\n"
+        "        return BoundedSemaphore.acquire(self, *args)\n"
     )
     proc = run_python(
         f"""
@@ -107,11 +111,12 @@ def test_names_imported_from_gevent_before_patch_all_are_rebound_objects_made_be
         greenpool.monkey.patch_all()
         from greenpool.monkey import gevent_primitives as gp
         print(early.JoinableQueue is gp.Queue, early.Event is gp.Event,
-              type(early.made_early) is gp.Queue)
+              type(early.made_early) is gp.Queue, early.BoundedSemaphore is gp.BoundedSemaphore,
+              early.MyLock().acquire())
         """
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["True", "True", "False"]
+    assert proc.stdout.split() == ["True", "True", "False", "False", "True"]
 
 
 def test_python_dash_m_greenpool_monkey_installs_the_gevent_classes(tmp_path):

@@ -1516,28 +1516,52 @@ def _replacements() -> dict[Any, Any]:
     }
 
 
-#: Modules whose globals keep gevent's own classes: gevent's compiled ones, and
-#: greenpool's (which choose their primitives for the hub they run on).
-_KEEP_PREFIXES = ("gevent._gevent_c", "greenpool.")
+#: gevent's own modules whose names are rebound: those that only make objects of these
+#: classes. Others keep gevent's classes: ``gevent.thread`` subclasses
+#: ``BoundedSemaphore`` and calls ``BoundedSemaphore.acquire(self)`` by name, which
+#: must stay gevent's method for its (gevent) objects.
+_GEVENT_MODULES = frozenset({
+    "gevent", "gevent.queue", "gevent.event", "gevent.lock", "gevent.greenlet", "gevent.pool",
+})
 
 
 def _rebind_module_globals(replace: dict[Any, Any]) -> None:
-    """Point every already-imported module's references to gevent's classes at ours."""
+    """Point already-imported modules' references to gevent's classes at ours.
+
+    For names a module imported before ``patch_all()`` (``from gevent.queue
+    import JoinableQueue``). Skipped: greenpool's modules (they choose their
+    primitives for the hub they run on), gevent's others (see
+    :data:`_GEVENT_MODULES`), and a name in a module that subclasses the old
+    class itself (its methods may call the base by that name).
+    """
     wanted = {id(old): new for old, new in replace.items()}
     for name, module in list(sys.modules.items()):
-        if module is None or name == "greenpool" or name.startswith(_KEEP_PREFIXES):
+        if module is None or name == "greenpool" or name.startswith("greenpool."):
+            continue
+        if (name == "gevent" or name.startswith("gevent.")) and name not in _GEVENT_MODULES:
             continue
         try:
             namespace = vars(module)
         except TypeError:
             continue
-        for attr, value in list(namespace.items()):
+        items = list(namespace.items())
+        for attr, value in items:
             new = wanted.get(id(value))
-            if new is not None and value is not new:
-                try:
-                    setattr(module, attr, new)
-                except (AttributeError, TypeError):
-                    pass
+            if new is None or value is new or _subclassed_here(items, value, new):
+                continue
+            try:
+                setattr(module, attr, new)
+            except (AttributeError, TypeError):
+                pass
+
+
+def _subclassed_here(items: list, old: type, new: type) -> bool:
+    """True if a class among a module's ``items`` subclasses ``old`` (and not ``new``)."""
+    for _attr, value in items:
+        if (isinstance(value, type) and value is not old and type.__subclasscheck__(old, value)
+                and not type.__subclasscheck__(new, value)):
+            return True
+    return False
 
 
 def install() -> None:
