@@ -125,7 +125,7 @@ class _Lot:
     for parked callers; a caller parks and *then* tries ``take()`` again, so
     one of the two always sees the other. A woken caller competes with
     newcomers, as on one gevent hub; one that loses parks again at the head.
-    ``take()`` raises IndexError for "not yet"; anything else it raises (a
+    ``take()`` returns ``_EMPTY`` for "not yet"; anything it raises (a
     shut-down queue) ends the wait with that exception.
     """
 
@@ -152,8 +152,16 @@ class _Lot:
             entry.waiter.wake()
 
 
+#: What a ``take()`` returns for "not yet", and :func:`_lot_wait` once its timeout expires.
+_EMPTY = object()
+
+
 def _lot_wait(lot: _Lot, take: Callable[[], Any], timeout: float | None) -> Any:
-    """Park in ``lot`` until ``take()`` succeeds; its result (IndexError: ``timeout`` expired)."""
+    """Park in ``lot`` until ``take()`` succeeds; its result, or ``_EMPTY`` on timeout.
+
+    ``take()`` returns ``_EMPTY`` for "not yet" (no exception: raising one
+    costs more than the rest of a park).
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     parked = lot.parked
     mutex = lot._mutex
@@ -167,12 +175,10 @@ def _lot_wait(lot: _Lot, take: Callable[[], Any], timeout: float | None) -> Any:
                 parked.append(entry)
             try:
                 got = take()
-            except IndexError:
-                pass
             except BaseException:
                 _remove(parked, entry)
                 raise
-            else:
+            if got is not _EMPTY:
                 _remove(parked, entry)
                 return got
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -187,16 +193,14 @@ def _lot_wait(lot: _Lot, take: Callable[[], Any], timeout: float | None) -> Any:
         if not woke:
             with mutex:
                 queued = _remove(parked, entry)
-            try:
-                return take()  # woken just as the timeout expired, or raced
-            except IndexError:
-                if not queued and parked:
-                    lot.wake_one()
-                raise
-        try:
-            return take()
-        except IndexError:
-            woken = True  # a newcomer took it first: park again at the head
+            got = take()  # woken just as the timeout expired, or raced
+            if got is _EMPTY and not queued and parked:
+                lot.wake_one()
+            return got
+        got = take()
+        if got is not _EMPTY:
+            return got
+        woken = True  # a newcomer took it first: park again at the head
 
 
 def _in_hub_greenlet() -> bool:
@@ -605,12 +609,15 @@ class _QueueCore:
         def take():
             if self._gp_shutdown:
                 raise ShutDown
-            return slots.pop()
+            if slots:
+                try:
+                    return slots.pop()
+                except IndexError:  # raced
+                    pass
+            return _EMPTY
 
-        try:
-            _lot_wait(self._gp_putters, take, timeout)
-        except IndexError:
-            raise Full from None
+        if _lot_wait(self._gp_putters, take, timeout) is _EMPTY:
+            raise Full
 
     def put_nowait(self, item) -> None:
         self.put(item, False)
@@ -639,17 +646,19 @@ class _QueueCore:
             raise Empty
 
         def checked():
-            try:
-                return take()
-            except IndexError:
-                if self._gp_shutdown:
-                    raise ShutDown from None
-                raise
+            if self._qsize():
+                try:
+                    return take()
+                except IndexError:  # raced
+                    pass
+            if self._gp_shutdown:
+                raise ShutDown
+            return _EMPTY
 
-        try:
-            return _lot_wait(self._gp_getters, checked, timeout)
-        except IndexError:
-            raise Empty from None
+        item = _lot_wait(self._gp_getters, checked, timeout)
+        if item is _EMPTY:
+            raise Empty
+        return item
 
     def get_nowait(self):
         return self.get(False)
@@ -1271,11 +1280,15 @@ class _SemaphoreCore(_Linkable):
             pass
         if not blocking:
             return False
-        try:
-            _lot_wait(self._gp_acquirers, self._gp_take, timeout)
-        except IndexError:
-            return False
-        return True
+        return _lot_wait(self._gp_acquirers, self._gp_try_take, timeout) is not _EMPTY
+
+    def _gp_try_take(self):
+        if self._gp_permits:
+            try:
+                return self._gp_take()
+            except IndexError:  # raced
+                pass
+        return _EMPTY
 
     _py3k_acquire = acquire
 
