@@ -493,7 +493,7 @@ class _QueueCore:
     def _gp_peek(self):
         if self._gp_order in ("fifo", "lifo"):
             return self._peek()
-        with self._gp_mutex:
+        with self._gp_heap_lock if self._gp_order == "heap" else self._gp_mutex:
             if not self._qsize():
                 raise IndexError("empty")
             return self._peek()
@@ -1485,14 +1485,24 @@ class _Wake:
 # -- gevent.pool ---------------------------------------------------------------
 
 
-_group_lock = _NativeRLock()
+def _group_lock(group) -> Any:
+    """The group's own native lock, made on first use (``dict.setdefault`` is atomic)."""
+    lock = group.__dict__.get("_greenpool_lock")
+    if lock is None:
+        lock = group.__dict__.setdefault("_greenpool_lock", _NativeRLock())
+    return lock
 
 
 def _locked(method):
-    """A ``Group`` method run under one native lock: its set and its empty-event move together."""
+    """A ``Group`` method run under the group's lock: its set and its empty-event move together.
+
+    Otherwise a ``discard`` of the last greenlet on one hub, racing an ``add`` on
+    another, could set the "empty" event after the add cleared it, and a
+    ``join()`` return while a greenlet runs.
+    """
 
     def locked(self, *args, **kwargs):
-        with _group_lock:
+        with _group_lock(self):
             return method(self, *args, **kwargs)
 
     locked.__name__ = method.__name__
