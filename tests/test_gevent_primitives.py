@@ -636,3 +636,46 @@ def test_blocking_in_a_hub_greenlet_is_refused_and_queues_there_stay_non_blockin
         """
     )
     assert out == "Empty True"
+
+
+@pytest.mark.timeout(120)
+def test_getters_that_time_out_or_are_killed_while_parked_strand_no_item_and_no_wake_up():
+    out = check(
+        """
+        q = gevent.queue.Queue()
+        ITEMS = 2000
+        def impatient():
+            got = []
+            while True:
+                try:
+                    item = q.get(timeout=0.0005)  # times out often, racing the puts
+                except gevent.queue.Empty:
+                    continue
+                if item is None:
+                    return got
+                got.append(item)
+        def producer(start):
+            for i in range(start, ITEMS, 4):
+                q.put(i)
+                if i % 50 == 0:
+                    gevent.sleep(0)
+        with greenpool.Pool(4) as pool:
+            # Getters killed while parked: their wake-ups must go to the next getter.
+            victims = [pool.spawn_on(i % 4, gevent.spawn, q.get).result(10) for i in range(8)]
+            parked(lambda: len(q.getters), 8)
+            for g in victims:
+                pool.spawn_on(0, g.kill, gevent.GreenletExit, True, 10).result(10)
+            getters = [pool.spawn_on(i % 4, impatient) for i in range(6)]
+            producers = [pool.spawn_on(i, producer, i) for i in range(4)]
+            for f in producers:
+                f.result(60)
+            for _ in getters:
+                q.put(None)
+            got = sorted(x for f in getters for x in f.result(60))
+        assert got == list(range(ITEMS)), (len(got), len(set(got)))
+        assert q.qsize() == 0 and not q.getters
+        print("OK")
+        """,
+        timeout=110,
+    )
+    assert out == "OK"
