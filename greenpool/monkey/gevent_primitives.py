@@ -209,22 +209,49 @@ def _in_hub_greenlet() -> bool:
 
 
 class _Flag:
-    """Broadcast waiters of a one-way condition (an Event's flag, an AsyncResult's value)."""
+    """Broadcast waiters of a one-way condition (an Event's flag, an AsyncResult's value).
 
-    __slots__ = ("waiters", "mutex")
+    ``pending`` holds one token per waiter woken and not yet resumed: a
+    ``wait()`` that finds the event already set while some are pending
+    yields once first, so it runs after them (gevent issue #1520's order).
+    """
+
+    __slots__ = ("waiters", "mutex", "pending")
 
     def __init__(self) -> None:
         self.waiters: deque[_Entry] = deque()
         self.mutex = allocate_lock()
+        self.pending: deque = deque()
 
     def wake_all(self) -> None:
         with self.mutex:
             waiters, self.waiters = self.waiters, deque()
+            self.pending.extend([None] * len(waiters))
         for entry in waiters:
             entry.waiter.wake()
 
-    def wait(self, ready: Callable[[], Any], timeout: float | None) -> bool:
-        """Park until woken (True) or ``timeout`` (False); ``ready()`` is checked after parking."""
+    def yield_to_woken(self) -> None:
+        """In a greenlet, let the waiters a notification woke run first (see above)."""
+        if self.pending and get_hub_if_exists() is not None and not _in_hub_greenlet():
+            gevent.sleep(0)
+
+    def wait(self, ready: Callable[[], Any], timeout) -> bool:
+        """Park until woken (True) or ``timeout`` (False); ``ready()`` is checked after parking.
+
+        ``timeout`` may be a ``gevent.Timeout``: started here, it ends the wait
+        with False when it expires (its custom exception, if it has one, is raised).
+        """
+        if isinstance(timeout, Timeout):
+            if not timeout.pending:
+                timeout.start()
+            try:
+                return self.wait(ready, None)
+            except Timeout as exc:
+                if exc is not timeout:
+                    raise
+                return False
+            finally:
+                timeout.cancel()
         mutex = self.mutex
         with mutex:
             entry = _Entry()
@@ -239,6 +266,11 @@ class _Flag:
             if not woken:
                 with mutex:
                     woken = not _remove(self.waiters, entry)
+            if woken:
+                try:
+                    self.pending.pop()
+                except IndexError:
+                    pass
         return woken
 
 
@@ -305,51 +337,69 @@ def _post_here() -> Callable[..., Any] | None:
 class _Links:
     """``rawlink`` callbacks, each run in the hub of the greenlet that registered it.
 
+    A notification moves the links to ``firing`` and posts each to its hub;
+    a link unlinked before its turn (by an earlier callback, say) is not
+    called, and counts in ``linkcount()`` until it runs, as in gevent.
     ``notify_all`` is False for semaphores: a callback runs only while the
     semaphore is ready, else it stays registered (gevent's rule).
     """
 
-    __slots__ = ("owner", "links", "mutex", "notify_all")
+    __slots__ = ("owner", "links", "firing", "mutex", "notify_all")
 
     def __init__(self, owner, notify_all: bool = True) -> None:
         self.owner = owner
-        self.links: list = []
+        self.links: list = []  # [callback, post] pairs (lists: compared by identity below)
+        self.firing: list = []
         self.mutex = allocate_lock()
         self.notify_all = notify_all
+
+    def __len__(self) -> int:
+        return len(self.links) + len(self.firing)
 
     def add(self, callback: Callable[[Any], Any]) -> None:
         if not callable(callback):
             raise TypeError(f"Expected callable: {callback!r}")
         post = _post_here()
         with self.mutex:
-            self.links.append((callback, post))
+            self.links.append([callback, post])
         if self.owner.ready():
             self.notify()
 
     def remove(self, callback) -> None:
         with self.mutex:
-            for i, (cb, _post) in enumerate(self.links):
-                if cb == callback:
-                    del self.links[i]
-                    return
+            for queue in (self.links, self.firing):
+                for i, link in enumerate(queue):
+                    if link[0] == callback:
+                        del queue[i]
+                        return
 
     def notify(self) -> None:
         with self.mutex:
             links, self.links = self.links, []
-        for callback, post in links:
+            self.firing.extend(links)
+        for link in links:
+            post = link[1]
             if post is None:  # registered from a plain thread: run here and now
-                self._call(callback, post)
+                self._call(link)
             else:
-                post(self._call, callback, post)
+                post(self._call, link)
 
-    def _call(self, callback, post) -> None:
-        if not self.notify_all and not self.owner.ready():
-            with self.mutex:
-                self.links.append((callback, post))  # not ready now: wait for the next
+    def _call(self, link: list) -> None:
+        with self.mutex:
+            for i, pending in enumerate(self.firing):
+                if pending is link:
+                    del self.firing[i]
+                    break
+            else:
+                return  # unlinked meanwhile
+            requeue = not self.notify_all and not self.owner.ready()
+            if requeue:
+                self.links.append(link)  # not ready now: wait for the next release
+        if requeue:
             if self.owner.ready():
                 self.notify()
             return
-        callback(self.owner)
+        link[0](self.owner)
 
 
 def _timeout_error(seconds: float | None = None) -> Timeout:
@@ -359,9 +409,37 @@ def _timeout_error(seconds: float | None = None) -> Timeout:
     return error
 
 
-def _check_timeout(block: bool, timeout: float | None) -> None:
-    if block and timeout is not None and timeout < 0:
+def _check_timeout(block: bool, timeout) -> None:
+    if block and timeout is not None and not isinstance(timeout, Timeout) and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number")
+
+
+def _entry_wait(entry: _Entry, timeout) -> bool:
+    """``entry.waiter.wait(timeout)``; ``timeout`` may be a ``gevent.Timeout`` (see _wait_in)."""
+    if not isinstance(timeout, Timeout):
+        return entry.waiter.wait(timeout)
+    if not timeout.pending:
+        timeout.start()
+    try:
+        return entry.waiter.wait(None)
+    finally:
+        timeout.cancel()
+
+
+def _wait_in(lot: _Lot, take: Callable[[], Any], timeout) -> Any:
+    """:func:`_lot_wait`; ``timeout`` may also be a ``gevent.Timeout``, as gevent's queues allow.
+
+    Such a timeout is started (if it is not) and raised into the waiter when
+    it expires, instead of ``Empty``/``Full``; it is cancelled after the wait.
+    """
+    if not isinstance(timeout, Timeout):
+        return _lot_wait(lot, take, timeout)
+    if not timeout.pending:
+        timeout.start()
+    try:
+        return _lot_wait(lot, take, None)
+    finally:
+        timeout.cancel()
 
 
 # -- gevent.queue --------------------------------------------------------------
@@ -431,7 +509,10 @@ class _QueueCore:
         self._gp_slots: deque | None = None
         self._gp_plain = True  # unbounded and not shut down: put() checks nothing
         self._gp_maxsize = -1
-        self._init(maxsize, items)
+        if items:
+            self._init(maxsize, items)
+        else:
+            self._init(maxsize)  # a subclass's _init may take maxsize only (gevent calls it so)
         self._gp_bind()
         self.maxsize = maxsize
 
@@ -616,7 +697,7 @@ class _QueueCore:
                     pass
             return _EMPTY
 
-        if _lot_wait(self._gp_putters, take, timeout) is _EMPTY:
+        if _wait_in(self._gp_putters, take, timeout) is _EMPTY:
             raise Full
 
     def put_nowait(self, item) -> None:
@@ -655,7 +736,7 @@ class _QueueCore:
                 raise ShutDown
             return _EMPTY
 
-        item = _lot_wait(self._gp_getters, checked, timeout)
+        item = _wait_in(self._gp_getters, checked, timeout)
         if item is _EMPTY:
             raise Empty
         return item
@@ -897,9 +978,12 @@ class Channel(_GChannel):
                 self._gp_putters.append(entry)
         if getter is not None:
             getter.waiter.wake()
+            # gevent's put always waits for its hub, which runs the getter first.
+            if get_hub_if_exists() is not None and not _in_hub_greenlet():
+                gevent.sleep(0)
             return
         try:
-            if entry.waiter.wait(timeout):
+            if _entry_wait(entry, timeout):
                 return
         except BaseException:
             with self._gp_mutex:
@@ -928,7 +1012,7 @@ class Channel(_GChannel):
             putter.waiter.wake()
             return item
         try:
-            got = entry.waiter.wait(timeout)
+            got = _entry_wait(entry, timeout)
         except BaseException:
             with self._gp_mutex:
                 if _remove(self._gp_getters, entry):
@@ -1023,8 +1107,10 @@ class _Linkable:
         return None  # owned by no hub
 
     def linkcount(self) -> int:
-        links = self._gp_links
-        return 0 if links is None else len(links.links)
+        """Links not yet called, and waiters parked (gevent counts both)."""
+        links, waiters = self._gp_links, self._gp_waiters
+        parked = 0 if waiters is None else len(waiters.waiters)
+        return (0 if links is None else len(links)) + parked
 
     def rawlink(self, callback) -> None:
         """Call ``callback(self)`` in the registering greenlet's hub once this is ready."""
@@ -1089,6 +1175,9 @@ class Event(_Linkable, _GEvent):
     def wait(self, timeout=None) -> bool:
         """Wait until the flag is set; True if it was, False if ``timeout`` expired first."""
         if self._gp_flag:
+            waiters = self._gp_waiters
+            if waiters is not None and waiters.pending:
+                waiters.yield_to_woken()
             return True
         return self._gp_wait(timeout)
 
@@ -1199,7 +1288,7 @@ class AsyncResult(_Linkable, _GAsyncResult):
         if not block:
             raise _timeout_error()
         if not self._gp_wait(timeout):
-            raise _timeout_error(timeout)
+            raise timeout if isinstance(timeout, Timeout) else _timeout_error(timeout)
         return self.get(block=False)
 
     def get_nowait(self):
@@ -1280,6 +1369,13 @@ class _SemaphoreCore(_Linkable):
             pass
         if not blocking:
             return False
+        if isinstance(timeout, Timeout):  # gevent: its expiry means False, not an exception
+            try:
+                return _wait_in(self._gp_acquirers, self._gp_try_take, timeout) is not _EMPTY
+            except Timeout as exc:
+                if exc is not timeout:
+                    raise
+                return False
         return _lot_wait(self._gp_acquirers, self._gp_try_take, timeout) is not _EMPTY
 
     def _gp_try_take(self):
@@ -1390,6 +1486,24 @@ class Greenlet(_GGreenlet):
     caller's hub the same way. A greenlet of a hub that has no such mailbox
     (a native thread running its own gevent hub) raises WrongHubError there.
     """
+
+    @classmethod
+    def spawn(cls, *args, **kwargs):
+        """Create and start a greenlet (``gevent.spawn``); TypeError without a function."""
+        if cls is Greenlet and not args and "run" not in kwargs:
+            raise TypeError("")
+        g = cls(*args, **kwargs)
+        g.start()
+        return g
+
+    @classmethod
+    def spawn_later(cls, seconds, *args, **kwargs):
+        """Create a greenlet started ``seconds`` later (``gevent.spawn_later``)."""
+        if cls is Greenlet and not args and "run" not in kwargs:
+            raise TypeError("")
+        g = cls(*args, **kwargs)
+        g.start_later(seconds)
+        return g
 
     def _gp_owner_post(self) -> Callable[..., Any] | None:
         """None on the greenlet's own hub; else how to run a call there."""
