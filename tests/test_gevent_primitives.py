@@ -679,3 +679,46 @@ def test_getters_that_time_out_or_are_killed_while_parked_strand_no_item_and_no_
         timeout=110,
     )
     assert out == "OK"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "module, skip",
+    [
+        # LoopExit for a lone waiter on the main hub: greenpool waits (another hub may wake it).
+        ("test__queue", "test_peek_empty"),
+        ("test__pool", ""),
+        ("test__greenlet", "test_c_extension"),  # checks for gevent's compiled class
+        ("test__iwait", ""),
+        ("test__joinall", ""),
+        ("test__greenletset", ""),
+    ],
+)
+def test_gevents_own_tests_pass_with_the_cross_hub_classes(module, skip):
+    """gevent's own specification of these classes, run after greenpool.monkey.patch_all()."""
+    proc = run_python(
+        f"""
+        import unittest
+        import greenpool.monkey
+        greenpool.monkey.patch_all()
+        import gevent.queue
+        from greenpool.monkey import gevent_primitives as gp
+        assert gevent.queue.Queue is gp.Queue
+        import gevent.tests.{module} as mod
+        def flat(suite):
+            for test in suite:
+                if isinstance(test, unittest.TestSuite):
+                    yield from flat(test)
+                else:
+                    yield test
+        tests = [t for t in flat(unittest.defaultTestLoader.loadTestsFromModule(mod))
+                 if t._testMethodName != {skip!r}]
+        result = unittest.TextTestRunner(verbosity=0).run(unittest.TestSuite(tests))
+        print("RESULT", result.testsRun, len(result.failures), len(result.errors))
+        """,
+        timeout=110,
+    )
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
+    assert line, proc.stdout + proc.stderr[-3000:]
+    run, failures, errors = map(int, line[0].split()[1:])
+    assert run > 0 and failures == errors == 0, proc.stderr[-4000:]
