@@ -19,12 +19,14 @@ Making them cross-hub in place would mean forcing gevent's pure-Python mode
 several times slower on every hub-local operation) or rewriting C type flags.
 So :func:`install` puts subclasses in the modules' names instead
 (``gevent.queue.JoinableQueue``, ``gevent.event.Event``, ``gevent.spawn``...),
-and then rebinds every module-level reference to the old classes in modules
+and then rebinds module-level references to the old classes in modules
 already imported (``from gevent.queue import Queue`` done before
-``patch_all()``, ``gevent.pool``'s own imports) and ``gevent.pool.Group``'s
-``greenlet_class``. Being subclasses, they pass ``isinstance`` checks against
-gevent's classes, and classes that subclass them (engineio's
-``Thread(gevent.Greenlet)``, made at import) inherit the cross-hub methods.
+``patch_all()``, ``gevent.pool``'s own imports; :func:`_rebind_module_globals`
+says where not) and ``gevent.pool.Group``'s ``greenlet_class``. Being
+subclasses, they pass ``isinstance`` checks against gevent's classes (and
+:class:`_FamilyMeta` keeps gevent's tree: a ``Queue`` is a ``SimpleQueue``),
+and classes that subclass them after patching (engineio's
+``Thread(gevent.Greenlet)``) inherit the cross-hub methods.
 What cannot be reached: objects made before ``patch_all()`` and classes
 defined by subclassing gevent's before it; both stay one-hub objects.
 
@@ -703,11 +705,6 @@ class _QueueCore:
     def put_nowait(self, item) -> None:
         self.put(item, False)
 
-    def _gp_room_made(self, slots: deque) -> None:
-        slots.append(None)
-        if self._gp_putters.parked:
-            self._gp_putters.wake_one()
-
     def get(self, block=True, timeout=None):
         """Remove and return an item; wait for one (``timeout``) or raise ``Empty``."""
         try:
@@ -715,8 +712,10 @@ class _QueueCore:
         except IndexError:
             item = self._gp_wait_item(self._gp_pop, block, timeout)
         slots = self._gp_slots
-        if slots is not None:
-            self._gp_room_made(slots)
+        if slots is not None:  # bounded: give the place back, wake a putter waiting for it
+            slots.append(None)
+            if self._gp_putters.parked:
+                self._gp_putters.wake_one()
         return item
 
     def _gp_wait_item(self, take, block, timeout):
