@@ -27,7 +27,7 @@ from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Waiter as _GeventWaiter
 from greenlet import getcurrent
 
-from greenpool._native import allocate_lock
+from greenpool._native import allocate_lock, get_ident
 
 
 class NativeWaiter:
@@ -117,7 +117,13 @@ class ForeignHubWaiter:
             if not self._woken:
                 self._woken = True
                 if self._watcher is not None:
-                    self._watcher.send()
+                    if get_ident() == self._hub.thread_ident:
+                        # Woken from its own thread (another greenlet of that hub):
+                        # a loop callback, as gevent's own wake-ups, with no round
+                        # trip through the watcher.
+                        self._hub.loop.run_callback(self._waiter.switch, None)
+                    else:
+                        self._watcher.send()
 
 
 def make_waiter():

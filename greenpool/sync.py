@@ -73,10 +73,10 @@ Linux/libev; pinned by ``tests/test_sync.py``, ``tests/test_monkey_sync.py``,
 | ``logging``'s handler       | its caveats                     | thread and native threads        |
 | locks, ``Thread.join``      |                                 |                                  |
 +-----------------------------+---------------------------------+----------------------------------+
-| ``gevent.queue``,           | as above: unsafe, or one hub    | unchanged (patching does not     |
-| ``gevent.event``,           |                                 | change gevent's classes): use    |
-| ``gevent.lock`` classes     |                                 | this module's                    |
-| used by name                |                                 |                                  |
+| ``gevent.queue``,           | as above: unsafe, or one hub    | cross-hub subclasses (from       |
+| ``gevent.event``,           |                                 | ``monkey.gevent_primitives``);   |
+| ``gevent.lock`` classes     |                                 | objects made before patching     |
+| used by name                |                                 | stay one-hub                     |
 +-----------------------------+---------------------------------+----------------------------------+
 | Greenlet,                   | owner hub only                  | owner hub only; sockets follow   |
 | ``gevent.pool.Pool``,       |                                 | the greenlet that uses them      |

@@ -10,6 +10,10 @@ cross-hub versions in their place:
 * :mod:`greenpool.monkey.sync`: ``threading``/``_thread``/``queue`` primitives
   that work between greenlets on any hubs, the main thread and native threads
   (the ``queue`` classes: :mod:`greenpool.monkey.queue`);
+* :mod:`greenpool.monkey.gevent_primitives`: gevent's own ``gevent.queue``,
+  ``gevent.event``, ``gevent.lock`` classes, ``gevent.pool`` and
+  ``Greenlet.join``/``get``/``link`` work across hubs (libraries with a gevent
+  driver, such as python-engineio, use them directly);
 * :mod:`greenpool.monkey.sockets`: gevent sockets move to the hub of the
   greenlet that uses them;
 * :mod:`greenpool.monkey.threads`: ``threading.Thread`` started outside the
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING
 from gevent import monkey as gevent_monkey
 
 from greenpool import _patchstate
-from greenpool.monkey import child, guard, select, sockets, sync, threads
+from greenpool.monkey import child, gevent_primitives, guard, select, sockets, sync, threads
 from greenpool.monkey import mysqldb as mysqldb_patch
 from greenpool.monkey import psycopg2 as psycopg2_patch
 
@@ -128,6 +132,7 @@ def patch_all(*, psycopg2: bool | str | None = None, mysqldb: bool | str | None 
 
     if kwargs.get("thread", True):
         sync.install()
+    gevent_primitives.install()
     if kwargs.get("socket", True):
         sockets.install()
     if kwargs.get("thread", True):

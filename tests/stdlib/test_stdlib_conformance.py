@@ -43,3 +43,12 @@ def test_the_suite_catches_gevents_event_waited_on_several_hubs():
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output[-3000:]
     assert "InvalidThreadUseError" in output, output[-3000:]
+
+
+@pytest.mark.timeout(120)
+def test_gevents_event_after_greenpool_patch_all_passes_the_same_event_tests():
+    """gevent.event.Event, made cross-hub by patch_all, passes where gevent's own fails."""
+    proc = run("hubs", "EventTests", env={"GREENPOOL_STDLIB_CONTROL": "gevent-patched"})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    assert "failures=0 errors=0" in output, output[-3000:]
