@@ -586,11 +586,9 @@ def _prepare_for_patched_threads() -> None:
 
 
 def _shutdown_all_at_exit() -> None:
-    # The process is ending: greenlets the pools did not start are left as
-    # daemon threads are (woken now, they would run in a dying interpreter).
     for pool in list(_live_pools):
         if pool._state is RUNNING or pool._state is DRAINING:
-            pool.shutdown(wait=False, cancel_futures=True, strays="abandon")
+            pool.shutdown(wait=False, cancel_futures=True)
     for pool in list(_live_pools):
         for hub in pool._hubs:
             hub.wait_stopped(5.0)
