@@ -61,10 +61,11 @@ from gevent.server import StreamServer
 from greenlet import GreenletExit
 
 try:
+    from gunicorn import __version__ as gunicorn_version
     from gunicorn.http.wsgi import base_environ
     from gunicorn.sock import ssl_context
     from gunicorn.workers import base
-    from gunicorn.workers.ggevent import VERSION, GeventResponse
+    from gunicorn.workers.ggevent import GeventResponse
 except ImportError as exc:  # gunicorn, or what its gevent worker imports (packaging)
     raise ImportError(
         f"greenpool.gunicorn.Worker needs gunicorn and what its gevent worker imports "
@@ -76,8 +77,14 @@ import greenpool
 from greenpool._native import allocate_lock
 from greenpool.http import Limits, Service, serve_connection
 from greenpool.http.app_threads import app_threads_for, settings_from_env
+from greenpool.http.connection import SERVER_SOFTWARE
 
 __all__ = ["Worker"]
+
+#: ``SERVER_SOFTWARE``: greenpool's, with gunicorn's version. Not the gevent
+#: worker's ``gevent/...`` string: simple-websocket reads a ``gevent`` prefix
+#: as gevent's pywsgi and looks for pywsgi's socket instead of ``gunicorn.socket``.
+WORKER_SOFTWARE = f"{SERVER_SOFTWARE} gunicorn/{gunicorn_version}"
 
 #: Longest pause between two heartbeats (seconds); shorter when --timeout is small.
 HEARTBEAT_INTERVAL = 1.0
@@ -322,7 +329,7 @@ class Worker(base.Worker):
         """Runs on each hub: a server per listener until ``stop`` resolves."""
         environ = base_environ(self.cfg)
         del environ["wsgi.file_wrapper"]  # greenpool's: sent with os.sendfile where it can
-        environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": VERSION,
+        environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": WORKER_SOFTWARE,
                         "wsgi.url_scheme": "https" if self.ssl_context is not None else "http"})
         ssl_args = {"ssl_context": self.ssl_context} if self.ssl_context is not None else {}
         servers = []
