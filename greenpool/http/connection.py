@@ -40,7 +40,7 @@ from greenpool.http.parser import (
     simple_request,
 )
 from greenpool.http.response import HEADS, FileWrapper, date_header, head_entry
-from greenpool.http.upgrade import UpgradedSocket
+from greenpool.http.upgrade import UpgradedSocket, websocket_refusal
 
 __all__ = ["Service", "error_response", "serve_connection"]
 
@@ -73,17 +73,21 @@ SOCKET_KEYS = ("greenpool.socket", "gunicorn.socket")
 
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
-    414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    414: "URI Too Long", 426: "Upgrade Required", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
     501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
 
 
-def error_response(status: int, text: str = "") -> bytes:
-    """A complete, closing response, for refusals: an empty body, or ``text`` as plain text."""
+def error_response(status: int, text: str = "", headers: bytes = b"") -> bytes:
+    """A complete, closing response, for refusals: an empty body, or ``text`` as plain text.
+
+    ``headers``: more header lines, each with its CRLF.
+    """
     body = text.encode("utf-8")
     kind = b"Content-Type: text/plain; charset=utf-8\r\n" if body else b""
-    return (b"HTTP/1.1 %d %s\r\n%s%sConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-            % (status, _REASONS[status].encode("ascii"), date_header(), kind, len(body), body))
+    return (b"HTTP/1.1 %d %s\r\n%s%s%sConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, _REASONS[status].encode("ascii"), date_header(), kind, headers, len(body),
+               body))
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -589,6 +593,13 @@ class _Connection:
         request gets a 503 and the connection is closed.
         """
         if req.upgrade:
+            refusal = websocket_refusal(env)
+            if refusal is not None:
+                status, reason, headers = refusal
+                log.warning("(from %s) %d: %s", self._client(), status, reason)
+                if self._send_quietly(error_response(status, f"{reason}\n", headers)):
+                    self._linger()
+                return False
             self._offer_connection(req, env)
         threads = self.service.app_threads
         if threads is None:

@@ -27,12 +27,45 @@ the server closes the socket once the app has returned.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import socket
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["UpgradedSocket"]
+__all__ = ["UpgradedSocket", "websocket_refusal"]
+
+
+def websocket_refusal(environ: dict) -> tuple[int, str, bytes] | None:
+    """Why a WebSocket opening handshake is invalid: ``(status, reason, extra header lines)``.
+
+    None when ``environ`` is not a WebSocket upgrade or is a valid one
+    (RFC 6455 4.2.1): a GET with one ``Sec-WebSocket-Key`` of 16 base64
+    bytes and ``Sec-WebSocket-Version: 13``. The server refuses the others
+    before the app runs (400; an unknown version: 426 naming version 13, as
+    4.2.2 asks), because the libraries answer them with an exception (a 500
+    from the app's framework), not the 4xx a malformed request deserves.
+    """
+    tokens = environ.get("HTTP_UPGRADE", "").lower()
+    if "websocket" not in tokens or "websocket" not in (t.strip() for t in tokens.split(",")):
+        return None
+    if environ["REQUEST_METHOD"] != "GET":
+        return 400, "a WebSocket handshake must be a GET (RFC 6455 4.1)", b""
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "")
+    try:
+        nonce = base64.b64decode(key.strip().encode("latin-1"), validate=True)
+    except (binascii.Error, ValueError):
+        nonce = b""
+    if len(nonce) != 16:
+        return 400, "no valid Sec-WebSocket-Key (16 bytes in base64, RFC 6455 4.1)", b""
+    version = environ.get("HTTP_SEC_WEBSOCKET_VERSION")
+    if version is None:
+        return 400, "no Sec-WebSocket-Version (RFC 6455 4.1)", b""
+    if version.strip() != "13":
+        return (426, f"Sec-WebSocket-Version {version!r}: only 13 is spoken (RFC 6455 4.2.2)",
+                b"Sec-WebSocket-Version: 13\r\n")
+    return None
 
 
 class UpgradedSocket:
