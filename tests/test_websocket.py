@@ -157,7 +157,8 @@ def test_bytes_pipelined_after_an_upgrade_belong_to_the_new_protocol(serve, path
 
 def test_an_upgrade_request_with_a_body_gets_400_and_never_reaches_the_app(serve):
     server = serve()
-    for framing in (b"Content-Length: 5\r\n\r\nhello", b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"):
+    for framing in (b"Content-Length: 5\r\n\r\nhello",
+                    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"):
         request = HANDSHAKE.replace(b"\r\n\r\n", b"\r\n" + framing) % b"/echo"
         answer = raw_request(server.address, request)
         assert answer.startswith(b"HTTP/1.1 400 ")
@@ -168,7 +169,8 @@ def test_a_refused_upgrade_gets_its_4xx_then_the_connection_closes(serve):
     server = serve()
     # The app answers 403 without touching the socket; the bytes behind the
     # request were meant for the new protocol and are not served as HTTP.
-    answer = raw_request(server.address, HANDSHAKE % b"/refuse" + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    pipelined = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+    answer = raw_request(server.address, HANDSHAKE % b"/refuse" + pipelined)
     assert answer.startswith(b"HTTP/1.1 403 ")
     assert answer.count(b"HTTP/1.1") == 1
     assert b"Connection: close" in answer

@@ -73,7 +73,8 @@ SOCKET_KEYS = ("greenpool.socket", "gunicorn.socket")
 
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
-    414: "URI Too Long", 426: "Upgrade Required", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    414: "URI Too Long", 426: "Upgrade Required", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
 
