@@ -334,9 +334,11 @@ def test_upgraded_socket_returns_pending_bytes_first_and_marks_the_take():
 # -- the CLI and the gunicorn worker, as subprocesses ---------------------------------
 
 
-def start_cli(*options: str) -> tuple[ServerProcess, tuple[str, int]]:
+def start_cli(*options: str, app: str = "tests.ws_app:wsgi",
+              ) -> tuple[ServerProcess, tuple[str, int]]:
+    """``python -m greenpool wsgi --patch`` serving ``app`` on a free port."""
     server = ServerProcess(python_cmd("-m", "greenpool", "wsgi", "--patch", "-b", "127.0.0.1:0",
-                                      *options, "tests.ws_app:wsgi"), cwd=ROOT)
+                                      *options, app), cwd=ROOT)
     try:
         port = int(server.wait_for(LISTENING, timeout=30).group(1))
     except BaseException:
@@ -345,10 +347,12 @@ def start_cli(*options: str) -> tuple[ServerProcess, tuple[str, int]]:
     return server, ("127.0.0.1", port)
 
 
-def start_gunicorn(*options: str) -> tuple[ServerProcess, tuple[str, int]]:
+def start_gunicorn(*options: str, app: str = "tests.ws_app:wsgi",
+                   ) -> tuple[ServerProcess, tuple[str, int]]:
+    """gunicorn with greenpool's worker serving ``app`` on a free port."""
     server = ServerProcess(python_cmd(
         "-m", "gunicorn", "-k", "greenpool.gunicorn.Worker", "-b", "127.0.0.1:0",
-        "--no-control-socket", *options, "tests.ws_app:wsgi"), cwd=ROOT)
+        "--no-control-socket", *options, app), cwd=ROOT)
     try:
         port = int(server.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)", timeout=30).group(1))
         server.wait_for(r"Booting worker with pid", timeout=30)
@@ -358,10 +362,13 @@ def start_gunicorn(*options: str) -> tuple[ServerProcess, tuple[str, int]]:
     return server, ("127.0.0.1", port)
 
 
-def wait_answering(address) -> None:
+def wait_answering(address, path: str = "/") -> None:
+    """Wait (bounded) until the server answers 200 on ``path``: gunicorn binds before the
+    worker has loaded the app."""
+
     def answers():
         try:
-            return get(address)[0] == 200
+            return get(address, path)[0] == 200
         except (OSError, http.client.HTTPException):
             return False
 

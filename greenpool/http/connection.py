@@ -660,6 +660,7 @@ class _Connection:
         upgrade = self.upgrade
         if upgrade is not None:
             self.app_greenlet = getcurrent()  # an app thread's, with app threads
+            self.sent = 0  # for the access log when the app takes the connection
         result = None
         try:
             result = service.app(env, self.start_response)
