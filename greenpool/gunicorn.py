@@ -34,6 +34,13 @@ connections, and lets in-flight requests finish for up to
 ``--max-requests`` (with its jitter) counts requests over all hubs.
 ``--worker-connections`` is the per-process limit, split evenly over the hubs.
 
+WebSockets: ``SERVER_SOFTWARE`` names greenpool (not the gevent worker's
+``gevent/...``, which sends simple-websocket looking for pywsgi's socket), and
+an upgrade request gets its connection in ``gunicorn.socket``, as under
+gunicorn's own workers: flask-sock and Flask-SocketIO work unchanged. An
+upgraded connection counts toward ``--worker-connections`` and gets
+``--graceful-timeout`` on SIGTERM.
+
 Requests in the app at once: a ``-k gthread`` app never saw more than
 ``--threads`` of them and sized its connections for that, so each worker runs
 requests on at most ``GREENPOOL_APP_THREADS`` (default 64) long-lived app

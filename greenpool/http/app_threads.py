@@ -21,6 +21,11 @@ finds every app thread of its hub busy waits for one, in order, up to
 answers 503). The connection greenlet hands its request over with one
 greenlet switch each way: no loop callback, no cross-thread lock (app threads
 belong to one hub).
+
+A request that stops being a request leaves the bound
+(:meth:`AppThreads.leave`): a WebSocket held open for hours would otherwise
+keep its slot, and ``count`` of them would starve every HTTP request. Its slot
+goes to the next request at once; its app thread ends with it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ holds what all connections of one server share (app, base environ, limits,
 logs) and the hooks through which a server (``greenpool.wsgi``, the gunicorn
 worker) takes part: waiting between requests, counting requests, access log.
 
+An upgrade request (a WebSocket handshake) is the connection's last HTTP
+request: its environ holds the connection (:data:`SOCKET_KEYS`, an
+:class:`~greenpool.http.upgrade.UpgradedSocket`), and once the app uses it the
+connection is the app's until the app returns; then it is closed. Why those
+keys, and what the server still does: :mod:`greenpool.http.upgrade`.
+
 The hot path, per request: parse (llhttp, callbacks into plain attributes), a
 copy of the connection's base environ, the app, and for a list result one
 ``sendall`` of head and body. Nothing is spawned per request.
