@@ -10,6 +10,7 @@ wsgi --patch`` and by ``gunicorn -k greenpool.gunicorn.Worker`` (patched), on
 from __future__ import annotations
 
 import http.client
+import io
 import pathlib
 import signal
 import socket
@@ -126,6 +127,52 @@ def test_server_software_names_greenpool(serve):
     server = serve()
     assert SERVER_SOFTWARE.startswith("greenpool/")
     assert get(server.address, "/env") == (200, SERVER_SOFTWARE.encode())
+
+
+def test_the_access_log_says_101_for_an_upgraded_connection(serve):
+    log = io.StringIO()
+    server = serve(access_log=log)
+    check_echo(server.address, rounds=1)
+    wait_until(lambda: '"GET /echo HTTP/1.1" 101 0 ' in log.getvalue(),
+               what="the WebSocket's access log line")
+
+
+def test_an_upgraded_connection_has_no_idle_timeout(serve):
+    server = serve(idle_timeout=0.2)
+    ws = websocket.create_connection(ws_url(server.address), timeout=10)
+    try:
+        ws.settimeout(1.0)  # five idle timeouts with nothing sent either way
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            ws.recv()
+        ws.settimeout(10)
+        ws.send("still open")
+        assert ws.recv() == "still open"
+    finally:
+        ws.close()
+    # An HTTP connection still gets the idle timeout.
+    with socket.create_connection(server.address, timeout=10) as sock:
+        assert sock.recv(1) == b""
+
+
+def test_requests_pipelined_before_an_upgrade_are_answered_first(serve):
+    server = serve()
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"GET /env HTTP/1.1\r\nHost: t\r\n\r\n" + HANDSHAKE % b"/echo"
+                     + masked_frame(b"after both"))
+        data = read_until(sock, b"after both")
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert SERVER_SOFTWARE.encode() in data.split(b"HTTP/1.1 101 ")[0]
+    assert data.endswith(b"\x81\x0aafter both")
+
+
+def test_an_upgrade_in_an_http_1_0_request_is_not_an_upgrade(serve):
+    server = serve()
+    request = b"GET /raw-echo HTTP/1.0\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
+    answer = raw_request(server.address, request + b"GET / HTTP/1.0\r\n\r\n")
+    # No socket in the environ: the app's KeyError is a 500, and nothing after the
+    # request is parsed (llhttp stopped there).
+    assert answer.startswith(b"HTTP/1.1 500 ")
+    assert answer.count(b"HTTP/1.1 ") == 1
 
 
 def test_a_websocket_frame_sent_with_the_handshake_reaches_the_app(serve):
@@ -399,13 +446,23 @@ def test_cli_serves_flask_sock_echo_and_full_duplex(hubs):
 
 @pytest.mark.parametrize("hubs", [1, 4])
 def test_gunicorn_worker_serves_flask_sock_echo_and_full_duplex(hubs):
-    server, address = start_gunicorn("--threads", str(hubs))
+    server, address = start_gunicorn("--threads", str(hubs), "--access-logfile", "-")
     with server:
         wait_answering(address)
         check_hubs(address, hubs)
+        server.wait_for(r'"GET /echo HTTP/1.1" 101 ')  # gunicorn's access log
         status, body = get(address, "/env")
         assert status == 200
         assert body.startswith(SERVER_SOFTWARE.encode() + b" gunicorn/")
+        assert server.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in server.output
+
+
+def test_the_websocket_echo_example_runs_under_the_cli():
+    server, address = start_cli("--hubs", "2", app="examples.websocket_echo:app")
+    with server:
+        check_echo(address)
+        assert get(address)[0] == 200
         assert server.stop(signal.SIGTERM) == 0
     assert "Traceback" not in server.output
 
