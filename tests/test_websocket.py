@@ -135,6 +135,11 @@ def test_the_access_log_says_101_for_an_upgraded_connection(serve):
     check_echo(server.address, rounds=1)
     wait_until(lambda: '"GET /echo HTTP/1.1" 101 0 ' in log.getvalue(),
                what="the WebSocket's access log line")
+    # Flask answered "dropped" (200) after the app switched protocols itself: not logged.
+    raw_request(server.address, b"GET /raw-echo HTTP/1.1\r\nHost: t\r\nUpgrade: echo\r\n"
+                b"Connection: Upgrade\r\n\r\nping")
+    wait_until(lambda: '"GET /raw-echo HTTP/1.1" 101 0 ' in log.getvalue(),
+               what="the raw upgrade's access log line")
 
 
 def test_an_upgraded_connection_has_no_idle_timeout(serve):

@@ -694,8 +694,12 @@ class _Connection:
                     log.exception("close() of the WSGI app's response failed")
                     self.close = True
         if service.access is not None:
-            status = self.status or ("101" if upgrade is not None and upgrade.taken else "500")
-            service.access(env, status, self.headers or [], self.sent, time.time() - began)
+            status, headers = self.status or "500", self.headers or []
+            if upgrade is not None and upgrade.taken and not status.startswith("101"):
+                # The app switched protocols on the socket itself; what it gave
+                # start_response afterwards (a framework's response) was dropped.
+                status, headers = "101", []
+            service.access(env, status, headers, self.sent, time.time() - began)
         return not self.close
 
     def _failed_after_upgrade(self, exc: Exception, env: dict) -> None:
