@@ -75,6 +75,17 @@ def read_until(sock, marker: bytes) -> bytes:
     return data
 
 
+def refuses_connections(address) -> bool:
+    """True once the listener is closed (a connect that times out is retried by the caller)."""
+    try:
+        socket.create_connection(address, timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
 def check_echo(address, rounds: int = 3) -> None:
     ws = websocket.create_connection(ws_url(address), timeout=10)
     try:
@@ -279,7 +290,7 @@ def test_graceful_stop_gives_an_open_websocket_the_timeout_then_closes_it(serve)
     stopping.start()
     try:
         # Stopping: no new connections, but the open WebSocket still works.
-        wait_until(lambda: server._stopping, what="the stop to begin")
+        wait_until(lambda: refuses_connections(server.address), what="the stop to begin")
         ws.send("during the stop")
         assert ws.recv() == "during the stop"
         stopping.join(30)
