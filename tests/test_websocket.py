@@ -410,12 +410,12 @@ def start_cli(*options: str, app: str = "tests.ws_app:wsgi",
     return server, ("127.0.0.1", port)
 
 
-def start_gunicorn(*options: str, app: str = "tests.ws_app:wsgi",
+def start_gunicorn(*options: str, app: str = "tests.ws_app:wsgi", env: dict | None = None,
                    ) -> tuple[ServerProcess, tuple[str, int]]:
     """gunicorn with greenpool's worker serving ``app`` on a free port."""
     server = ServerProcess(python_cmd(
         "-m", "gunicorn", "-k", "greenpool.gunicorn.Worker", "-b", "127.0.0.1:0",
-        "--no-control-socket", *options, app), cwd=ROOT)
+        "--no-control-socket", *options, app), cwd=ROOT, env=env)
     try:
         port = int(server.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)", timeout=30).group(1))
         server.wait_for(r"Booting worker with pid", timeout=30)
@@ -537,19 +537,34 @@ def test_gunicorn_worker_connections_count_open_websockets():
             second.close()
 
 
+def hold_100_websockets_and_get(address) -> None:
+    """100 WebSockets held open in the app, then 20 HTTP requests: all answered."""
+    clients = []
+    try:
+        for _ in range(100):
+            ws = websocket.create_connection(ws_url(address, "/hold"), timeout=10)
+            assert ws.recv() == "open"
+            clients.append(ws)
+        for _ in range(20):
+            assert get(address)[0] == 200
+    finally:
+        for ws in clients:
+            ws.close()
+
+
+def test_gunicorn_app_threads_are_not_held_by_100_open_websockets():
+    server, address = start_gunicorn("--threads", "2", env={"GREENPOOL_APP_THREADS": "4",
+                                                            "GREENPOOL_APP_WAIT_TIMEOUT": "2"})
+    with server:
+        wait_answering(address)
+        hold_100_websockets_and_get(address)
+        assert server.stop(signal.SIGTERM) == 0
+    assert "503" not in server.output
+
+
 def test_cli_app_threads_are_not_held_by_100_open_websockets():
     server, address = start_cli("--hubs", "2", "--app-threads", "4", "--app-wait-timeout", "2")
     with server:
-        clients = []
-        try:
-            for _ in range(100):
-                ws = websocket.create_connection(ws_url(address, "/hold"), timeout=10)
-                assert ws.recv() == "open"
-                clients.append(ws)
-            for _ in range(20):
-                assert get(address)[0] == 200
-        finally:
-            for ws in clients:
-                ws.close()
+        hold_100_websockets_and_get(address)
         assert server.stop(signal.SIGTERM) == 0
     assert "503" not in server.output
