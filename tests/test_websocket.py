@@ -14,6 +14,7 @@ import io
 import pathlib
 import signal
 import socket
+import ssl
 import threading
 
 import gevent
@@ -27,8 +28,9 @@ from greenpool.http.app_threads import AppThreads
 from greenpool.http.connection import SERVER_SOFTWARE
 from greenpool.http.upgrade import UpgradedSocket
 from tests import ws_app
-from tests.helpers import raw_request, wait_until
+from tests.helpers import make_certificate, raw_request, wait_until
 from tests.procs import ServerProcess, get, python_cmd
+from tests.test_server import client_context
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -132,6 +134,27 @@ def test_flask_sock_echo_with_the_websockets_sync_client(serve, hubs):
         for i in range(5):
             ws.send(f"message {i}")
             assert ws.recv(timeout=10) == f"message {i}"
+
+
+def test_wss_echo_and_a_frame_sent_with_the_handshake_over_tls(serve, tmp_path):
+    cert, key = make_certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = serve(hubs=2, ssl_context=context)
+    url = f"wss://localhost:{server.address[1]}/echo"
+    ws = websocket.create_connection(url, timeout=10, sslopt={"ca_certs": cert})
+    try:
+        ws.send("over tls")
+        assert ws.recv() == "over tls"
+    finally:
+        ws.close()
+    # The early frame is decrypted with the request: the app gets it first.
+    raw = socket.create_connection(server.address, timeout=10)
+    with client_context(cert).wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(HANDSHAKE % b"/echo" + masked_frame(b"early and secret"))
+        data = read_until(tls, b"early and secret")
+    assert data.startswith(b"HTTP/1.1 101 ")
+    assert data.endswith(b"\x81\x10early and secret")
 
 
 def test_server_software_names_greenpool(serve):
