@@ -363,11 +363,14 @@ class Hub:
         idle, self._idle_runners = self._idle_runners, []
         for runner in idle:
             runner.throw(GreenletExit)
-        if self.pool._cancelling:
+        if self.pool._cancelling or self.pool._abandon_strays:
             self._kill_strays()
 
     def _kill_strays(self) -> None:
         """Cancelling shutdown: kill greenlets greenpool did not start, then stop the loop.
+
+        With ``shutdown(strays="abandon")`` the loop stops at once instead and
+        the strays stay suspended, never run again (daemon threads at exit).
 
         ``gevent.spawn``'d greenlets and patched "threads" (a legacy server's
         handler waiting on an idle client) would keep the loop alive forever.
@@ -383,6 +386,9 @@ class Hub:
         if self._strays_killed:
             return
         self._strays_killed = True
+        if self.pool._abandon_strays:
+            self.loop.break_()
+            return
         hub = self.gevent_hub
         for g in gc.get_objects():
             kind = type(g)

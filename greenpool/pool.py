@@ -136,6 +136,7 @@ class Pool(Executor):
         self._state = RUNNING
         self._draining = False
         self._cancelling = False
+        self._abandon_strays = False
         self._idle_waiters: list = []
         self._space_waiters: list = []
         self._toplevel: set = set()
@@ -412,7 +413,8 @@ class Pool(Executor):
 
     # -- shutting down -----------------------------------------------------
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False,
+                 strays: str = "kill") -> None:
         """Stop accepting tasks from outside the pool and stop the hubs once idle.
 
         With ``wait`` every task already spawned (and every child it spawns)
@@ -420,12 +422,26 @@ class Pool(Executor):
         end. With ``cancel_futures`` queued and running tasks are cancelled
         (running greenlets get ``GreenletExit``). Every future ends done.
         Calling it again is harmless; ``wait=True`` from inside the pool raises.
+
+        ``strays`` says what becomes of greenlets the pool did not start
+        (``gevent.spawn``'d ones, patched "threads") once a hub's tasks are
+        done. ``"kill"``: a cancelling shutdown gives each ``GreenletExit``
+        (their ``finally`` blocks run), other shutdowns wait for them.
+        ``"abandon"``: each hub stops at once and leaves them suspended, as a
+        process's exit leaves daemon threads and gevent's own hub leaves its
+        greenlets: for a shutdown on the way out of the process, where a
+        library's background loop (python-engineio's service task catches
+        everything, ``GreenletExit`` too, and logs it) must not be woken.
         """
+        if strays not in ("kill", "abandon"):
+            raise ValueError(f"strays must be 'kill' or 'abandon', got {strays!r}")
         if wait and self._inside():
             raise RuntimeError(
                 "shutdown(wait=True) from inside the pool would wait for itself; "
                 "use shutdown(wait=False)"
             )
+        if strays == "abandon":
+            self._abandon_strays = True
         with self._lock:
             if self._state is RUNNING:
                 self._state = DRAINING
@@ -570,9 +586,11 @@ def _prepare_for_patched_threads() -> None:
 
 
 def _shutdown_all_at_exit() -> None:
+    # The process is ending: greenlets the pools did not start are left as
+    # daemon threads are (woken now, they would run in a dying interpreter).
     for pool in list(_live_pools):
         if pool._state is RUNNING or pool._state is DRAINING:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True, strays="abandon")
     for pool in list(_live_pools):
         for hub in pool._hubs:
             hub.wait_stopped(5.0)

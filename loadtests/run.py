@@ -4,6 +4,7 @@
     python -m loadtests.run --target echo --workers 2
     python -m loadtests.run --target mixed --hubs 1 --shape
     python -m loadtests.run --target legacy --hubs 4 --users 32 --time 10s
+    python -m loadtests.run --target websocket --hubs 4 --users 200 --time 10s
     python -m loadtests.run --host http://127.0.0.1:8000 --locustfile my_locustfile.py
 
 The runner starts the target server in its own process (its own session, so
@@ -17,8 +18,11 @@ greenpool wsgi`` where it exists (``--wsgi-server builtin``: by
 PostgreSQL) under ``gunicorn -k greenpool.gunicorn.Worker --threads HUBS``,
 calling ``examples/legacy_upstream.py`` (``LEGACY_UPSTREAM_DELAY_MS`` delays
 its answers); after the run, every item the app queued to its background
-thread must have been consumed. Reports go to ``loadtests/reports/``:
-locust's CSV and HTML, a JSON summary, and both processes' logs.
+thread must have been consumed. The ``websocket`` target is
+``examples/websocket_broadcast.py`` (flask-sock, a broadcaster thread) under
+``python -m greenpool wsgi --patch``; each locust user holds one WebSocket.
+Reports go to ``loadtests/reports/``: locust's CSV and HTML, a JSON summary,
+and both processes' logs.
 
 Exit status 0 means: requests were made, none failed, locust exited cleanly,
 the target stayed up for the whole run and exited with status 0 on SIGTERM.
@@ -96,7 +100,10 @@ PROFILES = {
     "wsgi": Profile("wsgi", LOCUSTFILES / "http_user.py", "http"),
     "mixed": Profile("wsgi", LOCUSTFILES / "mixed_user.py", "http"),
     "legacy": Profile("legacy", LOCUSTFILES / "legacy_user.py", "http"),
+    "websocket": Profile("websocket", LOCUSTFILES / "websocket_user.py", "ws"),
 }
+#: The app the websocket target serves (flask-sock, a broadcaster thread).
+WEBSOCKET_APP = "examples.websocket_broadcast:app"
 #: How long the legacy app may take to consume its queue once the load stopped.
 DRAIN_TIMEOUT = 10.0
 
@@ -169,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", choices=sorted(PROFILES), default=env("TARGET", "wsgi"),
                         help="profile: echo (raw TCP), wsgi (HTTP), mixed (HTTP, some blocking "
                              "requests), legacy (a thread-style Flask app under the gunicorn "
-                             "worker; needs PostgreSQL) [env TARGET, default wsgi]")
+                             "worker; needs PostgreSQL), websocket (a flask-sock app: echo and "
+                             "broadcasts over one WebSocket per user) [env TARGET, default wsgi]")
     parser.add_argument("--hubs", type=positive_int, default=env("HUBS") or None,
                         help="hub threads in the target server [env HUBS, default CPU count]")
     parser.add_argument("--users", type=positive_int, default=env("USERS", "20"),
@@ -349,6 +357,10 @@ def target_command(settings: Settings, host: str, port: int) -> list[str]:
         return [sys.executable, "-m", "greenpool", "wsgi", settings.app, "--bind",
                 f"{host}:{port}", *hubs, "--log-level", "warning",
                 "--graceful-timeout", str(STOP_TIMEOUT / 2)]
+    if settings.profile.server == "websocket":  # thread-style: served patched, as -k gevent
+        return [sys.executable, "-m", "greenpool", "wsgi", WEBSOCKET_APP, "--patch", "--bind",
+                f"{host}:{port}", *hubs, "--log-level", "warning",
+                "--graceful-timeout", str(STOP_TIMEOUT / 2)]
     cmd = [sys.executable, "-m", "loadtests.targets", settings.profile.server,
            "--bind", f"{host}:{port}", *hubs]
     if settings.profile.server == "wsgi":
@@ -430,6 +442,8 @@ def describe(settings: Settings) -> str:
             fields["server"] = settings.wsgi_server
         elif settings.profile.server == "legacy":
             fields["server"] = "gunicorn-greenpool"
+        elif settings.profile.server == "websocket":
+            fields["server"] = "cli-patched"
         fields["hubs"] = settings.hubs or "auto"
     fields.update(users=settings.users, **{"spawn-rate": f"{settings.spawn_rate:g}"},
                   time=settings.run_time, workers=settings.workers)

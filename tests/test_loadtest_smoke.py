@@ -202,15 +202,33 @@ def test_legacy_target_whose_queue_is_not_drained_fails_naming_it():
     assert runner.verdict(settings, fine) == []
 
 
+@pytest.mark.timeout(90)
+def test_websocket_target_on_4_hubs_passes_with_echoes_and_broadcasts(tmp_path):
+    """The flask-sock app, patched, 4 hubs: every echo and every broadcast comes back."""
+    result = run_loadtest(
+        "--target", "websocket", "--hubs", "4", "--users", "40", "--time", "4s",
+        "--name", "ws", reports=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = summary_of(tmp_path, "ws")
+    rows = {row["name"]: row for row in summary["entries"]}
+    assert rows["echo"]["requests"] > 0 and rows["broadcast"]["requests"] > 0, rows
+    assert summary["total"]["failures"] == 0, summary["errors"]
+    target_log = (tmp_path / "ws-target.log").read_text()
+    assert "Traceback" not in target_log, target_log
+
+
 LOCUSTFILE_CHECKS = """
 import math, runpy, types
 base = "loadtests/locustfiles/"
 classes = {f: [n for n, v in runpy.run_path(base + f).items()
              if isinstance(v, type) and v.__module__ == "<run_path>"]
-         for f in ("echo_user.py", "http_user.py", "mixed_user.py", "legacy_user.py")}
+         for f in ("echo_user.py", "http_user.py", "mixed_user.py", "legacy_user.py",
+                   "websocket_user.py")}
 assert classes == {"echo_user.py": ["EchoMismatch", "EchoClient", "EchoUser"],
                  "http_user.py": ["HelloUser"], "mixed_user.py": ["MixedUser"],
-                 "legacy_user.py": ["LegacyUser"]}, classes
+                 "legacy_user.py": ["LegacyUser"],
+                 "websocket_user.py": ["Mismatch", "WebSocketUser"]}, classes
 
 plugin = runpy.run_path(base + "harness_plugin.py")
 import collections

@@ -239,3 +239,141 @@ def test_the_first_mysqldb_mode_installed_stays():
         """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "False", "True"]
+
+
+# -- offload: whole answers read in place ------------------------------------------------------
+
+# Captured from MariaDB 10.11 (classic EOF packets; MariaDB's metadata byte after the count).
+SELECT_1_AB = (b"\x02\x00\x00\x01\x02\x01\x18\x00\x00\x02\x03def\x00\x00\x00\x011\x00\x00\x0c?"
+               b"\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00\x19\x00\x00\x03\x03def\x00\x00"
+               b"\x00\x02ab\x00\x00\x0c-\x00\x08\x00\x00\x00\xfd\x01\x00'\x00\x00\x05\x00\x00"
+               b"\x04\xfe\x00\x00\x00\x00\x05\x00\x00\x05\x011\x02ab\x05\x00\x00\x06\xfe\x00"
+               b"\x00\x00\x00")
+EMPTY_RESULT = (b"\x02\x00\x00\x01\x01\x01\x18\x00\x00\x02\x03def\x00\x00\x00\x011\x00\x00\x0c?"
+                b"\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00\x05\x00\x00\x03\xfe\x00\x00\x00"
+                b"\x00\x05\x00\x00\x04\xfe\x00\x00\x00\x00")
+
+
+def packet(seq: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "little") + bytes([seq]) + payload
+
+
+OK = packet(1, b"\x00\x01\x00\x02\x00\x00\x00")  # 1 row affected, autocommit, no warnings
+OK_MORE = packet(1, b"\x00\x01\x00\x0a\x00\x00\x00")  # ... and SERVER_MORE_RESULTS_EXISTS
+ERROR = packet(1, b"\xff\x28\x04#42000You have an error in your SQL syntax")
+# CLIENT_DEPRECATE_EOF (MySQL 8's clients): no EOF after the columns, an OK packet (0xFE) last.
+DEPRECATED_EOF = (packet(1, b"\x01") + packet(2, b"\x03def\x00\x00\x00\x01n\x00\x0c?\x00\x01\x00"
+                  b"\x00\x00\x03\x81\x00\x00\x00\x00") + packet(3, b"\x011")
+                  + packet(4, b"\xfe\x00\x00\x02\x00\x00\x00"))
+# MariaDB's metadata cache: the count packet says no column definitions follow.
+CACHED_METADATA = packet(1, b"\x01\x00") + packet(2, b"\xfe\x00\x00\x02\x00") \
+    + packet(3, b"\x011") + packet(4, b"\xfe\x00\x00\x02\x00")
+
+
+@pytest.mark.parametrize("answer", [SELECT_1_AB, EMPTY_RESULT, OK, ERROR, DEPRECATED_EOF,
+                                    CACHED_METADATA],
+                         ids=["rows", "empty", "ok", "error", "deprecated-eof", "cached-metadata"])
+def test_a_whole_answer_is_complete_and_every_part_of_it_is_not(answer):
+    from greenpool.monkey.mysqldb import answer_complete
+
+    assert answer_complete(answer)
+    for cut in range(len(answer)):  # what a socket holds while the answer still arrives
+        assert not answer_complete(answer[:cut]), cut
+
+
+@pytest.mark.parametrize("bytes_", [
+    OK_MORE,  # another result follows
+    SELECT_1_AB[:-4] + b"\x0a\x00",  # the closing EOF announces another result
+    SELECT_1_AB + OK,  # something after the answer
+    packet(1, b"\xfbdata.csv"),  # LOAD DATA LOCAL: the driver must send the file
+    b"\x17\x03\x03\x00\x20" + bytes(32),  # a TLS record
+    DEPRECATED_EOF[:-17] + packet(3, b"\xfe\x00\x00\x02\x00\x00\x00"),  # empty: ambiguous
+], ids=["ok-more-results", "eof-more-results", "trailing-bytes", "local-infile", "tls",
+        "ambiguous-empty"])
+def test_answers_that_may_not_be_read_in_place_are_not_complete(bytes_):
+    from greenpool.monkey.mysqldb import answer_complete
+
+    assert not answer_complete(bytes_)
+
+
+def test_by_default_small_answers_are_read_on_the_hub_and_large_ones_on_the_connections_thread():
+    out = run("""
+        from greenpool.monkey import mysqldb
+
+        def scenario():
+            conn = connect()
+            cur = conn.cursor()
+            cur.execute("SELECT 1, 'ab'")
+            small = cur.fetchall()
+            cur.execute("SELECT 1 FROM DUAL WHERE 1 = 0")
+            empty = cur.fetchall()
+            try:
+                cur.execute("SELEKT 1")
+            except MySQLdb.ProgrammingError:
+                failed = True
+            conn.commit()
+            no_thread = "_greenpool_worker" not in conn.__dict__  # no hand-off yet
+            cur.execute("SELECT REPEAT('x', %s)", (mysqldb.IN_PLACE_LIMIT + 1000,))
+            large = len(cur.fetchone()[0])
+            thread = "_greenpool_worker" in conn.__dict__
+            conn.close()
+            return small, empty, failed, no_thread, large - mysqldb.IN_PLACE_LIMIT, thread
+
+        with greenpool.Pool(1) as pool:
+            print(pool.spawn(scenario).result(timeout=30))
+        """)
+    assert out == "(((1, 'ab'),), (), True, True, 1000, True)"
+
+
+def test_by_default_a_result_still_streaming_in_is_read_off_the_hub():
+    """Rows the server makes slowly arrive in pieces: the hub must not wait for them."""
+    out = run("""
+        def scenario():
+            conn = connect()
+            cur = conn.cursor()
+            done = []
+            gaps = []
+
+            def ticker():
+                last = time.monotonic()
+                while not done:
+                    gevent.sleep(0.005)
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+
+            t = gevent.spawn(ticker)
+            # 5 rows of 20 KB, 0.1 s apart: MariaDB sends each as it is made.
+            cur.execute("SELECT SLEEP(0.1), REPEAT('x', 20000) FROM seq_1_to_5")
+            rows = cur.fetchall()
+            done.append(1)
+            t.join()
+            conn.close()
+            return len(rows), max(gaps) < 0.2
+
+        with greenpool.Pool(1) as pool:
+            print(pool.spawn(scenario).result(timeout=30))
+        """)
+    assert out == "(5, True)"
+
+
+def test_by_default_several_result_sets_are_read_as_mysqlclient_reads_them():
+    out = run("""
+        from MySQLdb.constants import CLIENT
+
+        def scenario():
+            conn = connect(client_flag=CLIENT.MULTI_STATEMENTS)
+            cur = conn.cursor()
+            cur.execute("SELECT 1; SELECT 2, 3; DO 0")
+            sets = [cur.fetchall()]
+            while cur.nextset():
+                sets.append(cur.fetchall())
+            cur.execute("SELECT 4")
+            sets.append(cur.fetchall())
+            conn.close()
+            return sets
+
+        with greenpool.Pool(1) as pool:
+            print(pool.spawn(scenario).result(timeout=30))
+        """)
+    assert out == "[((1,),), ((2, 3),), (), ((4,),)]"

@@ -360,6 +360,38 @@ def test_cancelling_shutdown_also_kills_greenlets_the_pool_did_not_start(make_po
     assert all(not h.is_alive() for h in p.hubs)
 
 
+@pytest.mark.parametrize("cancel_futures", [False, True])
+def test_shutdown_abandoning_strays_stops_the_hubs_without_running_them_again(
+    make_pool, cancel_futures
+):
+    """strays="abandon": daemon threads at exit; a catch-all loop is never woken to log."""
+    p = make_pool(2)
+    woken = []
+
+    def start_strays():
+        def background_loop():  # python-engineio's service task: catches everything
+            while True:
+                try:
+                    gevent.sleep(3600)
+                except BaseException as exc:
+                    woken.append(type(exc).__name__)
+
+        gevent.spawn(background_loop)
+
+    for f in p.broadcast(start_strays):
+        f.result(5)
+    p.shutdown(wait=True, cancel_futures=cancel_futures, strays="abandon")
+    assert all(not h.is_alive() for h in p.hubs)
+    assert woken == []
+
+
+def test_shutdown_refuses_an_unknown_strays_policy_before_doing_anything(make_pool):
+    p = make_pool(1)
+    with pytest.raises(ValueError, match="strays must be 'kill' or 'abandon', got 'ignore'"):
+        p.shutdown(strays="ignore")
+    assert p.spawn(lambda: 42).result(5) == 42  # still running
+
+
 class _LazyProxy:
     """Answers ``__class__`` by running code, as Django's ``SimpleLazyObject`` does."""
 
