@@ -423,7 +423,10 @@ def run_wsgi(args: argparse.Namespace) -> int:
         return 0
     finally:
         stop.restore()
-        pool.shutdown(wait=True, cancel_futures=True)
+        # On the way out of the process: greenlets the pool did not start (a
+        # library's background loop, python-engineio's service task, which logs
+        # the GreenletExit a kill would give it) are left as daemon threads are.
+        pool.shutdown(wait=True, cancel_futures=True, strays="abandon")
 
 
 def main(argv: list[str] | None = None) -> int:

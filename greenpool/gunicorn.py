@@ -298,7 +298,9 @@ class Worker(base.Worker):
             grace = 0.0 if self._quick else float(self.cfg.graceful_timeout)
             stop.set_result(grace)
             self._wait_serving(serving, grace)
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            # The worker process ends next: strays (python-engineio's service
+            # task) are left as daemon threads are, not woken to log GreenletExit.
+            self.pool.shutdown(wait=True, cancel_futures=True, strays="abandon")
 
     def _wait_for_signal(self, timeout: float) -> None:
         """Sleep up to ``timeout``; a signal (wakeup fd) or _wake() ends it early."""
