@@ -267,6 +267,11 @@ def test_a_refused_upgrade_gets_its_4xx_then_the_connection_closes(serve):
     answer = raw_request(server.address, b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
                          b"Connection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 ")
+    # Nor is "Connection: upgrade" without Upgrade: the connection stays HTTP's.
+    answer = raw_request(server.address, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\n\r\n"
+                         b"GET /env HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.count(b"HTTP/1.1 200 ") == 2 and answer.endswith(SERVER_SOFTWARE.encode())
 
 
 @pytest.mark.parametrize(("change", "status"), [
