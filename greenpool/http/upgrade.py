@@ -22,7 +22,8 @@ must travel with the socket it hands over.
 
 Everything else is the gevent socket's own (attribute access is delegated),
 so a library that reads, writes, selects on, or closes it works unchanged;
-the server closes the socket once the app has returned.
+the server closes the socket once the app has returned. (A ``dup()`` is the
+gevent socket's: it does not carry the pending bytes.)
 """
 
 from __future__ import annotations
