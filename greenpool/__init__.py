@@ -34,8 +34,7 @@ from greenpool.waiting import (
 # patching guard, on with every `import greenpool` (gevent patching after hubs
 # started raises PatchingError; a Pool warns when gevent alone patched).
 from greenpool import monkey as monkey
-
-__version__ = "0.1.0"
+from greenpool._version import __version__ as __version__
 
 
 def __getattr__(name: str) -> Any:

@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     wsgi.add_argument("--backlog", type=_positive_int, default=1024, metavar="N",
                       help="listen backlog (default 1024)")
     wsgi.add_argument("--max-connections", type=_positive_int, default=None, metavar="N",
-                      help="stop accepting while N connections are open (default: no limit)")
+                      help="stop accepting while N connections are open, upgraded ones "
+                           "(WebSockets) included (default: no limit)")
     wsgi.add_argument("--reuse-port", action="store_true",
                       help="share the port with servers already listening on it "
                            "(SO_REUSEPORT); by default a busy port is an error")
@@ -238,9 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="answer 413 to request bodies over SIZE bytes (K/M/G suffixes; "
                            "default: no limit)")
     wsgi.add_argument("--idle-timeout", type=_seconds, default=None, metavar="SECONDS",
-                      help="close a connection that waits this long on the client")
+                      help="close a connection that waits this long on the client (not once "
+                           "the app took an upgraded connection: a WebSocket times itself)")
     wsgi.add_argument("--graceful-timeout", type=_seconds, default=30.0, metavar="SECONDS",
-                      help="on SIGINT/SIGTERM, how long requests in progress may take (default 30)")
+                      help="on SIGINT/SIGTERM, how long requests in progress and upgraded "
+                           "connections (WebSockets) may take before they are closed (default 30)")
     wsgi.add_argument("--app-threads", type=_app_threads, default=FROM_ENV, metavar="N",
                       help="requests in the app at once, each on a long-lived app thread with "
                            "its own thread-locals, as under gunicorn -k gthread; 0: no limit. "
@@ -420,7 +423,10 @@ def run_wsgi(args: argparse.Namespace) -> int:
         return 0
     finally:
         stop.restore()
-        pool.shutdown(wait=True, cancel_futures=True)
+        # On the way out of the process: greenlets the pool did not start (a
+        # library's background loop, python-engineio's service task, which logs
+        # the GreenletExit a kill would give it) are left as daemon threads are.
+        pool.shutdown(wait=True, cancel_futures=True, strays="abandon")
 
 
 def main(argv: list[str] | None = None) -> int:

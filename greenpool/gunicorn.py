@@ -34,6 +34,13 @@ connections, and lets in-flight requests finish for up to
 ``--max-requests`` (with its jitter) counts requests over all hubs.
 ``--worker-connections`` is the per-process limit, split evenly over the hubs.
 
+WebSockets: ``SERVER_SOFTWARE`` names greenpool (not the gevent worker's
+``gevent/...``, which sends simple-websocket looking for pywsgi's socket), and
+an upgrade request gets its connection in ``gunicorn.socket``, as under
+gunicorn's own workers: flask-sock and Flask-SocketIO work unchanged. An
+upgraded connection counts toward ``--worker-connections`` and gets
+``--graceful-timeout`` on SIGTERM.
+
 Requests in the app at once: a ``-k gthread`` app never saw more than
 ``--threads`` of them and sized its connections for that, so each worker runs
 requests on at most ``GREENPOOL_APP_THREADS`` (default 64) long-lived app
@@ -61,10 +68,11 @@ from gevent.server import StreamServer
 from greenlet import GreenletExit
 
 try:
+    from gunicorn import __version__ as gunicorn_version
     from gunicorn.http.wsgi import base_environ
     from gunicorn.sock import ssl_context
     from gunicorn.workers import base
-    from gunicorn.workers.ggevent import VERSION, GeventResponse
+    from gunicorn.workers.ggevent import GeventResponse
 except ImportError as exc:  # gunicorn, or what its gevent worker imports (packaging)
     raise ImportError(
         f"greenpool.gunicorn.Worker needs gunicorn and what its gevent worker imports "
@@ -76,8 +84,14 @@ import greenpool
 from greenpool._native import allocate_lock
 from greenpool.http import Limits, Service, serve_connection
 from greenpool.http.app_threads import app_threads_for, settings_from_env
+from greenpool.http.connection import SERVER_SOFTWARE
 
 __all__ = ["Worker"]
+
+#: ``SERVER_SOFTWARE``: greenpool's, with gunicorn's version. Not the gevent
+#: worker's ``gevent/...`` string: simple-websocket reads a ``gevent`` prefix
+#: as gevent's pywsgi and looks for pywsgi's socket instead of ``gunicorn.socket``.
+WORKER_SOFTWARE = f"{SERVER_SOFTWARE} gunicorn/{gunicorn_version}"
 
 #: Longest pause between two heartbeats (seconds); shorter when --timeout is small.
 HEARTBEAT_INTERVAL = 1.0
@@ -284,7 +298,9 @@ class Worker(base.Worker):
             grace = 0.0 if self._quick else float(self.cfg.graceful_timeout)
             stop.set_result(grace)
             self._wait_serving(serving, grace)
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            # The worker process ends next: strays (python-engineio's service
+            # task) are left as daemon threads are, not woken to log GreenletExit.
+            self.pool.shutdown(wait=True, cancel_futures=True, strays="abandon")
 
     def _wait_for_signal(self, timeout: float) -> None:
         """Sleep up to ``timeout``; a signal (wakeup fd) or _wake() ends it early."""
@@ -322,7 +338,7 @@ class Worker(base.Worker):
         """Runs on each hub: a server per listener until ``stop`` resolves."""
         environ = base_environ(self.cfg)
         del environ["wsgi.file_wrapper"]  # greenpool's: sent with os.sendfile where it can
-        environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": VERSION,
+        environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": WORKER_SOFTWARE,
                         "wsgi.url_scheme": "https" if self.ssl_context is not None else "http"})
         ssl_args = {"ssl_context": self.ssl_context} if self.ssl_context is not None else {}
         servers = []

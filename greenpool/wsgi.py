@@ -38,6 +38,13 @@ one of a fixed number of long-lived app threads
 waits longer than ``app_wait_timeout`` for a free one gets ``503 Service
 Unavailable`` and a closed connection.
 
+Upgrades (WebSockets): an upgrade request's connection is handed to the app
+as ``environ["greenpool.socket"]`` and ``environ["gunicorn.socket"]`` (the key
+simple-websocket, flask-sock and Flask-SocketIO look for); once the app uses
+it the server stays out of the way and closes it after the app returns
+(:mod:`greenpool.http.upgrade`). It counts toward ``max_connections``, and a
+graceful stop gives it the stop's timeout.
+
 Application exceptions give ``500`` and are logged on the ``greenpool.wsgi``
 logger, as are client errors (at WARNING). Response heads the app gives are
 checked (a status or header with CR, LF, NUL or non-latin-1 text is a 500),

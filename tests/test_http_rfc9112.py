@@ -476,10 +476,19 @@ def test_environ_is_complete(server, app):
 
 
 def test_upgrade_request_without_a_body_is_served_then_closed(server, app):
-    [(status, headers, _)] = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    # The app does not take the connection: its answer, then the close; what
+    # followed the request was the new protocol's, never parsed as HTTP.
+    [(status, headers, _)] = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\n"
                                               b"Connection: upgrade\r\n\r\n" + SMUGGLED)
     assert status == 200 and headers["connection"] == "close"
     assert [s["PATH_INFO"] for s in app.seen] == ["/"]
+
+
+def test_websocket_upgrade_without_its_key_and_version_is_refused_before_the_app(server, app):
+    [(status, headers, _)] = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                              b"Connection: upgrade\r\n\r\n" + SMUGGLED)
+    assert status == 400 and headers["connection"] == "close"
+    assert app.seen == []
 
 
 def test_a_header_that_never_ends_is_refused_once_past_the_limits(server, app):

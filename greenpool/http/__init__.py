@@ -7,6 +7,8 @@
   ``Date``, ``wsgi.file_wrapper``;
 * :mod:`greenpool.http.connection`: one connection's request loop and the
   WSGI call, with the :class:`Service` hooks servers plug into;
+* :mod:`greenpool.http.upgrade`: the connection of an upgrade request (a
+  WebSocket handshake), handed to the app with the bytes read past its head;
 * :mod:`greenpool.http.app_threads`: how many requests a thread-style app
   runs at once, each on a long-lived greenlet that keeps its thread-locals.
 

@@ -6,6 +6,12 @@ holds what all connections of one server share (app, base environ, limits,
 logs) and the hooks through which a server (``greenpool.wsgi``, the gunicorn
 worker) takes part: waiting between requests, counting requests, access log.
 
+An upgrade request (a WebSocket handshake) is the connection's last HTTP
+request: its environ holds the connection (:data:`SOCKET_KEYS`, an
+:class:`~greenpool.http.upgrade.UpgradedSocket`), and once the app uses it the
+connection is the app's until the app returns; then it is closed. Why those
+keys, and what the server still does: :mod:`greenpool.http.upgrade`.
+
 The hot path, per request: parse (llhttp, callbacks into plain attributes), a
 copy of the connection's base environ, the app, and for a list result one
 ``sendall`` of head and body. Nothing is spawned per request.
@@ -26,6 +32,7 @@ from gevent import get_hub
 from gevent.socket import socket as GeventSocket
 from greenlet import GreenletExit, getcurrent
 
+from greenpool._version import __version__
 from greenpool.http.app_threads import AppThreads, AppThreadsBusy
 from greenpool.http.body import BodyTooLarge, IncompleteBody, Input, InvalidBody
 from greenpool.http.parser import (
@@ -39,6 +46,7 @@ from greenpool.http.parser import (
     simple_request,
 )
 from greenpool.http.response import HEADS, FileWrapper, date_header, head_entry
+from greenpool.http.upgrade import UpgradedSocket, websocket_refusal
 
 __all__ = ["Service", "error_response", "serve_connection"]
 
@@ -60,25 +68,40 @@ SPARE_PARSERS = 256
 #: Request lines whose environ part a :class:`Service` keeps (``Service.simple_lines``).
 SIMPLE_LINES = 512
 
+#: ``SERVER_SOFTWARE`` in the environ. Not ``gevent...``: WebSocket libraries
+#: (simple-websocket) take that to mean gevent's pywsgi and look for its socket.
+SERVER_SOFTWARE = f"greenpool/{__version__}"
+#: The environ keys an upgrade request's connection is handed to the app under
+#: (an :class:`~greenpool.http.upgrade.UpgradedSocket`): greenpool's own, and
+#: gunicorn's, which simple-websocket (flask-sock, python-engineio, so
+#: Flask-SocketIO) and other WSGI WebSocket libraries look for.
+SOCKET_KEYS = ("greenpool.socket", "gunicorn.socket")
+
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
-    414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    414: "URI Too Long", 426: "Upgrade Required", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
 
 
-def error_response(status: int, text: str = "") -> bytes:
-    """A complete, closing response, for refusals: an empty body, or ``text`` as plain text."""
+def error_response(status: int, text: str = "", headers: bytes = b"") -> bytes:
+    """A complete, closing response, for refusals: an empty body, or ``text`` as plain text.
+
+    ``headers``: more header lines, each with its CRLF.
+    """
     body = text.encode("utf-8")
     kind = b"Content-Type: text/plain; charset=utf-8\r\n" if body else b""
-    return (b"HTTP/1.1 %d %s\r\n%s%sConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-            % (status, _REASONS[status].encode("ascii"), date_header(), kind, len(body), body))
+    return (b"HTTP/1.1 %d %s\r\n%s%s%sConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, _REASONS[status].encode("ascii"), date_header(), kind, headers, len(body),
+               body))
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HTTP11 = b"HTTP/1.1 "
 _CRLF = b"\r\n"
 _CLOSE_END = b"Connection: close\r\n\r\n"
+_UPGRADE_END = b"Connection: Upgrade\r\n\r\n"
 _KEEP_ALIVE_END = b"Connection: keep-alive\r\n\r\n"
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -153,7 +176,7 @@ class Service:
             "wsgi.url_scheme": "http",
             "SCRIPT_NAME": "",
             "GATEWAY_INTERFACE": "CGI/1.1",
-            "SERVER_SOFTWARE": "greenpool",
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
             **environ,
         }
         #: Parsers of connections waiting between requests (each in the state
@@ -245,7 +268,7 @@ class _Connection:
         "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
         "no_body", "continue_sent", "head_entry",
         "sock_timeout", "head_timer", "head_expired", "drained", "spares", "raw", "simple_max",
-        "max_fields", "lines",
+        "max_fields", "lines", "upgrade", "app_greenlet",
     )
 
     req: Request
@@ -287,6 +310,9 @@ class _Connection:
         # True when the last read of a plain socket left its buffer empty: the
         # next read waits for data first instead of failing with EAGAIN.
         self.drained = False
+        # An upgrade request's UpgradedSocket, and the app thread running it.
+        self.upgrade: UpgradedSocket | None = None
+        self.app_greenlet = None
 
     # -- the request loop ------------------------------------------------------------
 
@@ -573,6 +599,15 @@ class _Connection:
         keeps per thread lives there), or, when none is free in time, the
         request gets a 503 and the connection is closed.
         """
+        if req.upgrade:
+            refusal = websocket_refusal(env)
+            if refusal is not None:
+                status, reason, headers = refusal
+                log.warning("(from %s) %d: %s", self._client(), status, reason)
+                if self._send_quietly(error_response(status, f"{reason}\n", headers)):
+                    self._linger()
+                return False
+            self._offer_connection(req, env)
         threads = self.service.app_threads
         if threads is None:
             return self._exchange(req, env)
@@ -584,6 +619,36 @@ class _Connection:
             if self._send_quietly(error_response(503, f"{exc}\n")):
                 self._linger()
             return False
+
+    def _offer_connection(self, req: Request, env: dict) -> None:
+        """Put an upgrade request's connection in its environ, for the app to take.
+
+        Under :data:`SOCKET_KEYS`, as an :class:`~greenpool.http.upgrade.UpgradedSocket`
+        that returns the bytes read past the request head first. Only upgrade
+        requests get it: on any other request the connection is HTTP's
+        (keep-alive, pipelining), and an app writing to it would corrupt that.
+        """
+        handle = self.upgrade = UpgradedSocket(
+            self.sock, self.parser.rest if self.parser is not None else b"", self._taken)
+        for key in SOCKET_KEYS:
+            env[key] = handle
+
+    def _taken(self) -> None:
+        """The app took the connection: it is the app's until it returns, then closed.
+
+        From here the server sends nothing on it, the idle timeout no longer
+        applies (the app times its own protocol), and the request leaves the
+        app-thread bound: a WebSocket held open for hours must not hold one
+        of the slots HTTP requests wait for.
+        """
+        self.close = True
+        try:
+            self.sock.settimeout(None)
+        except OSError:
+            pass
+        threads = self.service.app_threads
+        if threads is not None and self.app_greenlet is not None:
+            threads.leave(self.app_greenlet)
 
     def _exchange(self, req: Request, env: dict) -> bool:
         """The app's call for ``req`` and its response; False to close the connection."""
@@ -598,17 +663,28 @@ class _Connection:
         self.continue_sent = False
         if service.before_request is not None and not service.before_request(env):
             self.close = True
+        upgrade = self.upgrade
+        if upgrade is not None:
+            self.app_greenlet = getcurrent()  # an app thread's, with app threads
+            self.sent = 0  # for the access log when the app takes the connection
         result = None
         try:
             result = service.app(env, self.start_response)
-            self._send_result(result)
+            if upgrade is None or not upgrade.taken:
+                self._send_result(result)
         except _ClientGone:
             raise
         except GreenletExit:
             raise
         except Exception as exc:
-            self._app_failed(exc, env)
+            if upgrade is not None and upgrade.taken:
+                self._failed_after_upgrade(exc, env)
+            else:
+                self._app_failed(exc, env)
         finally:
+            if upgrade is not None:
+                self.upgrade = self.app_greenlet = None
+                self.close = True
             # A list has no close(); getattr would raise and catch AttributeError.
             close = None if type(result) is list else getattr(result, "close", None)
             if close is not None:
@@ -618,9 +694,27 @@ class _Connection:
                     log.exception("close() of the WSGI app's response failed")
                     self.close = True
         if service.access is not None:
-            service.access(env, self.status or "500", self.headers or [], self.sent,
-                           time.time() - began)
+            status, headers = self.status or "500", self.headers or []
+            if upgrade is not None and upgrade.taken and not status.startswith("101"):
+                # The app switched protocols on the socket itself; what it gave
+                # start_response afterwards (a framework's response) was dropped.
+                status, headers = "101", []
+            service.access(env, status, headers, self.sent, time.time() - began)
         return not self.close
+
+    def _failed_after_upgrade(self, exc: Exception, env: dict) -> None:
+        """The app raised after taking the connection: nothing to answer, it closes.
+
+        ``StopIteration`` is how WebSocket libraries tell gunicorn (whose
+        ``gunicorn.socket`` they took) that the connection was handled
+        (simple-websocket's gunicorn mode, flask-sock, python-engineio): not
+        an error. Nor is a connection error (the client went away).
+        """
+        if isinstance(exc, (StopIteration, OSError)):
+            log.debug("(from %s) upgraded connection ended: %r", self._client(), exc)
+        else:
+            log.error("WSGI application failed on upgraded connection %s %s from %s",
+                      env["REQUEST_METHOD"], env["RAW_URI"], self._client(), exc_info=exc)
 
     def _send_result(self, result) -> None:
         if type(result) is list:
@@ -728,7 +822,11 @@ class _Connection:
         if code < 200 or code == 204 or code == 304:
             no_body = True
             length = None
-            if code < 200:
+            if code == 101 and self.upgrade is not None:
+                # Switching Protocols through start_response: the app speaks
+                # the new protocol on the socket once this head is out.
+                self.upgrade.take()
+            elif code < 200:
                 self.close = True  # a final response the client would wait behind
         elif length is not None:
             pass
@@ -743,7 +841,7 @@ class _Connection:
         else:
             self.close = True  # HTTP/1.0: the body ends where the connection does
         if self.close:
-            end = _CLOSE_END
+            end = _UPGRADE_END if code == 101 and self.upgrade is not None else _CLOSE_END
         elif req.version == "1.0":
             end = _KEEP_ALIVE_END
         else:

@@ -17,6 +17,11 @@ this module refuses what llhttp lets through:
   refuses other version strings, ``HTTP/1.2``, ``http/1.1``, itself: 400);
 * ``CONNECT``: 501 (a WSGI server cannot tunnel); an ``Upgrade`` request
   that declares a body: 400 (llhttp would not frame that body);
+* an upgrade request (``Upgrade`` plus ``Connection: upgrade``) is the last
+  request parsed on its connection: the bytes after its head are kept in
+  :attr:`RequestParser.rest` for the new protocol, not parsed as HTTP (an
+  ``Upgrade`` in an HTTP/1.0 request is not an upgrade, RFC 9110 7.8, but
+  nothing after it is parsed either);
 * the limits of :class:`Limits`: 414 (request line), 431 (a header field,
   the header block), 400 (number of headers), 413 (``Content-Length`` over
   ``max_body_size``, checked by the connection before the app runs).
@@ -100,7 +105,9 @@ class Request:
     one); ``complete`` is True once
     the whole message (body included) was parsed; ``exceeded`` once a
     chunked body passed ``max_body_size`` (the excess is never kept);
-    ``error`` when the body stopped being parseable (bad chunks, the limit).
+    ``error`` when the body stopped being parseable (bad chunks, the limit);
+    ``upgrade``: an HTTP/1.1 upgrade request (``Upgrade`` and ``Connection:
+    upgrade``, no body), whose connection the app may take over.
     """
 
     __slots__ = (
@@ -198,7 +205,7 @@ class RequestParser:
     """
 
     __slots__ = ("_parser", "_limits", "ready", "current", "error", "_pending", "upgraded",
-                 "_max_count", "_max_field", "_max_block")
+                 "rest", "_max_count", "_max_field", "_max_block")
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
@@ -212,7 +219,10 @@ class RequestParser:
         self.current: Request = None  # type: ignore[assignment]
         self.error: HTTPError | None = None
         self._pending = 0  # bytes of the request head received so far
+        #: True once llhttp stopped after an upgrade request; ``rest``: the
+        #: bytes fed after that request's head, which are not HTTP.
         self.upgraded = False
+        self.rest = b""
 
     @property
     def in_head(self) -> bool:
@@ -228,7 +238,15 @@ class RequestParser:
         was_in_head = cur is not None and not cur.head_done
         try:
             self._parser.feed_data(data)
-        except (HttpParserError, HttpParserUpgrade) as exc:
+        except HttpParserUpgrade as exc:
+            # llhttp stops after an upgrade request (Upgrade + Connection:
+            # upgrade); what follows its head belongs to the other protocol
+            # (the offset is where it starts in ``data``): kept for whoever
+            # takes the connection, never parsed as HTTP.
+            self.upgraded = True
+            self.rest = data[exc.args[0]:] if exc.args else b""
+            return
+        except HttpParserError as exc:
             self._failed(exc)
             return
         cur = self.current
@@ -244,11 +262,6 @@ class RequestParser:
 
     def _failed(self, exc: Exception) -> None:
         """Turn llhttp's error (or a callback's refusal) into :attr:`error`."""
-        if isinstance(exc, HttpParserUpgrade):
-            # llhttp stops after an upgrade (CONNECT, Upgrade + Connection: upgrade)
-            # request; nothing after it is parsed: the connection closes after it.
-            self.upgraded = True
-            return
         if isinstance(exc, HttpParserCallbackError):
             cause = exc.__context__
             if isinstance(cause, HTTPError):
@@ -340,11 +353,16 @@ class RequestParser:
         if method == "CONNECT":
             raise HTTPError(501, "CONNECT is not supported")
         if req.upgrade:
-            req.upgrade = parser.should_upgrade()
-            if req.upgrade:
+            if parser.should_upgrade():
                 if req.chunked or req.content_length:
                     raise HTTPError(400, "an Upgrade request with a body")
+                # llhttp parses nothing after it: the connection is the new
+                # protocol's (101) or closes; never another HTTP request.
                 req.keep_alive = False
+                # RFC 9110 7.8: an Upgrade in an HTTP/1.0 request is ignored.
+                req.upgrade = version == "1.1"
+            else:  # Upgrade without "Connection: upgrade": an ordinary request
+                req.upgrade = False
         limit = self._limits.max_body_size
         if limit is not None and req.content_length is not None and req.content_length > limit:
             raise HTTPError(413, f"Content-Length {req.content_length} over max_body_size {limit}")
