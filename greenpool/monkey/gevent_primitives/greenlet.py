@@ -1,0 +1,141 @@
+"""``gevent.Greenlet`` across hubs: ``join``, ``get``, ``link`` and ``kill`` from any hub.
+
+A greenlet joined, got, linked or killed from another hub asks its own hub
+(through the pool hub's mailbox) to register the link; the result is
+delivered back the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gevent.greenlet as _gevent_greenlet
+from greenlet import GreenletExit
+
+from greenpool._native import get_ident
+from greenpool.errors import WrongHubError
+from greenpool.monkey.gevent_primitives._parking import _post_for, _post_here, _timeout_error
+from greenpool.sync import _Entry
+
+# gevent's classes, kept before install() replaces the names.
+_GGreenlet: Any = _gevent_greenlet.Greenlet
+
+
+class Greenlet(_GGreenlet):
+    """``gevent.Greenlet`` whose ``join``/``get``/``link``/``rawlink``/``kill`` work from any hub.
+
+    On the greenlet's own hub these are gevent's. From another hub (or a
+    plain thread) the link is registered by the greenlet's own hub, through
+    its pool hub's mailbox, and the wake-up or callback comes back to the
+    caller's hub the same way. A greenlet of a hub that has no such mailbox
+    (a native thread running its own gevent hub) raises WrongHubError there.
+    """
+
+    @classmethod
+    def spawn(cls, *args, **kwargs):
+        """Create and start a greenlet (``gevent.spawn``); TypeError without a function."""
+        if cls is Greenlet and not args and "run" not in kwargs:
+            raise TypeError("")
+        g = cls(*args, **kwargs)
+        g.start()
+        return g
+
+    @classmethod
+    def spawn_later(cls, seconds, *args, **kwargs):
+        """Create a greenlet started ``seconds`` later (``gevent.spawn_later``)."""
+        if cls is Greenlet and not args and "run" not in kwargs:
+            raise TypeError("")
+        g = cls(*args, **kwargs)
+        g.start_later(seconds)
+        return g
+
+    def _gp_owner_post(self) -> Callable[..., Any] | None:
+        """None on the greenlet's own hub; else how to run a call there."""
+        hub = self.parent
+        if hub is None or getattr(hub, "thread_ident", None) == get_ident():
+            return None
+        post = _post_for(hub)
+        if post is None:
+            raise WrongHubError(
+                f"{self!r} belongs to the gevent hub of another native thread that "
+                "greenpool does not run: join, get, link or kill it from that thread"
+            )
+        return post
+
+    def rawlink(self, callback) -> None:
+        """Call ``callback(self)`` once the greenlet ends, in the registering greenlet's hub."""
+        post = self._gp_owner_post()
+        if post is None:
+            return _GGreenlet.rawlink(self, callback)
+        if not callable(callback):
+            raise TypeError(f"Expected callable: {callback!r}")
+        back = _post_here()
+        relay = callback if back is None else _Relay(callback, back)
+        post(_GGreenlet.rawlink, self, relay)
+
+    def join(self, timeout=None) -> None:
+        """Wait until the greenlet ends (or ``timeout``), from any hub."""
+        if self.dead or self.ready():
+            return
+        post = self._gp_owner_post()
+        if post is None:
+            return _GGreenlet.join(self, timeout)
+        self._gp_wait_elsewhere(post, timeout)
+
+    def _gp_wait_elsewhere(self, post, timeout) -> bool:
+        entry = _Entry()
+        post(_GGreenlet.rawlink, self, _Wake(entry.waiter))
+        return entry.waiter.wait(timeout) or self.ready()
+
+    def get(self, block=True, timeout=None):
+        """Return the result or raise the exception, from any hub (or ``gevent.Timeout``)."""
+        if self.ready():
+            return _GGreenlet.get(self, block=False)
+        post = self._gp_owner_post()
+        if post is None:
+            return _GGreenlet.get(self, block, timeout)
+        if not block:
+            raise _timeout_error()
+        if not self._gp_wait_elsewhere(post, timeout):
+            raise _timeout_error(timeout)
+        return _GGreenlet.get(self, block=False)
+
+    def kill(self, exception=GreenletExit, block=True, timeout=None) -> None:
+        """Raise ``exception`` in the greenlet (in its own hub); wait for its end if ``block``."""
+        post = self._gp_owner_post()
+        if post is None:
+            return _GGreenlet.kill(self, exception, block, timeout)
+        post(_GGreenlet.kill, self, exception, False)
+        if block:
+            self.join(timeout)
+
+
+class _Relay:
+    """A link registered from another hub: called in the owner's hub, run in the linker's."""
+
+    __slots__ = ("callback", "post")
+
+    def __init__(self, callback, post) -> None:
+        self.callback = callback
+        self.post = post
+
+    def __call__(self, source) -> None:
+        self.post(self.callback, source)
+
+    def __eq__(self, other) -> bool:
+        return other is self or other == self.callback
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Wake:
+    """A link that wakes one cross-hub waiter."""
+
+    __slots__ = ("waiter",)
+
+    def __init__(self, waiter) -> None:
+        self.waiter = waiter
+
+    def __call__(self, _source) -> None:
+        self.waiter.wake()
