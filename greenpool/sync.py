@@ -223,6 +223,12 @@ def _queue_timeout(timeout: float | None) -> None:
         raise ValueError("'timeout' must be a non-negative number")
 
 
+#: What a lock or semaphore nobody ever waited on has for its queue: an empty
+#: deque costs 624 bytes, and objects that are never contended (most of an
+#: app's: a WebSocket connection's events and conditions) would each carry one.
+_NO_WAITERS: Any = ()
+
+
 class _HandOffCounter:
     """A counter of permits handed FIFO to waiters; the core of Lock and Semaphore."""
 
@@ -231,7 +237,7 @@ class _HandOffCounter:
     def __init__(self, value: int) -> None:
         self._mutex = allocate_lock()
         self._value = value
-        self._waiters: deque[_Entry] = deque()
+        self._waiters: deque[_Entry] = _NO_WAITERS
 
     def _acquire(self, blocking: bool, timeout: float | None) -> bool:
         with self._mutex:
@@ -241,6 +247,8 @@ class _HandOffCounter:
             if not blocking:
                 return False
             entry = _Entry()
+            if self._waiters is _NO_WAITERS:
+                self._waiters = deque()
             self._waiters.append(entry)
         try:
             if entry.waiter.wait(timeout):
@@ -308,7 +316,7 @@ class Lock:
         self._try = inner.acquire  # bound C methods: the fast paths are one call
         self._free = inner.release
         self._mutex = allocate_lock()
-        self._waiters: deque[_Entry] = deque()
+        self._waiters: deque[_Entry] = _NO_WAITERS  # a deque once contended
         self._starving = False
         self._offered = False  # starvation mode: held, offered to the woken waiters
 
@@ -431,7 +439,12 @@ class Lock:
             deadline = time.monotonic() + timeout
         since = time.monotonic()
         woken = False
-        mutex, waiters = self._mutex, self._waiters
+        mutex = self._mutex
+        if self._waiters is _NO_WAITERS:
+            with mutex:
+                if self._waiters is _NO_WAITERS:
+                    self._waiters = deque()
+        waiters = self._waiters
         while True:
             entry = _Entry()
             with mutex:
