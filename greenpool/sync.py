@@ -56,10 +56,10 @@ Linux/libev; pinned by ``tests/test_sync.py``, ``tests/test_monkey_sync.py``,
 | ``Barrier``                 | shared by 100 greenlets on 4    | (``lock_tests``)                 |
 |                             | hubs: about 4 runs in 10)       |                                  |
 +-----------------------------+---------------------------------+----------------------------------+
-| ``threading.Event`` (and    | ``gevent.event.Event``: the     | the stdlib's ``Event`` (a        |
-| ``Timer``, which waits on   | first hub to wait owns it;      | ``Condition`` on :class:`Lock`): |
-| one)                        | ``wait()`` on another raises    | any hubs and threads             |
-|                             | ``InvalidThreadUseError``       |                                  |
+| ``threading.Event`` (and    | ``gevent.event.Event``: the     | ``gevent.event.Event``'s         |
+| ``Timer``, which waits on   | first hub to wait owns it;      | cross-hub subclass (as gevent    |
+| one)                        | ``wait()`` on another raises    | patches it): any hubs and        |
+|                             | ``InvalidThreadUseError``       | threads; CPython's EventTests    |
 +-----------------------------+---------------------------------+----------------------------------+
 | ``queue.Queue``,            | ``gevent.queue``'s: a ``put``   | the stdlib's classes on          |
 | ``LifoQueue``,              | from another hub wakes nobody   | :class:`Lock`, with fast         |

@@ -4,12 +4,17 @@ gevent's patched locks, events and queues assume one hub (see the table in
 :mod:`greenpool.sync`). Rather than a second implementation of every stdlib
 primitive, this puts greenpool's cross-hub :class:`~greenpool.sync.Lock` and
 :class:`~greenpool.sync.RLock` under the stdlib's own pure-Python classes:
-``threading.Condition``, ``Semaphore``, ``BoundedSemaphore``, ``Event``,
-``Barrier`` (and so ``Timer``), ``queue.Queue``, ``LifoQueue``,
+``threading.Condition``, ``Semaphore``, ``BoundedSemaphore``,
+``Barrier``, ``queue.Queue``, ``LifoQueue``,
 ``PriorityQueue`` and ``queue._PySimpleQueue`` are written on ``Lock`` and
 ``_allocate_lock`` and behave exactly as the stdlib's, because they *are* the
 stdlib's: CPython's ``lock_tests.py`` and ``test_queue.py`` pass with their
 threads on different hubs (``tests/stdlib``). Only the lock underneath is new.
+``threading.Event`` (and so ``Timer``) is, as gevent's ``patch_all`` makes it,
+``gevent.event.Event``, here its cross-hub subclass
+(:mod:`greenpool.monkey.gevent_primitives`): CPython's ``EventTests`` pass
+with it across hubs too, but for its internals (``_cond``) and ``repr``, and
+it costs no lock and no deque per wait, as the stdlib's ``Condition`` does.
 
 The queues get a little more, for speed (see :mod:`greenpool.monkey.queue`):
 ``queue.Queue`` and its Lifo/Priority subclasses are the stdlib's classes with
@@ -26,6 +31,7 @@ from gevent import monkey
 
 from greenpool import sync
 from greenpool.monkey import queue as greenqueue
+from greenpool.monkey.gevent_primitives.event import Event as CrossHubEvent
 
 _installed = False
 
@@ -80,9 +86,12 @@ def install() -> None:
         (threading, "RLock", RLock),
         (threading, "_PyRLock", RLock),
         (threading, "_CRLock", None),
-        # gevent swapped Event for its one-hub version; the stdlib's is built
-        # on Condition(Lock()), which now works across hubs.
-        (threading, "Event", _original("threading", "Event")),
+        # gevent swapped Event for its one-hub version; greenpool's subclass of
+        # it wakes waiters on any hub (CPython's EventTests pass with it across
+        # hubs: tests/stdlib). The stdlib's own (a Condition on Lock) works too
+        # but costs a lock and a deque per wait: every message of a
+        # simple-websocket connection sets and waits on one.
+        (threading, "Event", CrossHubEvent),
         # Locks made at import that threads of any hub take: gevent already gave
         # them its (one-hub) lock while no other thread existed, so neither is held.
         (threading, "_active_limbo_lock", Lock()),
