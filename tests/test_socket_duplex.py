@@ -16,7 +16,6 @@ watcher has a callback), never on sleeps.
 
 from __future__ import annotations
 
-import hashlib
 import ssl
 import threading
 import time
