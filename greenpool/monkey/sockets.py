@@ -328,14 +328,25 @@ def _wait_elsewhere(self, watcher, timeout_exc, hub):
     writable, its write until it is readable: such a wait belongs to the
     operation, not to the direction the other hub's greenlet waits in).
 
-    The other direction comes along unless a greenlet on another hub waits in
-    it: a socket is split across two hubs only while it is really used in
-    full duplex from both, and otherwise keeps gevent's (and the C) same-hub
-    wait.
+    When the waited direction moves, the other one comes along unless a
+    greenlet on another hub waits in it: a socket is split across two hubs
+    only while it is really used in full duplex from both, and otherwise keeps
+    gevent's (and the C) same-hub wait. A direction already on the caller's
+    hub leaves the other where it is, so a reader and a writer that stay on
+    their hubs never move anything (no watcher made per wait).
     """
     if watcher is None:  # closed: gevent's wait says so
         return _gevent_wait(self, watcher, timeout_exc)
     direction = WRITE if watcher.events & WRITE else READ
+    if (
+        self.hub is SPLIT
+        and watcher is (self._read_event if direction == READ else self._write_event)
+        and watcher.loop is hub.loop
+    ):
+        # The steady state of full duplex: this direction is already here. No
+        # lock: a move that retires it meanwhile makes the wait's start fail
+        # (ValueError), and _wait_failed() waits again on the current watcher.
+        return _wait_here(self, watcher, timeout_exc, hub)
     other_direction = READ if direction == WRITE else WRITE
     side = None
     with _move_lock:
@@ -354,35 +365,42 @@ def _wait_elsewhere(self, watcher, timeout_exc, hub):
                 else:
                     current = _move(self, direction, mine, hub, fd)
                     mine = hub
-            if other is not hub and side is None and not (
-                _hub_alive(other) and other_watcher.callback is not None
-            ):
-                try:
-                    _move(self, other_direction, other, hub, fd)
-                    other = hub
-                except ConcurrentSocketUseError:
-                    pass  # its waiter started meanwhile: that direction stays on its hub
+                    if other is not hub and not (
+                        _hub_alive(other) and other_watcher.callback is not None
+                    ):
+                        try:
+                            _move(self, other_direction, other, hub, fd)
+                            other = hub
+                        except ConcurrentSocketUseError:
+                            pass  # its waiter started meanwhile: it stays on its hub
         finally:
             if direction == READ:
                 _set_owners(self, mine, other)
             else:
                 _set_owners(self, other, mine)
+    if side is None:
+        return _wait_here(self, current, timeout_exc, hub)
+    try:
+        _wait_here(self, current, timeout_exc, hub)
+    finally:
+        with _move_lock:
+            waits = _side_waits.get(self)
+            if waits is not None:
+                waits.discard((hub, side))
+                if not waits:
+                    del _side_waits[self]
+        side.close()
+
+
+def _wait_here(self, watcher, timeout_exc, hub):
+    """gevent's socket wait, on ``hub`` (the caller's, which ``watcher`` belongs to)."""
     timeout = self.timeout
     if timeout is not None and timeout_exc is None:
         timeout_exc = _socketcommon.timeout("timed out")  # what gevent's wait raises
     try:
-        _gevent_wait_on_watcher(current, timeout, timeout_exc, hub)
+        _gevent_wait_on_watcher(watcher, timeout, timeout_exc, hub)
     except ValueError as exc:
-        _wait_failed(self, current, timeout_exc, exc)
-    finally:
-        if side is not None:
-            with _move_lock:
-                waits = _side_waits.get(self)
-                if waits is not None:
-                    waits.discard((hub, side))
-                    if not waits:
-                        del _side_waits[self]
-            side.close()
+        _wait_failed(self, watcher, timeout_exc, exc)
 
 
 def _watcher(sock, direction: int):
