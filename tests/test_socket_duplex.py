@@ -36,7 +36,7 @@ from gevent.exceptions import ConcurrentObjectUseError
 from greenpool.errors import WrongHubError
 from greenpool.monkey import sockets as follow
 
-PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+PORT = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 0
 CAFILE = sys.argv[2] if len(sys.argv) > 2 else None
 MiB = 1 << 20
 pool = greenpool.Pool(4)
@@ -483,3 +483,109 @@ app.close()
 pool.shutdown()
 print("ok")
 """, slow_websocket_echo, timeout=110)
+
+
+@pytest.mark.timeout(60)
+def test_sendfile_on_one_hub_while_the_reader_waits_on_another(tmp_path):
+    path = tmp_path / "payload"
+    path.write_bytes(bytes(range(256)) * (64 * 1024))  # 16 MiB
+    run_child("""
+a, b = tcp_pair()
+path = sys.argv[1]
+size = os.path.getsize(path)
+expected = hashlib.sha256(open(path, "rb").read()).hexdigest()
+reader = start(0, a.recv, 100)
+bounded_wait(lambda: waiting(a, "read"), "the reader to wait on hub 0")
+
+def send_file():
+    with open(path, "rb") as f:
+        return a.sendfile(f), here()
+
+sender = start(1, send_file)
+assert read_exactly(b.recv, size)[0] == expected     # slow enough: the sender waits
+assert sender.result(30) == (size, 1)
+b.sendall(b"done")
+assert reader.result(10) == b"done"
+a.close(); b.close()
+pool.shutdown()
+print("ok")
+""", path)
+
+
+@pytest.mark.timeout(60)
+def test_accept_waits_on_one_hub_a_second_acceptor_is_refused_and_close_wakes_it():
+    run_child("""
+listener = socket.create_server(("127.0.0.1", 0))
+acceptor = start(0, listener.accept)
+bounded_wait(lambda: waiting(listener, "read"), "accept() to wait on hub 0")
+error = start(1, listener.accept).exception(10)
+assert isinstance(error, follow.ConcurrentSocketUseError), repr(error)
+client = socket.create_connection(listener.getsockname())
+conn, _ = acceptor.result(10)
+conn.close(); client.close()
+acceptor = start(0, listener.accept)
+bounded_wait(lambda: waiting(listener, "read"), "accept() to wait on hub 0 again")
+on(2, listener.close)
+error = acceptor.exception(10)
+assert isinstance(error, OSError) and error.errno == errno.EBADF, repr(error)
+pool.shutdown()
+print("ok")
+""")
+
+
+@pytest.mark.timeout(60)
+def test_a_tls_wait_in_a_direction_another_hub_waits_in_uses_its_own_watcher(tmp_path):
+    """SSL_read wanting to write (WANT_WRITE) while the writer waits on another hub.
+
+    The wait belongs to the read: it waits on a one-shot watcher of its own hub,
+    wakes when the socket is writable, and close() from a third hub wakes it too.
+    """
+    cert, key = make_certificate(tmp_path)
+    run_child("""
+cert, key = sys.argv[1], sys.argv[2]
+server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+server_context.load_cert_chain(cert, key)
+client_context = ssl.create_default_context(cafile=cert)
+listener = socket.create_server(("127.0.0.1", 0))
+
+def serve():
+    conn, _ = listener.accept()
+    return server_context.wrap_socket(conn, server_side=True)
+
+server = start(3, serve)
+tls = client_context.wrap_socket(socket.create_connection(listener.getsockname()),
+                                 server_hostname="localhost")
+peer = server.result(10)
+writer = block_writer(tls, 1)                 # the server reads nothing yet
+
+def read_wanting_write():                     # what SSLSocket.read does on WANT_WRITE
+    tls._wait(tls._write_event)
+    return here()
+
+wants_write = start(0, read_wanting_write)
+bounded_wait(lambda: tls in follow._side_waits, "the one-shot wait on hub 0")
+assert follow.owners(tls)[1] is hub(1)        # the writer's direction stays on hub 1
+
+def drain():
+    got = 0
+    while got < 16 * MiB:
+        got += len(peer.recv(MiB))
+    return got
+
+assert on(3, drain) == 16 * MiB
+assert writer.result(10) is None
+assert wants_write.result(10) == 0            # woken on its own hub
+assert tls not in follow._side_waits          # its watcher is gone
+
+writer = block_writer(tls, 1)
+wants_write = start(0, read_wanting_write)
+bounded_wait(lambda: tls in follow._side_waits, "the one-shot wait on hub 0 again")
+on(2, tls.close)                              # wakes the writer and the one-shot wait
+for future in (writer, wants_write):
+    error = future.exception(10)
+    assert isinstance(error, OSError) and error.errno == errno.EBADF, repr(error)
+on(3, peer.close)
+listener.close()
+pool.shutdown()
+print("ok")
+""", cert, key)

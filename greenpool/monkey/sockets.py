@@ -1,50 +1,94 @@
-"""Gevent sockets follow the greenlet that uses them (part of ``greenpool.monkey``).
+"""Each direction of a gevent socket follows the greenlet that waits in it (``greenpool.monkey``).
 
 A gevent socket belongs to one hub: its ``hub`` and its two libev I/O watchers
-live on that hub's loop, so a thread-style app that shares a socket (through a
-``requests.Session``, a redis-py pool, a DB driver's connection pool) between
-hubs fails with "Cannot switch to a different thread". After :func:`install`,
-the socket *moves*, in place, to the hub of whichever greenlet has to wait on
-it: same object, same descriptor, same buffered bytes (``makefile()``), same
-OpenSSL state. Only the wait path and close/shutdown are patched (and, with
-the C extension, recv/recv_into: below): a send or receive that does not have
-to wait never looks at the hub, and a wait on the socket's own hub costs one
-hub check more than gevent's (gevent's ``get_hub()`` and an identity check, in
-C, ``greenpool/_speedups.c``: ~90 ns a wait; the pure-Python twin ~105 ns;
-``benchmarks/socket_follow.py``).
+(read and write) live on that hub's loop, so a thread-style app that shares a
+socket (through a ``requests.Session``, a redis-py pool, a DB driver's
+connection pool) between hubs fails with "Cannot switch to a different
+thread". After :func:`install`, each *direction* of a socket moves, in place,
+to the hub of the greenlet that has to wait in it: same object, same
+descriptor, same buffered bytes (``makefile()``), same OpenSSL state. Only the
+wait path and close/shutdown are patched (and, with the C extension,
+recv/recv_into: below): a send or receive that does not have to wait never
+looks at the hub.
 
-With the C extension, ``recv`` and ``recv_into`` of plain sockets are also
-replaced, so that the same-hub path as a whole is not slower than gevent's:
-gevent's first try a recv, catch the ``BlockingIOError`` CPython raises when
-nothing is there (~0.6 us: an exception, its message, a Python ``except``),
-then wait and try again; these make the non-blocking ``recv(2)`` themselves
-and treat EAGAIN as a return code, then wait exactly as gevent does
-(``self._wait(self._read_event)``). Anything else (keywords, a non-int size,
-a buffer they cannot write) goes to gevent's own method. TLS sockets keep
-gevent's (``SSLSocket`` overrides both).
+**Full duplex.** A reader on one hub and a writer on another at the same time
+is the commonest full-duplex pattern of thread-style code (websocket-client's
+reader thread plus ``ws.send`` from app threads, a broadcaster thread, SSH and
+DB transports); threads and one gevent hub allow it, so it must work at any
+message size. The read watcher and the write watcher are independent libev
+watchers on one descriptor, and libev (epoll) lets one descriptor be in several
+loops: each loop's epoll set holds its own registration with its own event
+mask, and stopping one loop's watcher changes only that loop's set (libev
+updates the mask lazily and filters a spurious event itself). So a socket
+read on hub A and written on hub B has its read watcher on A's loop and its
+write watcher on B's; its ``hub`` is then :data:`SPLIT`, since there is no one
+hub: anything that would act on "the socket's hub" raises ``WrongHubError``
+rather than touch another thread's loop (``sock.hub.wait(watcher)``, which
+gevent-style code uses, still works for a watcher of the caller's loop). When
+a direction moves, the other one comes along unless a greenlet on another hub
+waits in it, so a socket is split only while it is really used in full duplex
+from two hubs; otherwise it keeps gevent's one-hub wait. A direction already on
+its waiter's hub moves nothing, so a reader and a writer that stay on their
+hubs run at the throughput of two threads (``benchmarks/socket_follow.py``).
 
-Closing or shutting down from another hub never touches the owning loop: an
-idle socket's descriptor is closed directly (also when its hub has stopped:
-nothing is printed, at exit either); a socket another greenpool hub waits on
-is closed by that hub (its waiter gets EBADF, as on one hub); ``shutdown()``
-leaves the waking to the kernel.
+**The same direction on two hubs** (two readers, two writers, threads on
+several hubs blocked in ``accept()`` on one listener) is refused with
+:class:`ConcurrentSocketUseError`, whose message names the fix. Why not let
+both wait, as threads do: gevent refuses two waiters in one direction on one
+hub (``ConcurrentObjectUseError``), and which hub a thread lands on is not the
+app's choice, so letting them wait across hubs would make the same program
+work or fail by placement; and on a stream socket, two readers or two writers
+interleave their bytes at arbitrary points, a bug in a threaded program too
+(libraries that send from several threads serialize their writers with a lock,
+as websocket-client does). Listeners are served per hub instead
+(``each_hub=True``).
 
-The move is safe only while nothing waits on the old hub's watchers: they are
-inactive, so they are in no loop and can be dropped from any thread (libev's
-``ev_io_stop`` on an inactive watcher touches nothing, and the cython
-watcher's dealloc never touches its loop). A dropped watcher is pointed at a
-destroyed loop, so a greenlet that still held it (a racing use from its old
-hub) fails at once instead of waiting on a watcher nobody will wake. libev's
+**TLS.** OpenSSL's read may have to wait until the socket is writable
+(``SSLWantWriteError``) and its write until it is readable: such a wait belongs
+to the operation, not to the direction of the watcher it needs. When a
+greenlet on another hub already waits in that direction (the writer, for a
+read that wants to write), the TLS wait uses a one-shot watcher of its own on
+its own hub; both wake when the socket is ready, as two threads would. (Two
+TLS readers on two hubs cannot be told apart from that, so they both wait, as
+threads do.) Reads and writes of one ``SSLSocket`` from two threads are what
+CPython's ``ssl`` lets threads do; they share one OpenSSL connection here too.
+
+**close() and shutdown().** ``close()`` from any hub wakes every waiter on its
+own loop with gevent's close error (``EBADF``, as on one hub): each hub with a
+waiter is asked to cancel its waits, and the last of them closes the
+descriptor, only after every watcher has stopped (libev must never watch a
+closed descriptor: it would silently leave the epoll set, and a reused number
+would wake the wrong waiter). An idle socket's descriptor is closed directly
+(also when its hub has stopped: nothing is printed, at exit either).
+``shutdown()`` from a hub that does not own both directions leaves the waking
+to the kernel, which wakes every loop's watchers: a reader gets EOF, a writer
+``EPIPE``, as between threads.
+
+**Moves.** A direction moves only while nothing waits on its old watcher: it is
+inactive, so it is in no loop and can be dropped from any thread (libev's
+``ev_io_stop`` on an inactive watcher touches nothing, and the cython watcher's
+dealloc never touches its loop). A dropped watcher is pointed at a destroyed
+loop, so a greenlet that fetched it just before the move (gevent's methods read
+``self._read_event`` before calling ``_wait``) fails to start it and waits on
+the direction's current watcher instead, never on one nobody will wake. libev's
 loop calls ``stop()`` once more on a watcher after its callback (the waiting
-greenlet's switch) returns; when the greenlet handed the socket over before
-its hub got control back, that stop meets a retired watcher and has nothing
-left to do, so gevent's ``Hub.handle_error`` is taught not to print it.
+greenlet's switch) returns; when the direction moved before its hub got control
+back, that stop meets a retired watcher and has nothing left to do, so gevent's
+``Hub.handle_error`` is taught not to print it.
 
-Two greenlets on different hubs waiting on one socket at the same time is
-refused with :class:`ConcurrentSocketUseError`, as gevent refuses two waiting
-greenlets on one hub (``ConcurrentObjectUseError``). That includes a reader
-on one hub and a writer on another (full duplex across hubs) and several
-threads blocked in ``accept()`` on one listener: the socket has one hub.
+**Cost.** A wait on the socket's own hub (both directions there) costs one hub
+check more than gevent's (gevent's ``get_hub()`` and an identity check, in C,
+``greenpool/_speedups.c``: ~90 ns a wait; the pure-Python twin ~105 ns). With
+the C extension, ``recv`` and ``recv_into`` of plain sockets are also replaced,
+so that the same-hub path as a whole is not slower than gevent's: gevent's
+first try a recv, catch the ``BlockingIOError`` CPython raises when nothing is
+there (~0.6 us: an exception, its message, a Python ``except``), then wait and
+try again; these make the non-blocking ``recv(2)`` themselves and treat EAGAIN
+as a return code, then wait exactly as gevent does
+(``self._wait(self._read_event)``). Anything else (keywords, a non-int size, a
+buffer they cannot write) goes to gevent's own method. TLS sockets keep
+gevent's (``SSLSocket`` overrides both). A split socket's waits take a Python
+path (~1 us more a wait, small next to a wait's loop iteration).
 
 Written against, and tested with, gevent 26.9's libev (cython) loop, the
 default on Linux; the libuv and libev-cffi loops are untested (with them,
