@@ -51,7 +51,10 @@ read that wants to write), the TLS wait uses a one-shot watcher of its own on
 its own hub; both wake when the socket is ready, as two threads would. (Two
 TLS readers on two hubs cannot be told apart from that, so they both wait, as
 threads do.) Reads and writes of one ``SSLSocket`` from two threads are what
-CPython's ``ssl`` lets threads do; they share one OpenSSL connection here too.
+CPython's ``ssl`` lets threads do; here they share one OpenSSL connection
+whose calls are serialized by a per-socket lock (:class:`_LockedSSLObject`:
+OpenSSL cannot run a read and a write of one connection at once), held only
+for each non-blocking call, never across a wait.
 
 **close() and shutdown().** ``close()`` from any hub wakes every waiter on its
 own loop with gevent's close error (``EBADF``, as on one hub): each hub with a
@@ -88,7 +91,7 @@ as a return code, then wait exactly as gevent does
 (``self._wait(self._read_event)``). Anything else (keywords, a non-int size, a
 buffer they cannot write) goes to gevent's own method. TLS sockets keep
 gevent's (``SSLSocket`` overrides both). A split socket's waits take a Python
-path (~1 us more a wait, small next to a wait's loop iteration).
+path (~0.8 us more a wait, small next to a wait's loop iteration).
 
 Written against, and tested with, gevent 26.9's libev (cython) loop, the
 default on Linux; the libuv and libev-cffi loops are untested (with them,
@@ -100,6 +103,7 @@ from __future__ import annotations
 import weakref
 
 from gevent import _socketcommon
+from gevent import ssl as _gevent_ssl
 from gevent._hub_local import get_hub_if_exists
 from gevent._hub_local import get_hub_noargs as get_hub
 from gevent._hub_primitives import wait_on_socket as _gevent_wait
@@ -115,8 +119,10 @@ from greenpool.rebind import follow_in_place
 __all__ = ["ConcurrentSocketUseError", "install", "installed", "adopt"]
 
 _RLock = get_original("_thread", "RLock")
+_Lock = get_original("_thread", "allocate_lock")
 _move_lock = _RLock()
 _Mixin = _socketcommon.SocketMixin
+_SSLSocket = _gevent_ssl.SSLSocket
 _installed = False
 _originals: dict[str, object] = {}
 #: What install() put in place of gevent's SocketMixin._wait: the C method
@@ -189,6 +195,8 @@ def installed() -> bool:
 def _hub_name(hub) -> str:
     if hub is None:
         return "a thread without a hub"
+    if hub is SPLIT:
+        return "two hubs"
     owner = getattr(hub, "greenpool_hub", None)
     if owner is not None:
         return f"hub {owner.name!r}"
@@ -598,6 +606,64 @@ def _handle_error(self, context, type, value, tb):
     return _originals["handle_error"](self, context, type, value, tb)
 
 
+class _LockedSSLObject:
+    """A TLS socket's ``_ssl._SSLSocket`` whose OpenSSL calls never overlap across hubs.
+
+    gevent's TLS sockets are non-blocking: SSL_read and SSL_write return at
+    once when they would block (WANT_READ/WANT_WRITE) and the wait happens
+    outside OpenSSL. CPython releases the GIL around each call *and* the
+    SSL_get_error() that classifies it, so a reader on one hub and a writer on
+    another would run inside one SSL object at once. OpenSSL does not support
+    that, and its state is not split by direction: ``rwstate``, which
+    SSL_get_error() reads, is one field, and a write resetting it in the middle
+    of a read turns the read's WANT_READ into a spurious EOF (a ``recv()`` that
+    returns ``b""`` on a live connection: seen in the full-duplex TLS test).
+    Each call here holds the socket's lock for its duration only: a
+    non-blocking call of microseconds, never a wait, so a reader and a writer
+    still wait at the same time, each on its own hub. (Threads with blocking
+    sockets share the race in CPython but rarely hit it: their SSL_read blocks
+    in the kernel instead of returning WANT_READ.) Greenlets of one hub never
+    contend for it: nothing in these calls switches.
+    """
+
+    __slots__ = ("_greenpool_raw", "_greenpool_lock")
+
+    def __init__(self, raw) -> None:
+        object.__setattr__(self, "_greenpool_raw", raw)
+        object.__setattr__(self, "_greenpool_lock", _Lock())
+
+    def read(self, *args):
+        with self._greenpool_lock:
+            return self._greenpool_raw.read(*args)
+
+    def write(self, data):
+        with self._greenpool_lock:
+            return self._greenpool_raw.write(data)
+
+    def do_handshake(self):
+        with self._greenpool_lock:
+            return self._greenpool_raw.do_handshake()
+
+    def shutdown(self):
+        with self._greenpool_lock:
+            return self._greenpool_raw.shutdown()
+
+    def pending(self):
+        with self._greenpool_lock:
+            return self._greenpool_raw.pending()
+
+    def __getattr__(self, name: str):
+        return getattr(self._greenpool_raw, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._greenpool_raw, name, value)  # e.g. gevent's ``_sslobj.context = ctx``
+
+
+def _create_sslobj(self, server_side=False, session=None):
+    """gevent's ``SSLSocket.__create_sslobj``: every OpenSSL object it makes is locked."""
+    return _LockedSSLObject(_originals["create_sslobj"](self, server_side, session))
+
+
 def install() -> None:
     """Idempotent: patch gevent's socket wait and close paths so sockets follow their user."""
     global _installed, _installed_wait
@@ -622,5 +688,8 @@ def install() -> None:
             setattr(_Mixin, name, replacement)
         _originals["handle_error"] = GeventHub.handle_error
         GeventHub.handle_error = _handle_error
+        # Name-mangled: gevent's SSLSocket makes every ``_sslobj`` with it.
+        _originals["create_sslobj"] = _SSLSocket.__dict__["_SSLSocket__create_sslobj"]
+        _SSLSocket._SSLSocket__create_sslobj = _create_sslobj
         follow_in_place(adopt)  # greenpool.rebind() now moves sockets in place
         _installed = True
