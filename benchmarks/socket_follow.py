@@ -12,7 +12,16 @@ recv), so machine noise hits all alike. Prints every batch, the
 medians and the ratio per process, and the wrapper's own cost per wait
 (timed with gevent's wait replaced by a no-op: best of 7, so noise-free).
 
+Then full duplex across hubs: one loopback TCP socket, a reader greenlet on
+hub 0 and a writer greenlet on hub 1 (``greenpool.monkey.patch_all()``, 1 MiB
+messages each way), against the same with two real threads and unpatched
+stdlib sockets, and with both greenlets on one hub ("one-hub", for
+reference). The other end is a separate plain process (a sink thread and a
+source thread), the same for all; runs rotate between the modes, and the
+ratio of the medians is printed (goal: >= 0.8).
+
 Usage: python benchmarks/socket_follow.py [--rounds 2000] [--batches 15] [--runs 3]
+       [--duplex-runs 7] [--duplex-mib 256]
 """
 
 from __future__ import annotations
@@ -99,6 +108,117 @@ print(repr(results))
 
 MODES = ("gevent", "follow", "follow-py")
 
+#: The far end of the duplex socket: a sink thread and a source thread, plain stdlib.
+PEER = r"""
+import socket, sys, threading
+total = int(sys.argv[1])
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+conn, _ = listener.accept()
+message = b"p" * (1 << 20)
+
+def sink():
+    buf = memoryview(bytearray(1 << 20))
+    got = 0
+    while got < total:
+        n = conn.recv_into(buf)
+        if not n:
+            raise SystemExit("EOF")
+        got += n
+
+def source():
+    for _ in range(total >> 20):
+        conn.sendall(message)
+
+threads = [threading.Thread(target=sink), threading.Thread(target=source)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+conn.close()
+"""
+
+#: This end: a reader and a writer on one socket, as greenlets on two hubs or as threads.
+DUPLEX = r"""
+import sys, time
+mode, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if mode != "threads":
+    import greenpool.monkey; greenpool.monkey.patch_all()
+    import greenpool
+import socket, threading
+
+message = b"m" * (1 << 20)
+sock = socket.create_connection(("127.0.0.1", port))
+
+def read():
+    buf = memoryview(bytearray(1 << 20))
+    got = 0
+    while got < total:
+        n = sock.recv_into(buf)
+        if not n:
+            raise SystemExit("EOF")
+        got += n
+
+def write():
+    for _ in range(total >> 20):
+        sock.sendall(message)
+
+if mode != "threads":  # "greenpool": two hubs; "one-hub": both greenlets on hub 0
+    pool = greenpool.Pool(2)
+    t0 = time.perf_counter()
+    futures = [pool.spawn_on(0, read), pool.spawn_on(0 if mode == "one-hub" else 1, write)]
+    for f in futures:
+        f.result()
+    elapsed = time.perf_counter() - t0
+    pool.shutdown()
+else:
+    threads = [threading.Thread(target=read), threading.Thread(target=write)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+sock.close()
+print(repr(2 * total / elapsed / 1e6))
+"""
+
+
+def duplex_once(mode: str, total: int) -> float:
+    """MB/s moved through one socket in both directions (reader and writer at once)."""
+    peer = subprocess.Popen([sys.executable, "-c", PEER, str(total)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert peer.stdout is not None
+        port = peer.stdout.readline().strip()
+        out = subprocess.run([sys.executable, "-c", DUPLEX, mode, port, str(total)],
+                             capture_output=True, text=True, check=True, timeout=600)
+        if peer.wait(60) != 0:
+            raise RuntimeError(f"the peer failed with {peer.returncode}")
+    finally:
+        if peer.poll() is None:
+            peer.kill()
+            peer.wait()
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def duplex(runs: int, mib: int) -> None:
+    """Full-duplex throughput across two hubs vs two real threads: medians and their ratio."""
+    results: dict[str, list[float]] = {"greenpool": [], "threads": [], "one-hub": []}
+    for run in range(runs):
+        order = list(results)[run % 3:] + list(results)[:run % 3]
+        for mode in order:
+            results[mode].append(duplex_once(mode, mib << 20))
+    for mode, values in results.items():
+        print(f"duplex {mode:9s} MB/s (both directions, {mib} MiB each way, 1 MiB messages): "
+              f"median {statistics.median(values):.0f}  ("
+              + " ".join(f"{v:.0f}" for v in values) + ")")
+    ratio = statistics.median(results["greenpool"]) / statistics.median(results["threads"])
+    print(f"duplex greenpool (reader on hub 0, writer on hub 1) / threads: {ratio:.2f}x "
+          "(median of runs; goal >= 0.8)")
+    one = statistics.median(results["one-hub"]) / statistics.median(results["threads"])
+    print(f"duplex one-hub (reader and writer greenlets on hub 0) / threads: {one:.2f}x")
+
 
 def one_process(rounds: int, batches: int) -> dict[str, list[float]]:
     """Microseconds per round trip, alternating batches of both modes in one interpreter."""
@@ -112,9 +232,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2000, help="round trips per batch")
     parser.add_argument("--batches", type=int, default=15, help="batches per mode and process")
     parser.add_argument("--runs", type=int, default=3, help="processes")
+    parser.add_argument("--duplex-runs", type=int, default=7,
+                        help="full-duplex runs per mode (0: skip)")
+    parser.add_argument("--duplex-mib", type=int, default=256,
+                        help="MiB each way per full-duplex run")
     args = parser.parse_args()
-    if min(args.rounds, args.batches, args.runs) < 1:
-        parser.error("--rounds, --batches and --runs must be at least 1")
+    if min(args.rounds, args.batches, args.runs, args.duplex_mib) < 1 or args.duplex_runs < 0:
+        parser.error("--rounds, --batches, --runs and --duplex-mib must be at least 1")
     ratios: dict[str, list[float]] = {"follow": [], "follow-py": []}
     for run in range(args.runs):
         results = one_process(args.rounds, args.batches)
@@ -134,6 +258,8 @@ def main() -> None:
     for mode, values in ratios.items():
         print(f"{mode} / gevent, per run (median of batches): "
               + " ".join(f"{r:.3f}" for r in values) + f"; median {statistics.median(values):.3f}")
+    if args.duplex_runs:
+        duplex(args.duplex_runs, args.duplex_mib)
 
 
 if __name__ == "__main__":

@@ -360,8 +360,9 @@ static PyTypeObject QueueCoreType = {
  *
  * Why C: gevent's own _wait is compiled (Cython); a Python replacement adds a
  * frame to every wait of every socket, and the issue asks that the same-hub
- * path not get slower. Only the same-hub case is here: the move to another
- * hub, and what a ValueError from a retired watcher means, stay in Python. */
+ * path not get slower. Only the same-hub case (both directions of the socket
+ * on the caller's hub) is here: moving a direction to another hub, and what a
+ * ValueError from a retired watcher means, stay in Python. */
 
 static PyObject *fw_get_hub, *fw_wait, *fw_move, *fw_failed, *str_hub;
 
@@ -394,8 +395,10 @@ follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb != NULL)
         PyException_SetTraceback(value, tb);
-    PyObject *fargs[3] = {self, a[0], value};
-    r = PyObject_Vectorcall(fw_failed, fargs, 3, NULL);  /* raises */
+    /* A retired (stale) watcher: Python waits again on the direction's
+     * current one, or raises what the failure means. */
+    PyObject *fargs[4] = {self, a[0], a[1], value};
+    r = PyObject_Vectorcall(fw_failed, fargs, 4, NULL);
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(tb);

@@ -161,7 +161,10 @@ def _file_socket(obj):
 
 def _needs(value, gevent_hub, depth=0) -> bool:
     if isinstance(value, GeventSocket):
-        return value.hub is not gevent_hub
+        # Once sockets follow their waiters, each direction moves when the task
+        # waits in it; moving both up front would refuse a socket whose other
+        # direction a greenlet elsewhere is waiting in (a reader thread).
+        return _adopt is None and value.hub is not gevent_hub
     if depth == 0 and type(value) is tuple:
         return any(_needs(item, gevent_hub, 1) for item in value)
     if isinstance(value, io.IOBase):
