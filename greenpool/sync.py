@@ -181,7 +181,7 @@ def _owner():
         return get_ident()
 
 
-def _remove(waiters: deque, entry: _Entry) -> bool:
+def _remove(waiters: deque | list, entry: _Entry) -> bool:
     """Remove ``entry`` if still queued; False means a waker already popped it."""
     try:
         waiters.remove(entry)

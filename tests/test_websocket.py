@@ -17,14 +17,11 @@ import socket
 import ssl
 import threading
 
-import gevent
-import gevent.event
 import pytest
 import websocket
 from websockets.sync.client import connect as websockets_connect
 
 from greenpool import wsgi
-from greenpool.http.app_threads import AppThreads
 from greenpool.http.connection import SERVER_SOFTWARE
 from greenpool.http.upgrade import UpgradedSocket
 from tests import ws_app
@@ -349,9 +346,9 @@ def test_an_open_websocket_counts_toward_max_connections(serve):
 
 
 def test_open_websockets_leave_the_app_thread_bound_so_http_is_still_answered(serve):
-    # 4 app threads, 100 WebSockets held in the app: each leaves the bound
-    # once it has taken its connection, so requests still find a free thread
-    # (with a 2 s wait for one, a held slot would turn them into 503s).
+    # 4 app threads, 100 WebSockets held in the app: none holds an app thread,
+    # so requests still find a free one (with a 2 s wait for one, a held slot
+    # would turn them into 503s).
     server = serve(hubs=2, app_threads=4, app_wait_timeout=2.0)
     clients = []
     try:
@@ -370,31 +367,22 @@ def test_open_websockets_leave_the_app_thread_bound_so_http_is_still_answered(se
     assert get(server.address)[0] == 200
 
 
-def test_app_threads_leave_frees_the_slot_and_retires_the_thread(pool):
-    threads = AppThreads(1, wait_timeout=1.0)
-
-    def held(release: gevent.event.Event, left: list):
-        left.append(threads.leave(gevent.getcurrent()))
-        left.append(threads.leave(gevent.getcurrent()))  # once only
-        release.wait()
-        return "held done"
-
-    def scenario():
-        release = gevent.event.Event()
-        left: list = []
-        holder = gevent.spawn(threads.run, held, release, left)
-        gevent.sleep(0)
-        assert left == [True, False]
-        # The only slot is free again: another request runs meanwhile.
-        assert threads.run(lambda: "next") == "next"
-        release.set()
-        assert holder.get(timeout=5) == "held done"
-        hub_threads = threads._of_this_hub()
-        assert len(hub_threads.idle) == 1  # the retired thread did not join the idle ones
-        assert threads.leave(gevent.getcurrent()) is False  # not an app thread
-        return True
-
-    assert pool.spawn_on(0, scenario).result(timeout=10)
+def test_a_handshake_does_not_wait_for_an_app_thread(serve):
+    """Upgrade requests run on their connection's greenlet, never on one of the app threads."""
+    server = serve(hubs=1, app_threads=1, app_wait_timeout=0.5)
+    ws_app.BUSY_STARTED.clear()
+    ws_app.RELEASE_BUSY.clear()
+    answers: list = []
+    holder = threading.Thread(target=lambda: answers.append(get(server.address, "/busy")))
+    holder.start()
+    try:
+        assert ws_app.BUSY_STARTED.wait(10)
+        assert get(server.address)[0] == 503  # the only app thread is busy...
+        check_echo(server.address)  # ...and a WebSocket is served all the same
+    finally:
+        ws_app.RELEASE_BUSY.set()
+        holder.join(10)
+    assert answers == [(200, b"done")]
 
 
 def test_upgraded_socket_returns_pending_bytes_first_and_marks_the_take():

@@ -77,6 +77,18 @@ def index():
     return f"{os.getpid()} {hub.index} {hub.pool.size}"
 
 
+#: ``/busy`` holds its app thread from BUSY_STARTED until RELEASE_BUSY (in-process tests).
+BUSY_STARTED = greenpool.Event()
+RELEASE_BUSY = greenpool.Event()
+
+
+@app.route("/busy")
+def busy():
+    BUSY_STARTED.set()
+    RELEASE_BUSY.wait(10)
+    return "done"
+
+
 @app.route("/env")
 def environ():
     return request.environ["SERVER_SOFTWARE"]

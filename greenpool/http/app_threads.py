@@ -22,10 +22,12 @@ answers 503). The connection greenlet hands its request over with one
 greenlet switch each way: no loop callback, no cross-thread lock (app threads
 belong to one hub).
 
-A request that stops being a request leaves the bound
-(:meth:`AppThreads.leave`): a WebSocket held open for hours would otherwise
-keep its slot, and ``count`` of them would starve every HTTP request. Its slot
-goes to the next request at once; its app thread ends with it.
+Upgrade requests (WebSocket handshakes) never enter the bound: the server
+runs them on their connection's own greenlet, as ``gunicorn -k gevent``
+does. A WebSocket held open for hours would otherwise keep a slot, and
+``count`` of them would starve every HTTP request; and a greenlet of its own
+per connection is what a WebSocket handler's thread-locals were under an app
+thread anyway (one per connection, ended with it).
 """
 
 from __future__ import annotations
@@ -152,18 +154,16 @@ class _AppThread:
 
     The caller's request goes in ``job``, its outcome comes back in
     ``outcome`` (never as switch arguments, which an idle thread's stack would
-    keep alive until its next request). ``left``: its request left the bound
-    (:meth:`AppThreads.leave`); the thread ends with that request.
+    keep alive until its next request).
     """
 
-    __slots__ = ("greenlet", "job", "caller", "outcome", "home", "left")
+    __slots__ = ("greenlet", "job", "caller", "outcome", "home")
 
     def __init__(self, home: _HubThreads) -> None:
         self.job: tuple | None = None
         self.caller: Any = None
         self.outcome: tuple | None = None
         self.home = home
-        self.left = False
         self.greenlet = _AppGreenlet(self._run)  # its parent: this thread's hub
         self.greenlet.app_thread = self
 
@@ -209,14 +209,6 @@ class _HubThreads:
         return _AppThread(self)
 
     def give(self, thread: _AppThread) -> None:
-        if thread.left:
-            # Its slot went back when its request left the bound; the thread
-            # ends instead of joining the idle ones, so no more than ``size``
-            # of them (and their thread-locals: a database connection each)
-            # outlive their requests. It is parked in _run's switch, where the
-            # kill's GreenletExit ends it on the hub's next turn.
-            thread.greenlet.kill(block=False)
-            return
         if not thread.greenlet.dead:
             self.idle.append(thread)
         self.slots.release()
@@ -282,26 +274,6 @@ class AppThreads:
             raise value
         finally:
             del value, outcome
-
-
-    def leave(self, glet: Any) -> bool:
-        """Let the request running on app-thread greenlet ``glet`` out of the bound.
-
-        Its slot is free for the next request at once; the request goes on
-        running on its app thread, which ends with it (its thread-locals
-        too) instead of waiting for another request. For requests that stop
-        being requests: an upgraded connection (a WebSocket held open for
-        hours) would otherwise keep a slot as long as it lives, and as many
-        of them as there are slots would starve every HTTP request. Call it
-        on ``glet``'s hub. False (nothing done) when ``glet`` is not an app
-        thread or its request already left.
-        """
-        thread = getattr(glet, "app_thread", None)
-        if not isinstance(thread, _AppThread) or thread.left:
-            return False
-        thread.left = True
-        thread.home.slots.release()
-        return True
 
 
 #: ``app_threads`` default: :data:`~greenpool.http.app_threads.DEFAULT_APP_THREADS`

@@ -268,7 +268,7 @@ class _Connection:
         "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
         "no_body", "continue_sent", "head_entry",
         "sock_timeout", "head_timer", "head_expired", "drained", "spares", "raw", "simple_max",
-        "max_fields", "lines", "upgrade", "app_greenlet",
+        "max_fields", "lines", "upgrade",
     )
 
     req: Request
@@ -310,9 +310,8 @@ class _Connection:
         # True when the last read of a plain socket left its buffer empty: the
         # next read waits for data first instead of failing with EAGAIN.
         self.drained = False
-        # An upgrade request's UpgradedSocket, and the app thread running it.
+        # An upgrade request's UpgradedSocket, while its app runs.
         self.upgrade: UpgradedSocket | None = None
-        self.app_greenlet = None
 
     # -- the request loop ------------------------------------------------------------
 
@@ -608,6 +607,9 @@ class _Connection:
                     self._linger()
                 return False
             self._offer_connection(req, env)
+            # Not on an app thread: the handshake turns into a connection the
+            # app may hold for hours (see greenpool.http.app_threads).
+            return self._exchange(req, env)
         threads = self.service.app_threads
         if threads is None:
             return self._exchange(req, env)
@@ -637,18 +639,14 @@ class _Connection:
         """The app took the connection: it is the app's until it returns, then closed.
 
         From here the server sends nothing on it, the idle timeout no longer
-        applies (the app times its own protocol), and the request leaves the
-        app-thread bound: a WebSocket held open for hours must not hold one
-        of the slots HTTP requests wait for.
+        applies (the app times its own protocol), and the HTTP parser is let go.
         """
         self.close = True
+        self.parser = None  # HTTP is done with this connection: its parser is not kept
         try:
             self.sock.settimeout(None)
         except OSError:
             pass
-        threads = self.service.app_threads
-        if threads is not None and self.app_greenlet is not None:
-            threads.leave(self.app_greenlet)
 
     def _exchange(self, req: Request, env: dict) -> bool:
         """The app's call for ``req`` and its response; False to close the connection."""
@@ -665,7 +663,6 @@ class _Connection:
             self.close = True
         upgrade = self.upgrade
         if upgrade is not None:
-            self.app_greenlet = getcurrent()  # an app thread's, with app threads
             self.sent = 0  # for the access log when the app takes the connection
         result = None
         try:
@@ -683,7 +680,7 @@ class _Connection:
                 self._app_failed(exc, env)
         finally:
             if upgrade is not None:
-                self.upgrade = self.app_greenlet = None
+                self.upgrade = None
                 self.close = True
             # A list has no close(); getattr would raise and catch AttributeError.
             close = None if type(result) is list else getattr(result, "close", None)

@@ -132,13 +132,16 @@ class _Flag:
     __slots__ = ("waiters", "mutex", "pending")
 
     def __init__(self) -> None:
-        self.waiters: deque[_Entry] = deque()
+        # Lists, not deques: an empty deque is 624 bytes, and an event is
+        # mostly waited on by one greenlet at a time (a WebSocket connection's,
+        # per message). ``pending``'s extend and pop are atomic under the GIL.
+        self.waiters: list[_Entry] = []
         self.mutex = allocate_lock()
-        self.pending: deque = deque()
+        self.pending: list = []
 
     def wake_all(self) -> None:
         with self.mutex:
-            waiters, self.waiters = self.waiters, deque()
+            waiters, self.waiters = self.waiters, []
             self.pending.extend([None] * len(waiters))
         for entry in waiters:
             entry.waiter.wake()
