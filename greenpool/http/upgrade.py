@@ -16,9 +16,8 @@ must travel with the socket it hands over.
   wrapper (a ``send`` of the ``101``, a ``recv``...) tells the server that
   the connection is the app's now: the server then sends no response of its
   own, never reuses the connection for HTTP, lifts its idle timeout (the
-  app times its own protocol: pings), and gives the request's app-thread
-  slot back (:meth:`greenpool.http.app_threads.AppThreads.leave`), so that
-  long-lived connections do not hold the slots HTTP requests need.
+  app times its own protocol: pings) and lets its HTTP parser go. (Upgrade
+  requests never run on an app thread: :mod:`greenpool.http.app_threads`.)
 
 Everything else is the gevent socket's own (attribute access is delegated),
 so a library that reads, writes, selects on, or closes it works unchanged;
