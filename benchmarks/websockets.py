@@ -24,7 +24,10 @@ Sections (``--sections``, default both):
             round trips of 32-byte text messages for ``--seconds``, each
             server once per round, in alternating rounds; medians, and each
             ratio is the median of the per-round ratios. Goal: greenpool on 1
-            hub >= 1.0x gevent.
+            hub >= 1.0x gevent. The client and the server share the machine's
+            cores, so the server's CPU time per round trip (its process tree's
+            user + system time over the round trips of the round) is reported
+            too: the cost of a message whoever the bottleneck is.
 """
 
 from __future__ import annotations
@@ -94,19 +97,34 @@ class Server:
                     raise RuntimeError(f"{name} did not start")
                 time.sleep(0.1)
 
+    def pids(self) -> list[int]:
+        """The server's process tree (gunicorn: master and worker)."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+        return found
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server's process tree so far."""
+        ticks = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def rss_kib(self) -> int:
         """Resident memory of the server's whole process tree (gunicorn: master + worker)."""
         total = 0
-        pids = [self.proc.pid]
-        while pids:
-            pid = pids.pop()
+        for pid in self.pids():
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    children = (task / "children").read_text().split()
-                    pids.extend(int(c) for c in children)
         return total
 
     def stop(self) -> None:
@@ -175,8 +193,11 @@ def memory(name: str, idle: int) -> dict:
 
 
 def echo_round(server: Server, clients: int, seconds: float) -> dict:
+    """One closed-loop echo round; adds the server's CPU microseconds per round trip."""
     load = client(server, "echo", str(clients), str(seconds))
+    cpu = server.cpu_seconds()
     result = answer(load)
+    result["cpu_us"] = (server.cpu_seconds() - cpu) / max(result["roundtrips"], 1) * 1e6
     load.wait(30)
     return result
 
@@ -216,24 +237,31 @@ def main() -> None:
             for server in servers.values():  # warm-up
                 echo_round(server, min(opts.clients, 100), 1.0)
             rates: dict[str, list[float]] = {name: [] for name in names}
+            cpus: dict[str, list[float]] = {name: [] for name in names}
             errors: dict[str, int] = {name: 0 for name in names}
             for rnd in range(opts.rounds):
                 order = names if rnd % 2 == 0 else names[::-1]
                 for name in order:
                     result = echo_round(servers[name], opts.clients, opts.seconds)
                     rates[name].append(result["rate"])
+                    cpus[name].append(result["cpu_us"])
                     errors[name] += result["errors"]
                     print(f"#   round {rnd + 1} {name}: {result['rate']:.0f} round trips/s, "
-                          f"{result['errors']} errors", flush=True)
+                          f"{result['cpu_us']:.1f} us server CPU each, {result['errors']} errors",
+                          flush=True)
         finally:
             for server in servers.values():
                 server.stop()
         base = "gevent" if "gevent" in rates else names[0]
-        print(f"| server | round trips/s (median) | / {base} | errors |", flush=True)
-        print("|---|---:|---:|---:|", flush=True)
+        print(f"| server | round trips/s (median) | / {base} | server CPU per round trip "
+              f"(median) | / {base} | errors |", flush=True)
+        print("|---|---:|---:|---:|---:|---:|", flush=True)
         for name in names:
             ratio = statistics.median(a / b for a, b in zip(rates[name], rates[base], strict=True))
+            cpu_ratio = statistics.median(a / b for a, b in zip(cpus[name], cpus[base],
+                                                                 strict=True))
             print(f"| {name} | {statistics.median(rates[name]):.0f} | {ratio:.2f}x | "
+                  f"{statistics.median(cpus[name]):.1f} us | {cpu_ratio:.2f}x | "
                   f"{errors[name]} |", flush=True)
 
 
