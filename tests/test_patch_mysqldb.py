@@ -357,6 +357,40 @@ def test_by_default_a_result_still_streaming_in_is_read_off_the_hub():
     assert out == "(5, True)"
 
 
+def test_by_default_a_large_buffered_result_is_converted_off_the_hub():
+    """300,000 rows read on the connection's thread are also converted there (datetimes: slow)."""
+    out = run("""
+        def scenario():
+            conn = connect()
+            cur = conn.cursor()
+            done = []
+            gaps = []
+
+            def ticker():
+                last = time.monotonic()
+                while not done:
+                    gevent.sleep(0.001)
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+
+            t = gevent.spawn(ticker)
+            gevent.sleep(0.01)
+            cur.execute("SELECT seq, seq * 1.5, NOW() FROM seq_1_to_300000")
+            rows = len(cur.fetchall())
+            done.append(1)
+            t.join()
+            conn.close()
+            return rows, round(max(gaps), 3)
+
+        with greenpool.Pool(1) as pool:
+            print(pool.spawn(scenario).result(timeout=30))
+        """)
+    rows, gap = out.strip("()").split(", ")
+    assert rows == "300000"
+    assert float(gap) < 0.25, gap  # converted on the hub: ~0.4 s without a tick
+
+
 def test_by_default_several_result_sets_are_read_as_mysqlclient_reads_them():
     out = run("""
         from MySQLdb.constants import CLIENT

@@ -92,6 +92,7 @@ IN_PLACE_LIMIT = 16 * 1024
 _PEEK = _socket.MSG_PEEK | _socket.MSG_DONTWAIT
 _SERVER_MORE_RESULTS_EXISTS = 0x0008
 _CLIENT_COMPRESS = 0x0020
+_CLIENT_SSL = 0x0800
 _RawSocket = _socket.socket  # never gevent's: the peek must not wait
 
 
@@ -180,7 +181,10 @@ def _complete(buf: bytes) -> bool:
 
 def _answer_whole(conn) -> bool:
     """Whether the bytes waiting on ``conn``'s socket are one whole answer (nothing is read)."""
-    sock = _RawSocket(fileno=conn.fileno())
+    try:
+        sock = _RawSocket(fileno=conn.fileno())
+    except OSError:
+        return False
     try:
         buf = sock.recv(IN_PLACE_LIMIT + 1, _PEEK)
     except OSError:
@@ -217,8 +221,12 @@ def _connection_methods() -> dict:
         # compressed (options files may turn either on: then no peeking).
         tls = kwargs.get("ssl") or kwargs.get("ssl_mode") not in (None, "DISABLED")
         options = kwargs.get("read_default_file") or kwargs.get("read_default_group")
-        self._greenpool_peek = not (tls or options or self.client_flag & _CLIENT_COMPRESS)
+        flags = self.client_flag & (_CLIENT_COMPRESS | _CLIENT_SSL)
+        self._greenpool_peek = not (tls or options or flags)
         self._greenpool_whole = False
+        # The last result's rows are small enough to convert on the hub: it was
+        # read there (a buffered cursor converts every row at once, _fetch_row(0)).
+        self._greenpool_small = False
 
     def query(self, query):
         if not (on_pool_hub() and self.__dict__.get("_greenpool_peek")):
@@ -233,14 +241,17 @@ def _connection_methods() -> dict:
         self.send_query(query)
         _await_answer(self)
         if _answer_whole(self):
-            self._greenpool_whole = True
-            return _C.read_query_result(self)
+            result = _C.read_query_result(self)
+            self._greenpool_whole = True  # after the read: an error answer raised
+            return result
         return offloaded_read(self)
 
     def store_result(self):
         if self.__dict__.get("_greenpool_whole"):  # read in place: already here
             self._greenpool_whole = False
+            self._greenpool_small = True
             return _C.store_result(self)
+        self._greenpool_small = False
         return offloaded_store_result(self)
 
     def commit(self):
@@ -284,9 +295,13 @@ def _cursor_methods(unbuffered: type) -> dict:
     offloaded_fetch = methods["_fetch_row"]
 
     def _fetch_row(self, size=1):
-        # A buffered cursor's rows are all in memory (store_result read
-        # them): only an unbuffered one's (SSCursor: use_result) wait.
-        if not isinstance(self, unbuffered):
+        # A buffered cursor's rows are all in memory (store_result read them),
+        # but converting them all (_fetch_row(0)) takes as long as the result
+        # is large: only a result read on the hub (at most IN_PLACE_LIMIT
+        # bytes) is converted there. An unbuffered one's (SSCursor) may wait.
+        conn = self.connection
+        if (not isinstance(self, unbuffered) and conn is not None
+                and conn.__dict__.get("_greenpool_small")):
             return super(OFFLOAD.mixins["cursor"], self)._fetch_row(size)
         return offloaded_fetch(self, size)
 
