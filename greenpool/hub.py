@@ -366,6 +366,11 @@ class Hub:
         if self.pool._cancelling or self.pool._abandon_strays:
             self._kill_strays()
 
+    def _abandon_if_retired(self) -> None:
+        """Control call: ``shutdown(strays="abandon")`` after the hub had retired."""
+        if self._retired:
+            self._kill_strays()
+
     def _kill_strays(self) -> None:
         """Cancelling shutdown: kill greenlets greenpool did not start, then stop the loop.
 

@@ -440,7 +440,8 @@ class Pool(Executor):
                 "shutdown(wait=True) from inside the pool would wait for itself; "
                 "use shutdown(wait=False)"
             )
-        if strays == "abandon":
+        abandon_now = strays == "abandon" and not self._abandon_strays
+        if abandon_now:
             self._abandon_strays = True
         with self._lock:
             if self._state is RUNNING:
@@ -454,6 +455,8 @@ class Pool(Executor):
         for hub in getattr(self, "_hubs", ()):
             if cancel:
                 hub.call_soon_threadsafe(hub._cancel_all)
+            if abandon_now:  # a hub an earlier shutdown retired: only strays keep it
+                hub.call_soon_threadsafe(hub._abandon_if_retired)
         self._room_made()  # blocked spawners: they now raise instead of waiting
         self._terminate_if_idle()
         if wait:

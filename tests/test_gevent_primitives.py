@@ -528,6 +528,36 @@ def test_group_and_pool_join_and_wait_available_from_another_hub():
 
 
 @pytest.mark.timeout(60)
+def test_a_timed_out_join_or_get_from_another_hub_leaves_no_link_behind():
+    """As gevent's own join unlinks: a supervisor polling join(1) must not pile up links."""
+    out = check(
+        """
+        import gc
+        from greenpool.monkey.gevent_primitives.greenlet import _Wake
+        def wakes():
+            gc.collect()
+            return sum(1 for o in gc.get_objects() if type(o) is _Wake)
+        with greenpool.Pool(2) as pool:
+            go = gevent.event.Event()
+            g = pool.spawn_on(1, gevent.spawn, go.wait, 10).result(10)
+            def poll(n):
+                for _ in range(n):
+                    g.join(timeout=0.001)
+                    try:
+                        g.get(timeout=0.001)
+                    except gevent.Timeout:
+                        pass
+            pool.spawn_on(0, poll, 100).result(30)
+            deadline = time.monotonic() + 10  # the unlinks run on the greenlet's hub
+            while wakes() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            print(wakes())
+            go.set()
+        """
+    )
+    assert out == "0"
+
+
 def test_greenlet_join_get_link_and_kill_from_another_hub():
     out = check(
         """

@@ -385,6 +385,14 @@ def test_shutdown_abandoning_strays_stops_the_hubs_without_running_them_again(
     assert woken == []
 
 
+def test_abandoning_strays_after_an_earlier_shutdown_still_stops_the_hubs(make_pool):
+    p = make_pool(1)
+    p.broadcast(lambda: gevent.spawn(gevent.sleep, 3600))[0].result(5)
+    p.shutdown(wait=False)  # retires the hub; the stray keeps its loop running
+    p.shutdown(wait=True, strays="abandon")
+    assert not p.hubs[0].is_alive()
+
+
 def test_shutdown_refuses_an_unknown_strays_policy_before_doing_anything(make_pool):
     p = make_pool(1)
     with pytest.raises(ValueError, match="strays must be 'kill' or 'abandon', got 'ignore'"):

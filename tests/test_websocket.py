@@ -288,8 +288,39 @@ def test_a_malformed_websocket_handshake_gets_a_4xx_before_the_app_runs(serve, c
     assert b"Connection: close" in answer
     if status == 426:
         assert b"\r\nSec-WebSocket-Version: 13\r\n" in answer  # RFC 6455 4.2.2
+        assert b"\r\nUpgrade: websocket\r\n" in answer  # RFC 9110 15.5.22
     # flask-sock would have raised (a 500 and an ERROR record): it never ran.
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_an_app_failure_after_taking_the_connection_is_logged_a_peer_gone_is_not(
+    make_pool, caplog
+):
+    done = threading.Event()
+
+    def app(environ, start_response):
+        sock = environ["greenpool.socket"]
+        try:
+            sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n"
+                         b"Connection: Upgrade\r\n\r\n")
+            if environ["PATH_INFO"] == "/bug":
+                open("/nonexistent/greenpool-config.json")  # FileNotFoundError: an OSError
+            raise ConnectionResetError("the peer went away")
+        finally:
+            done.set()
+
+    server = wsgi.serve(app, pool=make_pool(1, name="fail"))
+    try:
+        for path in ("/gone", "/bug"):
+            done.clear()
+            answer = raw_request(server.address, f"GET {path} HTTP/1.1\r\nHost: t\r\n"
+                                 "Upgrade: x\r\nConnection: Upgrade\r\n\r\n".encode())
+            assert answer.startswith(b"HTTP/1.1 101 "), answer
+            assert done.wait(10)
+    finally:
+        server.stop(timeout=1)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.exc_info[0] for r in errors] == [FileNotFoundError], errors
 
 
 def test_a_client_that_vanishes_mid_frame_ends_only_its_own_connection(serve):
@@ -379,10 +410,30 @@ def test_a_handshake_does_not_wait_for_an_app_thread(serve):
         assert ws_app.BUSY_STARTED.wait(10)
         assert get(server.address)[0] == 503  # the only app thread is busy...
         check_echo(server.address)  # ...and a WebSocket is served all the same
+        # Another upgrade (curl --http2 sends this on every request) is bounded as any request.
+        h2c = raw_request(server.address, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
+                          b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__"
+                          b"\r\n\r\n")
+        assert h2c.startswith(b"HTTP/1.1 503 "), h2c[:100]
     finally:
         ws_app.RELEASE_BUSY.set()
         holder.join(10)
     assert answers == [(200, b"done")]
+
+
+def test_reading_an_attribute_of_the_upgraded_socket_does_not_take_the_connection():
+    """A middleware's getpeername() leaves the app's own answer (a 403) to be sent."""
+    left, right = socket.socketpair()
+    taken = []
+    try:
+        upgraded = UpgradedSocket(left, b"", lambda: taken.append(True))
+        assert upgraded.getsockname() == left.getsockname() and upgraded.family == left.family
+        assert not upgraded.taken and taken == []
+        upgraded.settimeout(5)  # using the connection takes it
+        assert upgraded.taken and taken == [True]
+    finally:
+        left.close()
+        right.close()
 
 
 def test_upgraded_socket_returns_pending_bytes_first_and_marks_the_take():

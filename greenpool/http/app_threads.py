@@ -22,12 +22,13 @@ answers 503). The connection greenlet hands its request over with one
 greenlet switch each way: no loop callback, no cross-thread lock (app threads
 belong to one hub).
 
-Upgrade requests (WebSocket handshakes) never enter the bound: the server
-runs them on their connection's own greenlet, as ``gunicorn -k gevent``
-does. A WebSocket held open for hours would otherwise keep a slot, and
-``count`` of them would starve every HTTP request; and a greenlet of its own
-per connection is what a WebSocket handler's thread-locals were under an app
-thread anyway (one per connection, ended with it).
+WebSocket handshakes never enter the bound: the server runs them on their
+connection's own greenlet, as ``gunicorn -k gevent`` does (other upgrade
+requests are bounded like the rest). A WebSocket held open for hours would
+otherwise keep a slot, and ``count`` of them would starve every HTTP
+request; and a greenlet of its own per connection is what a WebSocket
+handler's thread-locals were under an app thread anyway (one per
+connection, ended with it).
 """
 
 from __future__ import annotations
@@ -143,12 +144,6 @@ def settings_from_env(environ: Mapping[str, str] = os.environ,
     return count, wait
 
 
-class _AppGreenlet(Greenlet):
-    """An app thread's greenlet; ``app_thread`` finds its :class:`_AppThread` (for ``leave``)."""
-
-    app_thread: _AppThread
-
-
 class _AppThread:
     """One long-lived greenlet running requests one at a time; idle between them.
 
@@ -157,15 +152,13 @@ class _AppThread:
     keep alive until its next request).
     """
 
-    __slots__ = ("greenlet", "job", "caller", "outcome", "home")
+    __slots__ = ("greenlet", "job", "caller", "outcome")
 
-    def __init__(self, home: _HubThreads) -> None:
+    def __init__(self) -> None:
         self.job: tuple | None = None
         self.caller: Any = None
         self.outcome: tuple | None = None
-        self.home = home
-        self.greenlet = _AppGreenlet(self._run)  # its parent: this thread's hub
-        self.greenlet.app_thread = self
+        self.greenlet = Greenlet(self._run)  # its parent: this thread's hub
 
     def _run(self) -> None:
         while True:
@@ -206,7 +199,7 @@ class _HubThreads:
             thread = idle.pop()  # the most recent: its per-thread resources are the warmest
             if not thread.greenlet.dead:
                 return thread
-        return _AppThread(self)
+        return _AppThread()
 
     def give(self, thread: _AppThread) -> None:
         if not thread.greenlet.dead:

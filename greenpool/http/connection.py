@@ -20,6 +20,7 @@ copy of the connection's base environ, the app, and for a list result one
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -46,7 +47,7 @@ from greenpool.http.parser import (
     simple_request,
 )
 from greenpool.http.response import HEADS, FileWrapper, date_header, head_entry
-from greenpool.http.upgrade import UpgradedSocket, websocket_refusal
+from greenpool.http.upgrade import UpgradedSocket, is_websocket, websocket_refusal
 
 __all__ = ["Service", "error_response", "serve_connection"]
 
@@ -76,6 +77,10 @@ SERVER_SOFTWARE = f"greenpool/{__version__}"
 #: gunicorn's, which simple-websocket (flask-sock, python-engineio, so
 #: Flask-SocketIO) and other WSGI WebSocket libraries look for.
 SOCKET_KEYS = ("greenpool.socket", "gunicorn.socket")
+#: An app's exception that only says its upgraded connection is over (see
+#: ``_Connection._failed_after_upgrade``).
+_PEER_GONE = (StopIteration, ConnectionError, TimeoutError)
+_SOCKET_GONE_ERRNOS = frozenset((errno.EBADF, errno.ENOTCONN, errno.EPIPE, errno.ECONNRESET))
 
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
@@ -607,9 +612,12 @@ class _Connection:
                     self._linger()
                 return False
             self._offer_connection(req, env)
-            # Not on an app thread: the handshake turns into a connection the
-            # app may hold for hours (see greenpool.http.app_threads).
-            return self._exchange(req, env)
+            if is_websocket(env):
+                # Not on an app thread: the handshake turns into a connection the
+                # app may hold for hours (see greenpool.http.app_threads). Other
+                # upgrades (h2c, which curl --http2 asks for on every request) are
+                # requests like the rest, bounded as they are.
+                return self._exchange(req, env)
         threads = self.service.app_threads
         if threads is None:
             return self._exchange(req, env)
@@ -705,9 +713,12 @@ class _Connection:
         ``StopIteration`` is how WebSocket libraries tell gunicorn (whose
         ``gunicorn.socket`` they took) that the connection was handled
         (simple-websocket's gunicorn mode, flask-sock, python-engineio): not
-        an error. Nor is a connection error (the client went away).
+        an error. Nor is the peer going away or the socket closed under a
+        reader; any other ``OSError`` (a file the app could not open) is the
+        app's failure and is logged as one.
         """
-        if isinstance(exc, (StopIteration, OSError)):
+        if isinstance(exc, _PEER_GONE) or (
+                isinstance(exc, OSError) and exc.errno in _SOCKET_GONE_ERRNOS):
             log.debug("(from %s) upgraded connection ended: %r", self._client(), exc)
         else:
             log.error("WSGI application failed on upgraded connection %s %s from %s",

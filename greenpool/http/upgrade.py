@@ -12,8 +12,10 @@ must travel with the socket it hands over.
   again. (A ``select()`` or selector on the descriptor does not see them;
   a WebSocket client must wait for the ``101`` before sending anything,
   RFC 6455 4.1, so a well-behaved client never leaves any.)
-* **The moment the app takes the connection.** The first call on the
-  wrapper (a ``send`` of the ``101``, a ``recv``...) tells the server that
+* **The moment the app takes the connection.** The first use of the
+  wrapper (a ``send`` of the ``101``, a ``recv``, ``fileno()``, a
+  ``settimeout``...; not reading an attribute such as ``getpeername()``)
+  tells the server that
   the connection is the app's now: the server then sends no response of its
   own, never reuses the connection for HTTP, lifts its idle timeout (the
   app times its own protocol: pings) and lets its HTTP parser go. (Upgrade
@@ -34,7 +36,23 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["UpgradedSocket", "websocket_refusal"]
+__all__ = ["UpgradedSocket", "is_websocket", "websocket_refusal"]
+
+
+#: The socket's own methods (reached through :class:`UpgradedSocket`'s
+#: ``__getattr__``) whose use takes the connection, as its I/O methods do;
+#: reading an attribute (``getpeername``, ``family``) leaves it the server's.
+_TAKING = frozenset({
+    "recvfrom", "recvfrom_into", "recvmsg", "recvmsg_into", "sendto", "sendmsg", "sendfile",
+    "setblocking", "settimeout", "setsockopt", "shutdown", "detach", "dup", "unwrap",
+    "read", "write", "do_handshake",
+})
+
+
+def is_websocket(environ: dict) -> bool:
+    """Whether ``environ``'s ``Upgrade`` header asks for ``websocket`` (among its tokens)."""
+    tokens = environ.get("HTTP_UPGRADE", "").lower()
+    return "websocket" in tokens and "websocket" in (t.strip() for t in tokens.split(","))
 
 
 def websocket_refusal(environ: dict) -> tuple[int, str, bytes] | None:
@@ -47,8 +65,7 @@ def websocket_refusal(environ: dict) -> tuple[int, str, bytes] | None:
     4.2.2 asks), because the libraries answer them with an exception (a 500
     from the app's framework), not the 4xx a malformed request deserves.
     """
-    tokens = environ.get("HTTP_UPGRADE", "").lower()
-    if "websocket" not in tokens or "websocket" not in (t.strip() for t in tokens.split(",")):
+    if not is_websocket(environ):
         return None
     if environ["REQUEST_METHOD"] != "GET":
         return 400, "a WebSocket handshake must be a GET (RFC 6455 4.1)", b""
@@ -64,7 +81,9 @@ def websocket_refusal(environ: dict) -> tuple[int, str, bytes] | None:
         return 400, "no Sec-WebSocket-Version (RFC 6455 4.1)", b""
     if version.strip() != "13":
         return (426, f"Sec-WebSocket-Version {version!r}: only 13 is spoken (RFC 6455 4.2.2)",
-                b"Sec-WebSocket-Version: 13\r\n")
+                # RFC 9110 15.5.22: a 426 names the protocol to upgrade to (and
+                # Upgrade, hop-by-hop, is listed in Connection: 7.8).
+                b"Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
     return None
 
 
@@ -191,7 +210,8 @@ class UpgradedSocket:
         # Only for what the class does not define (__slots__ and methods above).
         if name.startswith("__"):
             raise AttributeError(name)
-        self.take()
+        if name in _TAKING:  # using the connection; a getter (getpeername) is not
+            self.take()
         return getattr(self._sock, name)
 
     def __enter__(self) -> UpgradedSocket:

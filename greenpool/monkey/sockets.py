@@ -105,7 +105,6 @@ from __future__ import annotations
 import weakref
 
 from gevent import _socketcommon
-from gevent import ssl as _gevent_ssl
 from gevent._hub_local import get_hub_if_exists
 from gevent._hub_local import get_hub_noargs as get_hub
 from gevent._hub_primitives import wait_on_socket as _gevent_wait
@@ -124,7 +123,6 @@ _RLock = get_original("_thread", "RLock")
 _Lock = get_original("_thread", "allocate_lock")
 _move_lock = _RLock()
 _Mixin = _socketcommon.SocketMixin
-_SSLSocket = _gevent_ssl.SSLSocket
 _installed = False
 _originals: dict[str, object] = {}
 #: What install() put in place of gevent's SocketMixin._wait: the C method
@@ -690,8 +688,12 @@ def install() -> None:
             setattr(_Mixin, name, replacement)
         _originals["handle_error"] = GeventHub.handle_error
         GeventHub.handle_error = _handle_error
-        # Name-mangled: gevent's SSLSocket makes every ``_sslobj`` with it.
-        _originals["create_sslobj"] = _SSLSocket.__dict__["_SSLSocket__create_sslobj"]
-        _SSLSocket._SSLSocket__create_sslobj = _create_sslobj
+        # Name-mangled: gevent's SSLSocket makes every ``_sslobj`` with it. Imported
+        # here, not at the top: ``import greenpool`` must not import ``ssl`` before
+        # a ``patch_all()`` does (docs/explanation/design.md); install() runs in it.
+        from gevent.ssl import SSLSocket
+
+        _originals["create_sslobj"] = SSLSocket.__dict__["_SSLSocket__create_sslobj"]
+        SSLSocket._SSLSocket__create_sslobj = _create_sslobj
         follow_in_place(adopt)  # greenpool.rebind() now moves sockets in place
         _installed = True

@@ -85,8 +85,15 @@ class Greenlet(_GGreenlet):
 
     def _gp_wait_elsewhere(self, post, timeout) -> bool:
         entry = _Entry()
-        post(_GGreenlet.rawlink, self, _Wake(entry.waiter))
-        return entry.waiter.wait(timeout) or self.ready()
+        wake = _Wake(entry.waiter)
+        post(_GGreenlet.rawlink, self, wake)
+        woken = False
+        try:
+            woken = entry.waiter.wait(timeout)
+        finally:
+            if not woken:  # timed out or interrupted: the link goes, as gevent's join unlinks
+                post(_GGreenlet.unlink, self, wake)
+        return woken or self.ready()
 
     def get(self, block=True, timeout=None):
         """Return the result or raise the exception, from any hub (or ``gevent.Timeout``)."""
