@@ -101,12 +101,13 @@ from itertools import islice
 from queue import Empty, Full
 from typing import Any
 
+from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Hub as _GeventHub
 from greenlet import getcurrent
 
 from greenpool import _patchstate
 from greenpool._native import allocate_lock, get_ident
-from greenpool._waiter import NativeWaiter, make_waiter
+from greenpool._waiter import NativeWaiter, PoolHubWaiter, make_waiter
 
 __all__ = [
     "BoundedSemaphore",
@@ -127,7 +128,19 @@ class _Entry:
     __slots__ = ("waiter", "value", "place")
 
     def __init__(self, value: Any = None) -> None:
+        self.value = value
+        # The common case first, in one pass: a greenlet (not the loop) of a pool hub.
+        gevent_hub = get_hub_if_exists()
+        if gevent_hub is not None:
+            pool_hub = getattr(gevent_hub, "greenpool_hub", None)
+            if pool_hub is not None and pool_hub._wakeup is not None:
+                current = _current()
+                if current is not gevent_hub and current is not None:
+                    self.waiter = PoolHubWaiter(pool_hub)
+                    self.place = pool_hub
+                    return
         current = _current()
+        waiter: Any
         if isinstance(current, _GeventHub):
             waiter = _hub_callback_waiter(current)
         elif current is None:
@@ -136,7 +149,6 @@ class _Entry:
         else:
             waiter = make_waiter()
         self.waiter = waiter
-        self.value = value
         # Where the waiter runs: its hub (one thread runs all its greenlets), or itself.
         self.place = getattr(waiter, "_hub", waiter)
 
