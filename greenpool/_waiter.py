@@ -20,13 +20,16 @@ anywhere).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from gevent import Timeout
 from gevent._hub_local import get_hub_if_exists
+from gevent.hub import Hub as _GeventHub
 from gevent.hub import Waiter as _GeventWaiter
 from greenlet import getcurrent
 
+from greenpool import _patchstate
 from greenpool._native import allocate_lock, get_ident
 
 
@@ -180,3 +183,83 @@ class Signal:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
         return self._is_set
+
+
+class Entry:
+    """One parked caller: its waiter, what a waker handed it, and where it runs.
+
+    What the cross-hub primitives queue (``greenpool.sync``'s and
+    ``greenpool.monkey.gevent_primitives``'): the waiter fits the caller's
+    context (:func:`make_waiter`; a hub's own loop greenlet gets
+    :func:`hub_callback_waiter`'s answer), ``value`` carries what a hand-off
+    gives it, ``place`` is where it runs (its hub, or the waiter itself for a
+    plain thread), so a waker can wake one waiter per place.
+    """
+
+    __slots__ = ("waiter", "value", "place")
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+        # The common case first, in one pass: a greenlet (not the loop) of a pool hub.
+        gevent_hub = get_hub_if_exists()
+        if gevent_hub is not None:
+            pool_hub = getattr(gevent_hub, "greenpool_hub", None)
+            if pool_hub is not None and pool_hub._wakeup is not None:
+                current = current_greenlet()
+                if current is not gevent_hub and current is not None:
+                    self.waiter = PoolHubWaiter(pool_hub)
+                    self.place = pool_hub
+                    return
+        current = current_greenlet()
+        waiter: Any
+        if isinstance(current, _GeventHub):
+            waiter = hub_callback_waiter(current)
+        elif current is None:
+            # A thread whose greenlets are being torn down can only block natively.
+            waiter = NativeWaiter()
+        else:
+            waiter = make_waiter()
+        self.waiter = waiter
+        # Where the waiter runs: its hub (one thread runs all its greenlets), or itself.
+        self.place = getattr(waiter, "_hub", waiter)
+
+
+def hub_callback_waiter(hub) -> NativeWaiter:
+    """A waiter for a caller running in a hub greenlet (a loop callback), or RuntimeError.
+
+    On a pool hub, blocking would stall every greenlet of that hub, maybe
+    the one that would wake it: refused. After ``greenpool.monkey.patch_all()``
+    the main thread's hub runs none of the app's threads (they are on pool
+    hubs), and a Python signal handler runs in that hub's greenlet when the
+    signal arrives while the main thread waits (``time.sleep``, ``join()``):
+    a SIGTERM handler that puts a sentinel on a queue and joins the worker
+    thread blocks the main thread natively there, as it would under CPython.
+    """
+    if getattr(hub, "greenpool_hub", None) is None and _patchstate.is_patched():
+        return NativeWaiter()
+    raise RuntimeError(
+        "cannot block in a gevent hub greenlet (a loop callback); "
+        "spawn a greenlet to wait, or use the non-blocking call"
+    )
+
+
+def current_greenlet():
+    """The running greenlet, or None while greenlet tears this thread down.
+
+    Then (a weakref callback of ``logging`` at thread or interpreter exit,
+    say) ``getcurrent()`` raises; nothing can switch, so callers fall back to
+    the native thread.
+    """
+    try:
+        return getcurrent()
+    except RuntimeError:
+        return None
+
+
+def remove_entry(waiters: deque | list, entry: Entry) -> bool:
+    """Remove ``entry`` if still queued; False means a waker already popped it."""
+    try:
+        waiters.remove(entry)
+    except ValueError:
+        return False
+    return True

@@ -101,13 +101,10 @@ from itertools import islice
 from queue import Empty, Full
 from typing import Any
 
-from gevent._hub_local import get_hub_if_exists
-from gevent.hub import Hub as _GeventHub
 from greenlet import getcurrent
 
-from greenpool import _patchstate
 from greenpool._native import allocate_lock, get_ident
-from greenpool._waiter import NativeWaiter, PoolHubWaiter, make_waiter
+from greenpool._waiter import Entry, remove_entry
 
 __all__ = [
     "BoundedSemaphore",
@@ -122,87 +119,18 @@ __all__ = [
 ]
 
 
-class _Entry:
-    """One parked caller: its waiter, what a waker handed it, and where it runs."""
-
-    __slots__ = ("waiter", "value", "place")
-
-    def __init__(self, value: Any = None) -> None:
-        self.value = value
-        # The common case first, in one pass: a greenlet (not the loop) of a pool hub.
-        gevent_hub = get_hub_if_exists()
-        if gevent_hub is not None:
-            pool_hub = getattr(gevent_hub, "greenpool_hub", None)
-            if pool_hub is not None and pool_hub._wakeup is not None:
-                current = _current()
-                if current is not gevent_hub and current is not None:
-                    self.waiter = PoolHubWaiter(pool_hub)
-                    self.place = pool_hub
-                    return
-        current = _current()
-        waiter: Any
-        if isinstance(current, _GeventHub):
-            waiter = _hub_callback_waiter(current)
-        elif current is None:
-            # A thread whose greenlets are being torn down can only block natively.
-            waiter = NativeWaiter()
-        else:
-            waiter = make_waiter()
-        self.waiter = waiter
-        # Where the waiter runs: its hub (one thread runs all its greenlets), or itself.
-        self.place = getattr(waiter, "_hub", waiter)
-
-
-def _hub_callback_waiter(hub) -> NativeWaiter:
-    """A waiter for a caller running in a hub greenlet (a loop callback), or RuntimeError.
-
-    On a pool hub, blocking would stall every greenlet of that hub, maybe
-    the one that would wake it: refused. After ``greenpool.monkey.patch_all()``
-    the main thread's hub runs none of the app's threads (they are on pool
-    hubs), and a Python signal handler runs in that hub's greenlet when the
-    signal arrives while the main thread waits (``time.sleep``, ``join()``):
-    a SIGTERM handler that puts a sentinel on a queue and joins the worker
-    thread blocks the main thread natively there, as it would under CPython.
-    """
-    if getattr(hub, "greenpool_hub", None) is None and _patchstate.is_patched():
-        return NativeWaiter()
-    raise RuntimeError(
-        "cannot block in a gevent hub greenlet (a loop callback); "
-        "spawn a greenlet to wait, or use the non-blocking call"
-    )
-
-
-def _current():
-    """The running greenlet, or None while greenlet tears this thread down.
-
-    Then (a weakref callback of ``logging`` at thread or interpreter exit,
-    say) ``getcurrent()`` raises; nothing can switch, so callers fall back to
-    the native thread.
-    """
-    try:
-        return getcurrent()
-    except RuntimeError:
-        return None
-
-
 def _owner():
-    """Who owns an RLock taken now: the greenlet, or the native thread (see _current)."""
+    """Who owns an RLock taken now: the greenlet, or the native thread.
+
+    (As :func:`greenpool._waiter.current_greenlet`, which says None instead.)
+    """
     try:
         return getcurrent()
     except RuntimeError:
         return get_ident()
 
 
-def _remove(waiters: deque | list, entry: _Entry) -> bool:
-    """Remove ``entry`` if still queued; False means a waker already popped it."""
-    try:
-        waiters.remove(entry)
-    except ValueError:
-        return False
-    return True
-
-
-def _wait_registered(mutex, waiters, entry: _Entry, timeout: float | None) -> bool:
+def _wait_registered(mutex, waiters, entry: Entry, timeout: float | None) -> bool:
     """Wait for a broadcast wake-up (Event.set, Queue.join): True unless timed out.
 
     Nothing is handed over, so a waiter that is killed just leaves the list.
@@ -213,7 +141,7 @@ def _wait_registered(mutex, waiters, entry: _Entry, timeout: float | None) -> bo
     finally:
         if not woken:
             with mutex:
-                woken = not _remove(waiters, entry)  # popped: woken as it timed out
+                woken = not remove_entry(waiters, entry)  # popped: woken as it timed out
     return woken
 
 
@@ -249,7 +177,7 @@ class _HandOffCounter:
     def __init__(self, value: int) -> None:
         self._mutex = allocate_lock()
         self._value = value
-        self._waiters: deque[_Entry] = _NO_WAITERS
+        self._waiters: deque[Entry] = _NO_WAITERS
 
     def _acquire(self, blocking: bool, timeout: float | None) -> bool:
         with self._mutex:
@@ -258,7 +186,7 @@ class _HandOffCounter:
                 return True
             if not blocking:
                 return False
-            entry = _Entry()
+            entry = Entry()
             if self._waiters is _NO_WAITERS:
                 self._waiters = deque()
             self._waiters.append(entry)
@@ -267,12 +195,12 @@ class _HandOffCounter:
                 return True
         except BaseException:
             with self._mutex:
-                if _remove(self._waiters, entry):
+                if remove_entry(self._waiters, entry):
                     raise
             self._release()  # handed a permit while being killed: pass it on
             raise
         with self._mutex:
-            if _remove(self._waiters, entry):
+            if remove_entry(self._waiters, entry):
                 return False
         return True  # handed a permit just as the timeout expired
 
@@ -328,7 +256,7 @@ class Lock:
         self._try = inner.acquire  # bound C methods: the fast paths are one call
         self._free = inner.release
         self._mutex = allocate_lock()
-        self._waiters: deque[_Entry] = _NO_WAITERS  # a deque once contended
+        self._waiters: deque[Entry] = _NO_WAITERS  # a deque once contended
         self._starving = False
         self._offered = False  # starvation mode: held, offered to the woken waiters
 
@@ -387,12 +315,12 @@ class Lock:
     def _acquire_restore(self, _state) -> None:
         self.acquire()
 
-    def _pop_one_per_place(self) -> list[_Entry]:
+    def _pop_one_per_place(self) -> list[Entry]:
         """Under the mutex: remove and return the longest waiter of each hub or thread."""
         waiters = self._waiters
         if len(waiters) == 1:
             return [waiters.popleft()]
-        chosen: list[_Entry] = []
+        chosen: list[Entry] = []
         places = set()
         for entry in islice(waiters, _WAKE_SCAN):
             if entry.place not in places:
@@ -411,7 +339,7 @@ class Lock:
             entry.waiter.wake()
 
     def _release_slow(self) -> None:
-        entries: list[_Entry] = []
+        entries: list[Entry] = []
         with self._mutex:
             if self._offered or not self._inner.locked():
                 raise RuntimeError("release unlocked lock")
@@ -458,7 +386,7 @@ class Lock:
                     self._waiters = deque()
         waiters = self._waiters
         while True:
-            entry = _Entry()
+            entry = Entry()
             with mutex:
                 # Queue first, then try: a release() frees the lock before it
                 # looks for waiters, so either this try sees the lock free or
@@ -491,14 +419,14 @@ class Lock:
                 got = entry.waiter.wait(left)
             except BaseException:
                 with mutex:
-                    queued = _remove(waiters, entry)
+                    queued = remove_entry(waiters, entry)
                     took = not queued and self._take_offer(since)
                 if took or (not queued and self._try(False)):
                     self.release()  # woken while being killed: pass it on
                 raise
             if not got:
                 with mutex:
-                    if _remove(waiters, entry):
+                    if remove_entry(waiters, entry):
                         return False
                     if self._take_offer(since):
                         return True  # offered the lock just as the timeout expired
@@ -690,7 +618,7 @@ class Condition:
         self._lock = lock
         self.acquire = lock.acquire
         self.release = lock.release
-        self._waiters: deque[_Entry] = deque()
+        self._waiters: deque[Entry] = deque()
 
     def __repr__(self) -> str:
         return f"<greenpool.Condition {self._lock!r} waiters={len(self._waiters)}>"
@@ -720,7 +648,7 @@ class Condition:
         if not self._lock._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
         _queue_timeout(timeout)
-        entry = _Entry()
+        entry = Entry()
         self._waiters.append(entry)
         saved = self._release_save()
         error = None
@@ -738,7 +666,7 @@ class Condition:
                 break
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 error = error or exc
-        if _remove(self._waiters, entry):
+        if remove_entry(self._waiters, entry):
             notified = False  # still queued: never notified
         elif error is not None:
             self._notify(1)  # it had been notified: hand that on
@@ -798,7 +726,7 @@ class Event:
     def __init__(self) -> None:
         self._mutex = allocate_lock()
         self._flag = False
-        self._waiters: list[_Entry] = []
+        self._waiters: list[Entry] = []
 
     def __repr__(self) -> str:
         state = "set" if self._flag else "unset"
@@ -823,7 +751,7 @@ class Event:
         with self._mutex:
             if self._flag:
                 return True
-            entry = _Entry()
+            entry = Entry()
             self._waiters.append(entry)
         return _wait_registered(self._mutex, self._waiters, entry, timeout)
 
@@ -842,9 +770,9 @@ class Queue:
         self.queue: deque = deque()
         self.unfinished_tasks = 0
         self._mutex = allocate_lock()
-        self._getters: deque[_Entry] = deque()
-        self._putters: deque[_Entry] = deque()
-        self._joiners: list[_Entry] = []
+        self._getters: deque[Entry] = deque()
+        self._putters: deque[Entry] = deque()
+        self._joiners: list[Entry] = []
 
     def __repr__(self) -> str:
         return (
@@ -878,7 +806,7 @@ class Queue:
                 raise Full
             else:
                 getter = None
-                entry = _Entry(item)
+                entry = Entry(item)
                 self._putters.append(entry)
         if getter is not None:
             getter.waiter.wake()
@@ -888,10 +816,10 @@ class Queue:
                 return
         except BaseException:
             with self._mutex:
-                _remove(self._putters, entry)
+                remove_entry(self._putters, entry)
             raise  # if it was already taken, the item is queued: nothing to undo
         with self._mutex:
-            if _remove(self._putters, entry):
+            if remove_entry(self._putters, entry):
                 raise Full
         # taken just as the timeout expired
 
@@ -914,7 +842,7 @@ class Queue:
             elif not block:
                 raise Empty
             else:
-                entry = _Entry()
+                entry = Entry()
                 self._getters.append(entry)
         if entry is not None:
             return self._wait_for_item(entry, timeout)
@@ -922,18 +850,18 @@ class Queue:
             putter.waiter.wake()
         return item
 
-    def _wait_for_item(self, entry: _Entry, timeout: float | None) -> Any:
+    def _wait_for_item(self, entry: Entry, timeout: float | None) -> Any:
         try:
             got = entry.waiter.wait(timeout)
         except BaseException:
             with self._mutex:
-                if _remove(self._getters, entry):
+                if remove_entry(self._getters, entry):
                     raise
             self._give_back(entry.value)  # handed an item while being killed
             raise
         if not got:
             with self._mutex:
-                if _remove(self._getters, entry):
+                if remove_entry(self._getters, entry):
                     raise Empty
         item, entry.value = entry.value, None
         return item
@@ -972,6 +900,6 @@ class Queue:
         with self._mutex:
             if not self.unfinished_tasks:
                 return True
-            entry = _Entry()
+            entry = Entry()
             self._joiners.append(entry)
         return _wait_registered(self._mutex, self._joiners, entry, timeout)

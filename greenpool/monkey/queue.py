@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING, Any
 from gevent import monkey
 
 from greenpool._compiled import speedups
-from greenpool.sync import Empty, Lock, _Entry, _remove
+from greenpool._waiter import Entry, remove_entry
+from greenpool.sync import Empty, Lock
 
 if TYPE_CHECKING:
     from queue import LifoQueue as _StdlibLifo
@@ -100,7 +101,7 @@ class _Getters:
     __slots__ = ("_parked", "_mutex")
 
     def __init__(self) -> None:
-        self._parked: deque[_Entry] = deque()
+        self._parked: deque[Entry] = deque()
         # Reentrant: a put() may run inside wait_pop's critical section on the same
         # thread (a GC run there calls a weakref callback or __del__ that puts, as
         # concurrent.futures' executor does); the stdlib's SimpleQueue.put allows it.
@@ -126,7 +127,7 @@ class _Getters:
         parked = self._parked
         woken = False
         while True:
-            entry = _Entry()
+            entry = Entry()
             with self._mutex:
                 if woken:
                     parked.appendleft(entry)
@@ -137,20 +138,20 @@ class _Getters:
                 except IndexError:
                     pass
                 else:
-                    _remove(parked, entry)
+                    remove_entry(parked, entry)
                     return item
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 got = entry.waiter.wait(left)
             except BaseException:
                 with self._mutex:
-                    queued = _remove(parked, entry)
+                    queued = remove_entry(parked, entry)
                 if not queued and parked:
                     self.wake_one()  # woken while being killed: pass it on
                 raise
             if not got:
                 with self._mutex:
-                    _remove(parked, entry)
+                    remove_entry(parked, entry)
                 try:
                     return pop()  # woken just as the timeout expired, or raced
                 except IndexError:

@@ -26,7 +26,7 @@ from gevent.timeout import Timeout
 from greenlet import getcurrent
 
 from greenpool._native import allocate_lock, get_ident
-from greenpool.sync import _Entry, _remove
+from greenpool._waiter import Entry, remove_entry
 
 _NativeRLock = monkey.get_original("_thread", "RLock")
 
@@ -45,7 +45,7 @@ class _Lot:
     __slots__ = ("parked", "_mutex")
 
     def __init__(self) -> None:
-        self.parked: deque[_Entry] = deque()
+        self.parked: deque[Entry] = deque()
         # Reentrant: a put() may run inside wait()'s critical section on the
         # same thread (a __del__ or weakref callback during a GC run there).
         self._mutex = _NativeRLock()
@@ -80,7 +80,7 @@ def _lot_wait(lot: _Lot, take: Callable[[], Any], timeout: float | None) -> Any:
     mutex = lot._mutex
     woken = False
     while True:
-        entry = _Entry()
+        entry = Entry()
         with mutex:
             if woken:
                 parked.appendleft(entry)
@@ -89,23 +89,23 @@ def _lot_wait(lot: _Lot, take: Callable[[], Any], timeout: float | None) -> Any:
             try:
                 got = take()
             except BaseException:
-                _remove(parked, entry)
+                remove_entry(parked, entry)
                 raise
             if got is not _EMPTY:
-                _remove(parked, entry)
+                remove_entry(parked, entry)
                 return got
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             woke = entry.waiter.wait(left)
         except BaseException:
             with mutex:
-                queued = _remove(parked, entry)
+                queued = remove_entry(parked, entry)
             if not queued and parked:
                 lot.wake_one()  # woken while being killed: pass it on
             raise
         if not woke:
             with mutex:
-                queued = _remove(parked, entry)
+                queued = remove_entry(parked, entry)
             got = take()  # woken just as the timeout expired, or raced
             if got is _EMPTY and not queued and parked:
                 lot.wake_one()
@@ -135,7 +135,7 @@ class _Flag:
         # Lists, not deques: an empty deque is 624 bytes, and an event is
         # mostly waited on by one greenlet at a time (a WebSocket connection's,
         # per message). ``pending``'s extend and pop are atomic under the GIL.
-        self.waiters: list[_Entry] = []
+        self.waiters: list[Entry] = []
         self.mutex = allocate_lock()
         self.pending: list = []
 
@@ -170,7 +170,7 @@ class _Flag:
                 timeout.cancel()
         mutex = self.mutex
         with mutex:
-            entry = _Entry()
+            entry = Entry()
             self.waiters.append(entry)
             if ready():
                 self.waiters.remove(entry)
@@ -181,7 +181,7 @@ class _Flag:
         finally:
             if not woken:
                 with mutex:
-                    woken = not _remove(self.waiters, entry)
+                    woken = not remove_entry(self.waiters, entry)
             if woken:
                 try:
                     self.pending.pop()
@@ -330,7 +330,7 @@ def _check_timeout(block: bool, timeout) -> None:
         raise ValueError("'timeout' must be a non-negative number")
 
 
-def _entry_wait(entry: _Entry, timeout) -> bool:
+def _entry_wait(entry: Entry, timeout) -> bool:
     """``entry.waiter.wait(timeout)``; ``timeout`` may be a ``gevent.Timeout`` (see _wait_in)."""
     if not isinstance(timeout, Timeout):
         return entry.waiter.wait(timeout)

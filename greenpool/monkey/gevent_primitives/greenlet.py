@@ -14,9 +14,9 @@ import gevent.greenlet as _gevent_greenlet
 from greenlet import GreenletExit
 
 from greenpool._native import get_ident
+from greenpool._waiter import Entry
 from greenpool.errors import WrongHubError
 from greenpool.monkey.gevent_primitives._parking import _post_for, _post_here, _timeout_error
-from greenpool.sync import _Entry
 
 # gevent's classes, kept before install() replaces the names.
 _GGreenlet: Any = _gevent_greenlet.Greenlet
@@ -84,7 +84,7 @@ class Greenlet(_GGreenlet):
         self._gp_wait_elsewhere(post, timeout)
 
     def _gp_wait_elsewhere(self, post, timeout) -> bool:
-        entry = _Entry()
+        entry = Entry()
         wake = _Wake(entry.waiter)
         post(_GGreenlet.rawlink, self, wake)
         woken = False

@@ -18,6 +18,7 @@ import gevent.queue as _gevent_queue
 from gevent._hub_local import get_hub_if_exists
 
 from greenpool._native import allocate_lock
+from greenpool._waiter import Entry, remove_entry
 from greenpool.monkey.gevent_primitives._family import _FamilyMeta
 from greenpool.monkey.gevent_primitives._parking import (
     _EMPTY,
@@ -29,7 +30,6 @@ from greenpool.monkey.gevent_primitives._parking import (
     _NativeRLock,
     _wait_in,
 )
-from greenpool.sync import _Entry, _remove
 
 Empty = _gevent_queue.Empty
 Full = _gevent_queue.Full
@@ -496,8 +496,8 @@ class Channel(_GChannel):
         if maxsize != 1:
             raise ValueError("Channels have a maxsize of 1")
         self._gp_mutex = allocate_lock()
-        self._gp_getters: deque[_Entry] = deque()  # entry.value: the item handed over
-        self._gp_putters: deque[_Entry] = deque()  # entry.value: the item offered
+        self._gp_getters: deque[Entry] = deque()  # entry.value: the item handed over
+        self._gp_putters: deque[Entry] = deque()  # entry.value: the item offered
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} at {hex(id(self))} {self._format()}>"
@@ -547,7 +547,7 @@ class Channel(_GChannel):
                 raise Full
             else:
                 getter = None
-                entry = _Entry((item,))
+                entry = Entry((item,))
                 self._gp_putters.append(entry)
         if getter is not None:
             getter.waiter.wake()
@@ -560,10 +560,10 @@ class Channel(_GChannel):
                 return
         except BaseException:
             with self._gp_mutex:
-                _remove(self._gp_putters, entry)
+                remove_entry(self._gp_putters, entry)
             raise  # if a getter took it already, it is delivered: nothing to undo
         with self._gp_mutex:
-            if _remove(self._gp_putters, entry):
+            if remove_entry(self._gp_putters, entry):
                 raise Full
 
     def put_nowait(self, item) -> None:
@@ -579,7 +579,7 @@ class Channel(_GChannel):
                 raise Empty
             else:
                 putter = None
-                entry = _Entry()
+                entry = Entry()
                 self._gp_getters.append(entry)
         if putter is not None:
             putter.waiter.wake()
@@ -588,13 +588,13 @@ class Channel(_GChannel):
             got = _entry_wait(entry, timeout)
         except BaseException:
             with self._gp_mutex:
-                if _remove(self._gp_getters, entry):
+                if remove_entry(self._gp_getters, entry):
                     raise
             self._gp_give_back(entry.value[0])  # handed an item while being killed
             raise
         if not got:
             with self._gp_mutex:
-                if _remove(self._gp_getters, entry):
+                if remove_entry(self._gp_getters, entry):
                     raise Empty
         value, entry.value = entry.value, None
         return value[0]
@@ -606,7 +606,7 @@ class Channel(_GChannel):
                 getter = self._gp_getters.popleft()
                 getter.value = (item,)
             else:
-                offer: Any = _Entry.__new__(_Entry)
+                offer: Any = Entry.__new__(Entry)
                 offer.waiter, offer.value, offer.place = _NoWaiter, (item,), None
                 self._gp_putters.appendleft(offer)
                 return
