@@ -325,70 +325,55 @@ def test_by_default_small_answers_are_read_on_the_hub_and_large_ones_on_the_conn
     assert out == "(((1, 'ab'),), (), True, True, 1000, True)"
 
 
+# A ticker greenlet on the query's hub records how long it went without running
+# while the query ran: (rows, longest pause in seconds).
+LONGEST_PAUSE = """
+def scenario():
+    conn = connect()
+    cur = conn.cursor()
+    done = []
+    gaps = []
+
+    def ticker():
+        last = time.monotonic()
+        while not done:
+            gevent.sleep({tick})
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    t = gevent.spawn(ticker)
+    gevent.sleep(0.01)
+    cur.execute({sql!r})
+    rows = len(cur.fetchall())
+    done.append(1)
+    t.join()
+    conn.close()
+    return rows, round(max(gaps), 3)
+
+with greenpool.Pool(1) as pool:
+    print(pool.spawn(scenario).result(timeout=30))
+"""
+
+
+def longest_pause(sql: str, tick: float) -> tuple[int, float]:
+    rows, gap = run(LONGEST_PAUSE.format(sql=sql, tick=tick)).strip("()").split(", ")
+    return int(rows), float(gap)
+
+
 def test_by_default_a_result_still_streaming_in_is_read_off_the_hub():
     """Rows the server makes slowly arrive in pieces: the hub must not wait for them."""
-    out = run("""
-        def scenario():
-            conn = connect()
-            cur = conn.cursor()
-            done = []
-            gaps = []
-
-            def ticker():
-                last = time.monotonic()
-                while not done:
-                    gevent.sleep(0.005)
-                    now = time.monotonic()
-                    gaps.append(now - last)
-                    last = now
-
-            t = gevent.spawn(ticker)
-            # 5 rows of 20 KB, 0.1 s apart: MariaDB sends each as it is made.
-            cur.execute("SELECT SLEEP(0.1), REPEAT('x', 20000) FROM seq_1_to_5")
-            rows = cur.fetchall()
-            done.append(1)
-            t.join()
-            conn.close()
-            return len(rows), max(gaps) < 0.2
-
-        with greenpool.Pool(1) as pool:
-            print(pool.spawn(scenario).result(timeout=30))
-        """)
-    assert out == "(5, True)"
+    # 5 rows of 20 KB, 0.1 s apart: MariaDB sends each as it is made.
+    rows, gap = longest_pause("SELECT SLEEP(0.1), REPEAT('x', 20000) FROM seq_1_to_5", 0.005)
+    assert rows == 5
+    assert gap < 0.2, gap
 
 
 def test_by_default_a_large_buffered_result_is_converted_off_the_hub():
     """300,000 rows read on the connection's thread are also converted there (datetimes: slow)."""
-    out = run("""
-        def scenario():
-            conn = connect()
-            cur = conn.cursor()
-            done = []
-            gaps = []
-
-            def ticker():
-                last = time.monotonic()
-                while not done:
-                    gevent.sleep(0.001)
-                    now = time.monotonic()
-                    gaps.append(now - last)
-                    last = now
-
-            t = gevent.spawn(ticker)
-            gevent.sleep(0.01)
-            cur.execute("SELECT seq, seq * 1.5, NOW() FROM seq_1_to_300000")
-            rows = len(cur.fetchall())
-            done.append(1)
-            t.join()
-            conn.close()
-            return rows, round(max(gaps), 3)
-
-        with greenpool.Pool(1) as pool:
-            print(pool.spawn(scenario).result(timeout=30))
-        """)
-    rows, gap = out.strip("()").split(", ")
-    assert rows == "300000"
-    assert float(gap) < 0.25, gap  # converted on the hub: ~0.4 s without a tick
+    rows, gap = longest_pause("SELECT seq, seq * 1.5, NOW() FROM seq_1_to_300000", 0.001)
+    assert rows == 300000
+    assert gap < 0.25, gap  # converted on the hub: ~0.4 s without a tick
 
 
 def test_by_default_several_result_sets_are_read_as_mysqlclient_reads_them():

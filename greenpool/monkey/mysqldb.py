@@ -179,6 +179,15 @@ def _complete(buf: bytes) -> bool:
     return False
 
 
+def _as_bytes(conn, query) -> bytes:
+    """A query as ``send_query`` takes it (what ``Connection.query`` accepts: str, bytes...)."""
+    if isinstance(query, bytearray):
+        return bytes(query)
+    if isinstance(query, str):
+        return query.encode(conn.encoding)
+    return query
+
+
 def _answer_whole(conn) -> bool:
     """Whether the bytes waiting on ``conn``'s socket are one whole answer (nothing is read)."""
     try:
@@ -231,10 +240,7 @@ def _connection_methods() -> dict:
     def query(self, query):
         if not (on_pool_hub() and self.__dict__.get("_greenpool_peek")):
             return offloaded_query(self, query)
-        if isinstance(query, bytearray):
-            query = bytes(query)
-        elif isinstance(query, str):
-            query = query.encode(self.encoding)
+        query = _as_bytes(self, query)
         self._greenpool_whole = False
         if len(query) > IN_PLACE_LIMIT:
             return offloaded_query(self, query)
@@ -379,11 +385,7 @@ def _green_methods(original_query) -> dict:
     def query(self, query):
         if not on_pool_hub():  # the main thread, a native thread, a loop callback: in place
             return original_query(self, query)
-        if isinstance(query, bytearray):
-            query = bytes(query)
-        elif isinstance(query, str):
-            query = query.encode(self.encoding)
-        self.send_query(query)
+        self.send_query(_as_bytes(self, query))
         _await_answer(self)
         self.read_query_result()
 
@@ -398,8 +400,6 @@ def _green_methods(original_query) -> dict:
         query(self, b"ROLLBACK")
 
     return {"query": query, "commit": commit, "rollback": rollback}
-
-
 
 
 def install_green() -> bool:
