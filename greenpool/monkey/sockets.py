@@ -514,7 +514,7 @@ def _drop_events_and_close(self, closefd=True, _cancel_wait_ex=_socketcommon.can
     """
     hub = get_hub_if_exists()
     old = self.hub
-    if old is hub and old is not None and _loop_alive(old.loop) and self not in _side_waits:
+    if old is hub and _hub_alive(old) and self not in _side_waits:
         return _originals["_drop_events_and_close"](self, closefd, _cancel_wait_ex)
     with _move_lock:
         read, write = self._read_event, self._write_event
@@ -579,7 +579,7 @@ def _can_call(hub) -> bool:
 def _shutdown(self, how):
     """``SocketMixin.shutdown``: from another hub, let the kernel wake its waiters."""
     hub = self.hub
-    if hub is get_hub_if_exists() and hub is not None and _loop_alive(hub.loop):
+    if hub is get_hub_if_exists() and _hub_alive(hub):
         return _originals["shutdown"](self, how)
     # shutdown() makes the descriptor readable/writable: each waiter wakes
     # through its own loop (a reader gets EOF, a writer EPIPE, as threads do),
