@@ -44,7 +44,24 @@ _GLifoQueue: Any = _gevent_queue.LifoQueue
 _GChannel: Any = _gevent_queue.Channel
 
 
-class _QueueCore:
+class _Iterating:
+    """gevent's queues are iterators: ``get()`` until an item is ``StopIteration``."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        result = self.get()
+        if result is StopIteration:
+            raise result
+        return result
+
+    __class_getitem__: Any = classmethod(types.GenericAlias)
+
+
+class _QueueCore(_Iterating):
     """``gevent.queue.SimpleQueue``'s behaviour, for getters and putters on any hubs or threads.
 
     Same API and semantics as gevent's (``maxsize``, ``peek``, ``put_nowait``,
@@ -332,17 +349,6 @@ class _QueueCore:
     def peek_nowait(self):
         return self.peek(False)
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        result = self.get()
-        if result is StopIteration:
-            raise result
-        return result
-
-    __class_getitem__: Any = classmethod(types.GenericAlias)
-
 
 _QUEUE_SLOTS = (
     "_gp_getters", "_gp_parked_getters", "_gp_putters", "_gp_mutex", "_gp_heap_lock",
@@ -489,7 +495,7 @@ class LifoQueue(Queue, _GLifoQueue):
 SimpleQueue._gp_family = (Queue,)  # gevent's Queue subclasses its SimpleQueue
 
 
-class Channel(_GChannel):
+class Channel(_Iterating, _GChannel):
     """``gevent.queue.Channel`` across hubs: ``put`` waits until a getter takes the item."""
 
     def __init__(self, maxsize=1) -> None:
@@ -614,17 +620,6 @@ class Channel(_GChannel):
 
     def get_nowait(self):
         return self.get(False)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        result = self.get()
-        if result is StopIteration:
-            raise result
-        return result
-
-    __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
 class _NoWaiterType:
