@@ -550,39 +550,34 @@ def test_the_websocket_echo_example_runs_under_the_cli():
     assert "Traceback" not in server.output
 
 
+def sigterm_with_an_open_websocket(server: ServerProcess, address, stopping: str) -> None:
+    """SIGTERM while a WebSocket is open: it is still served (the graceful timeout, once the
+    log says ``stopping``), then the server exits 0 and the connection is closed."""
+    ws = websocket.create_connection(ws_url(address), timeout=10)
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for(stopping)
+        ws.send("during the stop")  # still served within the graceful timeout
+        assert ws.recv() == "during the stop"
+        assert server.wait_exit(timeout=20) == 0
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+            ws.send("after")
+            ws.recv()
+    finally:
+        ws.close()
+
+
 def test_cli_sigterm_gives_an_open_websocket_the_graceful_timeout_then_exits(tmp_path):
     server, address = start_cli("--hubs", "2", "--graceful-timeout", "2")
     with server:
-        ws = websocket.create_connection(ws_url(address), timeout=10)
-        try:
-            server.proc.send_signal(signal.SIGTERM)
-            server.wait_for(r"stopping \(up to 2\.0s")
-            ws.send("during the stop")  # still served within the graceful timeout
-            assert ws.recv() == "during the stop"
-            assert server.wait_exit(timeout=20) == 0
-            with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
-                ws.send("after")
-                ws.recv()
-        finally:
-            ws.close()
+        sigterm_with_an_open_websocket(server, address, r"stopping \(up to 2\.0s")
 
 
 def test_gunicorn_sigterm_gives_an_open_websocket_the_graceful_timeout_then_exits():
     server, address = start_gunicorn("--threads", "2", "--graceful-timeout", "2")
     with server:
         wait_answering(address)
-        ws = websocket.create_connection(ws_url(address), timeout=10)
-        try:
-            server.proc.send_signal(signal.SIGTERM)
-            server.wait_for(r"Handling signal: term")
-            ws.send("during the stop")
-            assert ws.recv() == "during the stop"
-            assert server.wait_exit(timeout=20) == 0
-            with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
-                ws.send("after")
-                ws.recv()
-        finally:
-            ws.close()
+        sigterm_with_an_open_websocket(server, address, r"Handling signal: term")
 
 
 def test_gunicorn_worker_connections_count_open_websockets():
