@@ -59,6 +59,24 @@ def raw_request(address, data: bytes, timeout: float = 10.0) -> bytes:
             chunks.append(chunk)
 
 
+#: Source for child processes that ``patch_all()``: ``native(fn, *args)`` runs
+#: ``fn`` in a plain native thread and returns a ``greenpool.Future`` for its result.
+NATIVE_THREAD_SOURCE = """
+from gevent.monkey import get_original as _get_original
+native_start = _get_original("_thread", "start_new_thread")
+
+def native(fn, *args):
+    done = greenpool.Future()
+    def run():
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:
+            done.set_exception(exc)
+    native_start(run, ())
+    return done
+"""
+
+
 def run_python(code: str, timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (for monkey patching, fork, signals)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

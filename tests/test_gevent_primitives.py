@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from tests.helpers import run_python, run_python_ok
+from tests.helpers import NATIVE_THREAD_SOURCE, run_python, run_python_ok
 
 PRELUDE = """
 import greenpool.monkey
@@ -26,19 +26,7 @@ import gevent, gevent.queue, gevent.event, gevent.lock, gevent.pool
 import greenpool
 from gevent.monkey import get_original
 from greenpool.monkey import gevent_primitives as gp
-native_start = get_original("_thread", "start_new_thread")
 native_sleep = get_original("time", "sleep")
-
-def native(fn, *args):
-    # Run fn(*args) in a plain native thread; a greenpool.Future for its result.
-    done = greenpool.Future()
-    def run():
-        try:
-            done.set_result(fn(*args))
-        except BaseException as exc:
-            done.set_exception(exc)
-    native_start(run, ())
-    return done
 
 def parked(count, n, what="waiters"):
     # Bounded: until count() callers are parked (a state no event reports).
@@ -53,7 +41,7 @@ def hub_index():
 
 
 def check(code: str, timeout: float = 60) -> str:
-    return run_python_ok(PRELUDE + textwrap.dedent(code), timeout)
+    return run_python_ok(PRELUDE + NATIVE_THREAD_SOURCE + textwrap.dedent(code), timeout)
 
 
 def test_patch_all_installs_cross_hub_classes_that_still_pass_gevents_isinstance_checks():

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from tests.helpers import run_python, run_python_ok
+from tests.helpers import NATIVE_THREAD_SOURCE, run_python, run_python_ok
 
 PRELUDE = """
 import greenpool.monkey
@@ -24,23 +24,11 @@ import _thread, threading, queue, time
 import gevent
 import greenpool
 from gevent.monkey import get_original
-native_start = get_original("_thread", "start_new_thread")
-
-def native(fn, *args):
-    # Run fn(*args) in a plain native thread; returns a greenpool.Future for its result.
-    done = greenpool.Future()
-    def run():
-        try:
-            done.set_result(fn(*args))
-        except BaseException as exc:
-            done.set_exception(exc)
-    native_start(run, ())
-    return done
 """
 
 
 def check(code: str, timeout: float = 60) -> str:
-    return run_python_ok(PRELUDE + textwrap.dedent(code), timeout)
+    return run_python_ok(PRELUDE + NATIVE_THREAD_SOURCE + textwrap.dedent(code), timeout)
 
 
 def test_patch_all_installs_cross_hub_locks_and_the_stdlibs_classes_on_them():
