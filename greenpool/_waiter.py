@@ -131,8 +131,12 @@ class ForeignHubWaiter:
 
 def make_waiter():
     """Return a waiter suited to the calling greenlet or thread."""
-    gevent_hub = get_hub_if_exists()
-    if gevent_hub is not None and getcurrent() is gevent_hub:
+    return _waiter_for(get_hub_if_exists(), getcurrent())
+
+
+def _waiter_for(gevent_hub, current):
+    """:func:`make_waiter` for ``current`` (the running greenlet) on ``gevent_hub`` (or None)."""
+    if gevent_hub is not None and current is gevent_hub:
         if getattr(gevent_hub, "greenpool_hub", None) is not None:
             raise RuntimeError(
                 "cannot wait inside a hub's event loop (a loop callback): it would stall "
@@ -200,25 +204,16 @@ class Entry:
 
     def __init__(self, value: Any = None) -> None:
         self.value = value
-        # The common case first, in one pass: a greenlet (not the loop) of a pool hub.
         gevent_hub = get_hub_if_exists()
-        if gevent_hub is not None:
-            pool_hub = getattr(gevent_hub, "greenpool_hub", None)
-            if pool_hub is not None and pool_hub._wakeup is not None:
-                current = current_greenlet()
-                if current is not gevent_hub and current is not None:
-                    self.waiter = PoolHubWaiter(pool_hub)
-                    self.place = pool_hub
-                    return
         current = current_greenlet()
         waiter: Any
-        if isinstance(current, _GeventHub):
-            waiter = hub_callback_waiter(current)
-        elif current is None:
+        if current is None:
             # A thread whose greenlets are being torn down can only block natively.
             waiter = NativeWaiter()
+        elif isinstance(current, _GeventHub):
+            waiter = hub_callback_waiter(current)
         else:
-            waiter = make_waiter()
+            waiter = _waiter_for(gevent_hub, current)
         self.waiter = waiter
         # Where the waiter runs: its hub (one thread runs all its greenlets), or itself.
         self.place = getattr(waiter, "_hub", waiter)
