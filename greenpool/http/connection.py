@@ -611,7 +611,7 @@ class _Connection:
                 if self._send_quietly(error_response(status, f"{reason}\n", headers)):
                     self._linger()
                 return False
-            self._offer_connection(req, env)
+            self._offer_connection(env)
             if is_websocket(env):
                 # Not on an app thread: the handshake turns into a connection the
                 # app may hold for hours (see greenpool.http.app_threads). Other
@@ -630,7 +630,7 @@ class _Connection:
                 self._linger()
             return False
 
-    def _offer_connection(self, req: Request, env: dict) -> None:
+    def _offer_connection(self, env: dict) -> None:
         """Put an upgrade request's connection in its environ, for the app to take.
 
         Under :data:`SOCKET_KEYS`, as an :class:`~greenpool.http.upgrade.UpgradedSocket`
