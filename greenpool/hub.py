@@ -81,7 +81,7 @@ class Hub:
         self._idle_runners: list = []
         self._accepting = True
         self._retired = False
-        self._strays_killed = False
+        self._strays_ended = False
         self._started = Signal()
         self._stopped = Signal()
         self._start_error: BaseException | None = None
@@ -342,7 +342,7 @@ class Hub:
         if not self._mailbox and not self._nrunning:
             self._became_idle()
         if self._retired:
-            self._kill_strays()
+            self._end_strays()
 
     def _finish(self) -> None:
         """Control call: accept no more tasks; stop once the current ones end."""
@@ -364,33 +364,33 @@ class Hub:
         for runner in idle:
             runner.throw(GreenletExit)
         if self.pool._cancelling or self.pool._abandon_strays:
-            self._kill_strays()
+            self._end_strays()
 
     def _abandon_if_retired(self) -> None:
         """Control call: ``shutdown(strays="abandon")`` after the hub had retired."""
         if self._retired:
-            self._kill_strays()
+            self._end_strays()
 
-    def _kill_strays(self) -> None:
-        """Cancelling shutdown: kill greenlets greenpool did not start, then stop the loop.
-
-        With ``shutdown(strays="abandon")`` the loop stops at once instead and
-        the strays stay suspended, never run again (daemon threads at exit).
+    def _end_strays(self) -> None:
+        """Stop the loop despite greenlets greenpool did not start: kill or abandon them.
 
         ``gevent.spawn``'d greenlets and patched "threads" (a legacy server's
         handler waiting on an idle client) would keep the loop alive forever.
-        Each gets ``GreenletExit``, as a cancelled task does; if the loop still
-        has not gone idle after ``STRAY_GRACE`` seconds it is broken out of, the
-        way daemon threads end. Found through ``gc``: this runs once per hub.
+        A cancelling shutdown kills them: each gets ``GreenletExit``, as a
+        cancelled task does, and if the loop still has not gone idle after
+        ``STRAY_GRACE`` seconds it is broken out of, the way daemon threads end.
+        ``shutdown(strays="abandon")`` stops the loop at once instead and leaves
+        them suspended, never run again (daemon threads at exit). Found through
+        ``gc``: this runs once per hub.
 
         The heap walk asks each object's ``type()``, never ``isinstance``:
         ``isinstance`` reads ``__class__``, which a lazy proxy (Django's
         ``settings``, ``SimpleLazyObject``) answers by running user code, here
         inside the hub's loop, where that code may not block.
         """
-        if self._strays_killed:
+        if self._strays_ended:
             return
-        self._strays_killed = True
+        self._strays_ended = True
         if self.pool._abandon_strays:
             self.loop.break_()
             return
