@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
-# An editable install compiles greenpool/_speedups.c in place: a change to it reinstalls.
-BUILD_INPUTS := pyproject.toml setup.py greenpool/_speedups.c
+# An editable install compiles greenpool/_speedups*.c in place: a change to them reinstalls.
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard greenpool/_speedups*.c greenpool/_speedups*.h)
 
 .PHONY: demo test stress bench loadtest lint docs clean
 

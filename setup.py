@@ -1,10 +1,17 @@
-"""Only the optional C extension lives here; everything else is in pyproject.toml.
+"""Only the optional C extensions live here; everything else is in pyproject.toml.
 
-``optional=True``: where it cannot be compiled (no C compiler, no Python
-headers), the build warns and greenpool runs its pure-Python twin
-(``greenpool.monkey.queue._PyQueueCore``).
+``optional=True``: where one cannot be compiled (no C compiler, no Python
+headers), the build warns and greenpool runs its pure-Python twins
+(``greenpool._compiled`` says which module each one speeds up).
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("greenpool._speedups", ["greenpool/_speedups.c"], optional=True)])
+COMMON = ["greenpool/_speedups_common.h"]
+
+
+def _extension(name: str) -> Extension:
+    return Extension(f"greenpool.{name}", [f"greenpool/{name}.c"], depends=COMMON, optional=True)
+
+
+setup(ext_modules=[_extension("_speedups"), _extension("_speedups_gevent")])

@@ -17,9 +17,7 @@
  * made after the atomic part. greenpool/monkey/queue.py's _PyQueueCore is the
  * pure-Python twin of this type (GREENPOOL_PURE_PYTHON=1 selects it).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <structmember.h>
+#include "_speedups_common.h"
 
 typedef struct {
     PyObject_HEAD
@@ -80,47 +78,6 @@ core_dealloc(QueueCore *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Unpack (names[0], names[1], ...) from vectorcall arguments; defaults stay. */
-static int
-unpack(const char *fname, const char *const *names, Py_ssize_t nnames, Py_ssize_t required,
-       PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **out)
-{
-    if (nargs > nnames) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)",
-                     fname, nnames, nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        out[i] = args[i];
-    if (kwnames != NULL) {
-        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t k = 0; k < nkw; k++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-            Py_ssize_t i = 0;
-            for (; i < nnames; i++)
-                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
-                    break;
-            if (i == nnames) {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
-                             fname, key);
-                return -1;
-            }
-            if (i < nargs) {
-                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
-                             fname, names[i]);
-                return -1;
-            }
-            out[i] = args[nargs + k];
-        }
-    }
-    for (Py_ssize_t i = 0; i < required; i++)
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
-            return -1;
-        }
-    return 0;
-}
-
 /* A member the Python class sets was deleted (del q._getters...): an error, not a crash. */
 static PyObject *
 missing_member(void)
@@ -134,12 +91,6 @@ missing_member(void)
  * slots (configure_lock()): read directly, as its member descriptors would. */
 static PyTypeObject *lock_type;
 static Py_ssize_t off_starving = -1, off_waiters = -1, off_inner = -1;
-
-static PyObject *
-slot(PyObject *obj, Py_ssize_t offset)
-{
-    return *(PyObject **)((char *)obj + offset);  /* borrowed; NULL if unset */
-}
 
 /* 1 if the bounded queue's Lock is free, in normal mode, with nobody waiting.
  * Reads slots of greenpool.sync.Lock and calls the native lock's locked():
@@ -164,22 +115,6 @@ mutex_idle(QueueCore *self)
     int locked = (v == Py_True);
     Py_DECREF(v);
     return !locked;
-}
-
-static Py_ssize_t
-member_offset(PyObject *type, const char *name)
-{
-    PyObject *descr = PyDict_GetItemString(((PyTypeObject *)type)->tp_dict, name);
-    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "configure_lock: %s is not a __slots__ member", name);
-        return -1;
-    }
-    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-    if (member->type != T_OBJECT_EX && member->type != T_OBJECT) {
-        PyErr_Format(PyExc_TypeError, "configure_lock: %s is not an object slot", name);
-        return -1;
-    }
-    return member->offset;
 }
 
 static PyObject *

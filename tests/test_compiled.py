@@ -17,20 +17,29 @@ import pytest
 
 from greenpool import _compiled
 from greenpool.monkey import queue as _stdqueue
+from greenpool.monkey.gevent_primitives import queue as _gqueue
 
 HERE = Path(__file__).parent
 PURE = bool(os.environ.get("GREENPOOL_PURE_PYTHON"))
 
 
 def test_the_extension_is_built_and_used_unless_pure_python_is_asked_for():
+    python_put = _gqueue._QueueCore.__dict__["put"]
     if PURE:
-        assert _compiled.speedups is None
+        assert _compiled.speedups is None and _compiled.gevent_speedups is None
         assert _stdqueue._QueueCore is _stdqueue._PyQueueCore
+        assert _gqueue.SimpleQueue.put is python_put
+        assert type(_gqueue.PriorityQueue()._gp_heap_lock).__name__ == "lock"
         return
-    from greenpool import _speedups
+    from greenpool import _speedups, _speedups_gevent
 
     assert _compiled.speedups is _speedups
+    assert _compiled.gevent_speedups is _speedups_gevent
     assert _stdqueue.Queue.put is _speedups.QueueCore.put
+    for cls in (_gqueue.SimpleQueue, _gqueue.Queue, _gqueue.PriorityQueue, _gqueue.LifoQueue):
+        assert type(cls.__dict__.get("put", cls.put)).__name__ == "method_descriptor", cls
+    assert type(_gqueue.PriorityQueue()._gp_heap_lock) is _speedups_gevent.Heap
+    assert type(_gqueue.PriorityQueue(None, [2, 1])._gp_heap_lock) is _speedups_gevent.Heap
 
 
 @pytest.mark.timeout(240)
@@ -40,7 +49,8 @@ def test_the_pure_python_twins_pass_the_same_tests():
     mine = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
          str(HERE / "test_compiled.py"), str(HERE / "test_stdqueue.py"),
-         str(HERE / "test_socket_follow.py"), str(HERE / "test_socket_recv.py")],
+         str(HERE / "test_socket_follow.py"), str(HERE / "test_socket_recv.py"),
+         str(HERE / "test_gevent_primitives.py"), "-k", "queue or compiled or socket"],
         env=env, capture_output=True, text=True, timeout=150, cwd=HERE.parent,
     )
     assert mine.returncode == 0, mine.stdout[-3000:] + mine.stderr[-3000:]

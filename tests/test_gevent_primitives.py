@@ -245,6 +245,40 @@ def test_joinable_queue_many_to_many_across_four_hubs_loses_and_duplicates_nothi
     assert out == "OK 4000"
 
 
+def test_priority_queue_whose_comparisons_release_the_gil_stays_a_heap_across_threads():
+    # A comparison that runs Python code releasing the GIL (here a native
+    # sleep) lets another thread reach the heap mid-push: the heap's lock
+    # (in C, a flag under the GIL) must make that thread wait, not interleave.
+    out = check(
+        """
+        import functools
+        @functools.total_ordering
+        class Slow:
+            def __init__(self, n):
+                self.n = n
+            def __eq__(self, other):
+                return self.n == other.n
+            def __lt__(self, other):
+                native_sleep(0.00001)  # releases the GIL mid-heappush
+                return self.n < other.n
+        q = gevent.queue.PriorityQueue()
+        PER = 150
+        def produce(p):
+            for i in range(PER):
+                q.put(Slow(p * PER + i))
+        with greenpool.Pool(4) as pool:
+            futures = [pool.spawn_on(i, produce, i) for i in range(4)]
+            futures.append(native(produce, 4))
+            for f in futures:
+                f.result(60)
+        got = [q.get_nowait().n for _ in range(q.qsize())]
+        assert got == list(range(5 * PER)), got[:20]  # every item, lowest first
+        print("OK", len(got))
+        """
+    )
+    assert out == "OK 750"
+
+
 @pytest.mark.timeout(60)
 def test_joinable_queue_join_on_one_hub_waits_for_task_done_on_another():
     out = check(

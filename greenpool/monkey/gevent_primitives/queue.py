@@ -2,7 +2,11 @@
 ``PriorityQueue``, ``LifoQueue`` and ``Channel``.
 
 Getters and putters may be on any hubs or plain threads; the uncontended
-put and get take no lock.
+put and get take no lock. With greenpool's C extension (``greenpool/_speedups_gevent.c``)
+``put()`` and ``get()`` are C method descriptors that read the same slots and
+call back into the Python methods below for every wait, wake-up, timeout and
+shutdown (those methods are also the pure-Python twin), and a priority
+queue's heap and its lock are one C object (``Heap``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import gevent
 import gevent.queue as _gevent_queue
 from gevent._hub_local import get_hub_if_exists
 
+from greenpool._compiled import gevent_speedups
 from greenpool._native import allocate_lock
 from greenpool._waiter import Entry, remove_entry
 from greenpool.monkey.gevent_primitives._family import _FamilyMeta
@@ -119,6 +124,11 @@ class _QueueCore(_Iterating):
         elif order in ("fifo", "lifo") and type(items) in (deque, list):
             self._gp_push = items.append
             self._gp_pop = items.pop
+        elif order == "heap" and type(items) is list and gevent_speedups is not None:
+            heap = gevent_speedups.Heap(items)  # its lock serves peek() too
+            self._gp_heap_lock = heap
+            self._gp_push = heap.push
+            self._gp_pop = heap.pop
         elif order == "heap" and type(items) is list:
             self._gp_push = self._gp_heap_push
             self._gp_pop = self._gp_heap_pop
@@ -493,6 +503,10 @@ class LifoQueue(Queue, _GLifoQueue):
 
 
 SimpleQueue._gp_family = (Queue,)  # gevent's Queue subclasses its SimpleQueue
+
+if gevent_speedups is not None:  # the same put/get in C (see the module's docstring)
+    SimpleQueue.put, SimpleQueue.get = gevent_speedups.queue_methods(SimpleQueue, False)
+    Queue.put, Queue.get = gevent_speedups.queue_methods(Queue, True)
 
 
 class Channel(_Iterating, _GChannel):

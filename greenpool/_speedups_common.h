@@ -1,0 +1,86 @@
+/* Helpers shared by greenpool's C extensions (greenpool/_speedups*.c).
+ *
+ * Why a header: each extension is its own module (one per concept, each
+ * optional), and these small pieces are the same in all of them: argument
+ * unpacking for METH_FASTCALL | METH_KEYWORDS functions, and reading a Python
+ * class's __slots__ at their offsets (as their member descriptors would).
+ */
+#ifndef GREENPOOL_SPEEDUPS_COMMON_H
+#define GREENPOOL_SPEEDUPS_COMMON_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+/* Unpack (names[0], names[1], ...) from vectorcall arguments; defaults stay. */
+static inline int
+unpack(const char *fname, const char *const *names, Py_ssize_t nnames, Py_ssize_t required,
+       PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **out)
+{
+    if (nargs > nnames) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)",
+                     fname, nnames, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        out[i] = args[i];
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t k = 0; k < nkw; k++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+            Py_ssize_t i = 0;
+            for (; i < nnames; i++)
+                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
+                    break;
+            if (i == nnames) {
+                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                             fname, key);
+                return -1;
+            }
+            if (i < nargs) {
+                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
+                             fname, names[i]);
+                return -1;
+            }
+            out[i] = args[nargs + k];
+        }
+    }
+    for (Py_ssize_t i = 0; i < required; i++)
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
+    return 0;
+}
+
+/* The object in the slot at ``offset`` of ``obj``: borrowed; NULL if unset. */
+static inline PyObject *
+slot(PyObject *obj, Py_ssize_t offset)
+{
+    return *(PyObject **)((char *)obj + offset);
+}
+
+/* The offset of ``type``'s __slots__ member ``name`` (found along its MRO), or -1 raised. */
+static inline Py_ssize_t
+member_offset(PyObject *type, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString(type, name);
+    if (descr == NULL)
+        return -1;
+    int ok = PyObject_TypeCheck(descr, &PyMemberDescr_Type);
+    PyMemberDef *member = ok ? ((PyMemberDescrObject *)descr)->d_member : NULL;
+    Py_DECREF(descr);  /* the type keeps it */
+    if (member == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ member",
+                     ((PyTypeObject *)type)->tp_name, name);
+        return -1;
+    }
+    if (member->type != T_OBJECT_EX && member->type != T_OBJECT) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot",
+                     ((PyTypeObject *)type)->tp_name, name);
+        return -1;
+    }
+    return member->offset;
+}
+
+#endif
