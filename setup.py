@@ -14,4 +14,4 @@ def _extension(name: str) -> Extension:
     return Extension(f"greenpool.{name}", [f"greenpool/{name}.c"], depends=COMMON, optional=True)
 
 
-setup(ext_modules=[_extension("_speedups"), _extension("_speedups_gevent")])
+setup(ext_modules=[_extension("_speedups"), _extension("_speedups_gevent"), _extension("_speedups_waiter")])

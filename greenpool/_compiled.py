@@ -8,7 +8,9 @@ None where one was not built (no C compiler at install time) or when
   (:mod:`greenpool.monkey.queue`) and a socket's same-hub wait and recv
   (:mod:`greenpool.monkey.sockets`);
 * ``gevent_speedups`` (``greenpool/_speedups_gevent.c``): the put/get of
-  gevent's queues made cross-hub (:mod:`greenpool.monkey.gevent_primitives.queue`).
+  gevent's queues made cross-hub (:mod:`greenpool.monkey.gevent_primitives.queue`);
+* ``waiter_speedups`` (``greenpool/_speedups_waiter.c``): the ``Entry`` and
+  ``PoolHubWaiter`` every park makes (:mod:`greenpool._waiter`).
 """
 
 from __future__ import annotations
@@ -29,3 +31,4 @@ def _load(name: str) -> ModuleType | None:
 
 speedups: ModuleType | None = _load("_speedups")
 gevent_speedups: ModuleType | None = _load("_speedups_gevent")
+waiter_speedups: ModuleType | None = _load("_speedups_waiter")

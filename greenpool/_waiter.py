@@ -16,6 +16,11 @@ on from three kinds of context, and each needs a different way to block:
 waiter has the same two methods, ``wait(timeout) -> bool`` (called once, by the
 waiter's owner) and ``wake()`` (thread-safe, idempotent, callable from
 anywhere).
+
+:class:`Entry` and :class:`PoolHubWaiter`, made on every park, are C types
+when greenpool's extension is built (``greenpool/_speedups_waiter.c``: the
+pool-hub case in C, every other context through :func:`_entry_waiter`); the
+classes below are their pure-Python twins.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from gevent.hub import Waiter as _GeventWaiter
 from greenlet import getcurrent
 
 from greenpool import _patchstate
+from greenpool._compiled import waiter_speedups
 from greenpool._native import allocate_lock, get_ident
 
 
@@ -69,15 +75,20 @@ class PoolHubWaiter:
             return True
         if timeout is None:  # no Timeout object to make, enter and close: ~1 us a wait
             self._waiter.get()
-            return self._woken
-        with Timeout(timeout, False):
-            self._waiter.get()
+        else:
+            _timed_get(self._waiter, timeout)
         return self._woken
 
     def wake(self) -> None:
         if not self._woken:
             self._woken = True
             self._hub.call_soon_threadsafe(self._waiter.switch, None)
+
+
+def _timed_get(waiter: _GeventWaiter, timeout: float) -> None:
+    """``waiter.get()``, given up after ``timeout`` seconds."""
+    with Timeout(timeout, False):
+        waiter.get()
 
 
 class ForeignHubWaiter:
@@ -204,19 +215,20 @@ class Entry:
 
     def __init__(self, value: Any = None) -> None:
         self.value = value
-        gevent_hub = get_hub_if_exists()
-        current = current_greenlet()
-        waiter: Any
-        if current is None:
-            # A thread whose greenlets are being torn down can only block natively.
-            waiter = NativeWaiter()
-        elif isinstance(current, _GeventHub):
-            waiter = hub_callback_waiter(current)
-        else:
-            waiter = _waiter_for(gevent_hub, current)
-        self.waiter = waiter
+        self.waiter = waiter = _entry_waiter()
         # Where the waiter runs: its hub (one thread runs all its greenlets), or itself.
         self.place = getattr(waiter, "_hub", waiter)
+
+
+def _entry_waiter():
+    """The waiter of an :class:`Entry` made in the calling context."""
+    current = current_greenlet()
+    if current is None:
+        # A thread whose greenlets are being torn down can only block natively.
+        return NativeWaiter()
+    if isinstance(current, _GeventHub):
+        return hub_callback_waiter(current)
+    return _waiter_for(get_hub_if_exists(), current)
 
 
 def hub_callback_waiter(hub) -> NativeWaiter:
@@ -258,3 +270,10 @@ def remove_entry(waiters: deque | list, entry: Entry) -> bool:
     except ValueError:
         return False
     return True
+
+
+if waiter_speedups is not None:  # the same types in C (see the module's docstring)
+    waiter_speedups.configure(
+        get_hub_if_exists, getcurrent, _GeventHub, _GeventWaiter, _entry_waiter, _timed_get)
+    PoolHubWaiter = waiter_speedups.PoolHubWaiter  # type: ignore[misc]  # noqa: F811
+    Entry = waiter_speedups.Entry  # type: ignore[misc]  # noqa: F811
