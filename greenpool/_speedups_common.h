@@ -83,4 +83,27 @@ member_offset(PyObject *type, const char *name)
     return member->offset;
 }
 
+/* A lock for critical sections that run no Python code, or almost none: a
+ * flag tested and set holding the GIL (so atomic). Held by another thread
+ * only while that thread runs Python code inside one (which needs the GIL),
+ * so a taker waits yielding the GIL and the CPU. */
+#include <sched.h>
+
+static inline void
+gil_lock(char *busy)
+{
+    while (*busy) {
+        Py_BEGIN_ALLOW_THREADS
+        sched_yield();
+        Py_END_ALLOW_THREADS
+    }
+    *busy = 1;
+}
+
+static inline void
+gil_unlock(char *busy)
+{
+    *busy = 0;
+}
+
 #endif

@@ -19,7 +19,6 @@
  * they run under the lock, taken here without a Python call or a system call.
  */
 #include "_speedups_common.h"
-#include <sched.h>
 
 static PyObject *str_append, *str_pop, *str_wake_one, *str_parked;
 static PyObject *str_before_put, *str_wait_room, *str_wait_item;
@@ -255,18 +254,11 @@ typedef struct {
     char busy;        /* the lock: read and set holding the GIL, so atomic */
 } Heap;
 
-/* Take the lock. Free (the common case): one test and set under the GIL.
- * Held: only while another thread runs a comparison's Python code, which
- * needs the GIL, so wait yielding the GIL and the CPU until it is free. */
+/* Held by another thread only while it runs a comparison's Python code. */
 static void
 heap_lock(Heap *self)
 {
-    while (self->busy) {
-        Py_BEGIN_ALLOW_THREADS
-        sched_yield();
-        Py_END_ALLOW_THREADS
-    }
-    self->busy = 1;
+    gil_lock(&self->busy);
 }
 
 static PyObject *
@@ -314,7 +306,7 @@ heap_call(Heap *self, PyObject *fn, PyObject *item)
     PyObject *call[2] = {self->items, item};
     heap_lock(self);
     PyObject *r = PyObject_Vectorcall(fn, call, item == NULL ? 1 : 2, NULL);
-    self->busy = 0;
+    gil_unlock(&self->busy);
     return r;
 }
 
@@ -340,7 +332,7 @@ heap_enter(Heap *self, PyObject *unused)
 static PyObject *
 heap_exit(Heap *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    self->busy = 0;
+    gil_unlock(&self->busy);
     Py_RETURN_FALSE;
 }
 
@@ -365,7 +357,355 @@ static PyTypeObject HeapType = {
     .tp_methods = heap_methods,
 };
 
+
+/* ---- Flag: the waiters of a one-way condition (_parking._Flag), and Event ----
+ *
+ * Why: one park per WebSocket message (simple-websocket's receive() waits on
+ * a threading.Event, which greenpool makes gevent's Event, made cross-hub).
+ * The critical sections run no Python code but ``ready()`` (none at all for
+ * an Event: its flag is read at its slot), so a gil_lock, not a native lock,
+ * orders them: a waiter appends itself and then checks, the setter sets and
+ * then takes the list, so one of them always sees the other. */
+
+static PyObject *entry_type;        /* greenpool._waiter.Entry */
+static PyObject *flag_timeout_wait; /* _parking._Flag's wait with a gevent.Timeout */
+static PyObject *str_waiter, *str_wait, *str_wake, *str_yield, *str_notify, *str_links;
+static PyObject *str_gp_wait;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *waiters;  /* list of Entry */
+    PyObject *pending;  /* one None per waiter woken and not yet resumed */
+    char busy;
+} Flag;
+
+static PyTypeObject FlagType;
+
+static PyObject *
+flag_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    Flag *self = (Flag *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->waiters = PyList_New(0);
+    self->pending = PyList_New(0);
+    if (self->waiters == NULL || self->pending == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+flag_traverse(Flag *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->waiters);
+    Py_VISIT(self->pending);
+    return 0;
+}
+
+static int
+flag_clear(Flag *self)
+{
+    Py_CLEAR(self->waiters);
+    Py_CLEAR(self->pending);
+    return 0;
+}
+
+static void
+flag_dealloc(Flag *self)
+{
+    PyObject_GC_UnTrack(self);
+    flag_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Remove ``entry`` (by identity) if still listed: 1 removed, 0 not there (a waker took it). */
+static int
+flag_remove(Flag *self, PyObject *entry)
+{
+    PyObject *list = self->waiters;
+    for (Py_ssize_t i = PyList_GET_SIZE(list) - 1; i >= 0; i--)
+        if (PyList_GET_ITEM(list, i) == entry)
+            return PyList_SetSlice(list, i, i + 1, NULL) < 0 ? -1 : 1;
+    return 0;
+}
+
+/* Park until woken (True) or timeout (False). Readiness: ``ready()``, or when
+ * ``ready`` is NULL the slot at ``offset`` of ``owner`` being True. */
+static PyObject *
+flag_wait_impl(Flag *self, PyObject *ready, PyObject *owner, Py_ssize_t offset,
+               PyObject *timeout)
+{
+    if (self->waiters == NULL || self->pending == NULL)
+        return PyErr_Format(PyExc_ValueError, "Flag: cleared");
+    if (timeout != Py_None && !PyFloat_Check(timeout) && !PyLong_Check(timeout)) {
+        /* a gevent.Timeout (or something the Python method explains) */
+        PyObject *r = ready ? Py_NewRef(ready) : PyObject_GetAttrString(owner, "ready");
+        if (r == NULL)
+            return NULL;
+        PyObject *call[3] = {(PyObject *)self, r, timeout};
+        PyObject *result = PyObject_Vectorcall(flag_timeout_wait, call, 3, NULL);
+        Py_DECREF(r);
+        return result;
+    }
+    PyObject *entry = PyObject_CallNoArgs(entry_type);
+    if (entry == NULL)
+        return NULL;
+    gil_lock(&self->busy);
+    if (PyList_Append(self->waiters, entry) < 0) {
+        gil_unlock(&self->busy);
+        Py_DECREF(entry);
+        return NULL;
+    }
+    int is_ready;
+    if (ready == NULL) {
+        is_ready = slot(owner, offset) == Py_True;
+    } else {
+        PyObject *r = PyObject_CallNoArgs(ready);
+        is_ready = r == NULL ? -1 : PyObject_IsTrue(r);
+        Py_XDECREF(r);
+    }
+    if (is_ready != 0) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        int removed = flag_remove(self, entry);
+        gil_unlock(&self->busy);
+        Py_DECREF(entry);
+        if (removed < 0) {
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            return NULL;
+        }
+        PyErr_Restore(type, value, tb);
+        return is_ready < 0 ? NULL : Py_NewRef(Py_True);
+    }
+    gil_unlock(&self->busy);
+    PyObject *waiter = PyObject_GetAttr(entry, str_waiter);
+    PyObject *call[2] = {waiter, timeout};
+    PyObject *result = waiter == NULL ? NULL : PyObject_VectorcallMethod(str_wait, call, 2, NULL);
+    Py_XDECREF(waiter);
+    int woken = result == NULL ? 0 : PyObject_IsTrue(result);
+    Py_XDECREF(result);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);  /* a wait ended by an exception still tidies up */
+    int failed = woken < 0;
+    if (woken <= 0) {
+        gil_lock(&self->busy);
+        int removed = flag_remove(self, entry);
+        gil_unlock(&self->busy);
+        failed |= removed < 0;
+        woken = removed == 0;  /* not listed: a waker took it, so it was woken */
+    }
+    if (woken == 1 && PyList_GET_SIZE(self->pending) > 0) {
+        Py_ssize_t last = PyList_GET_SIZE(self->pending) - 1;
+        failed |= PyList_SetSlice(self->pending, last, last + 1, NULL) < 0;
+    }
+    Py_DECREF(entry);
+    if (type != NULL) {
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+    if (failed)
+        return NULL;
+    return PyBool_FromLong(woken == 1);
+}
+
+static PyObject *
+flag_wait(Flag *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"ready", "timeout"};
+    PyObject *a[2] = {NULL, Py_None};
+    if (unpack("wait", names, 2, 1, args, nargs, kwnames, a) < 0)
+        return NULL;
+    return flag_wait_impl(self, a[0], NULL, 0, a[1]);
+}
+
+static int
+flag_wake_all_impl(Flag *self)
+{
+    if (self->waiters == NULL || self->pending == NULL)
+        return 0;
+    gil_lock(&self->busy);
+    Py_ssize_t n = PyList_GET_SIZE(self->waiters);
+    if (n == 0) {
+        gil_unlock(&self->busy);
+        return 0;
+    }
+    PyObject *fresh = PyList_New(0);
+    if (fresh == NULL) {
+        gil_unlock(&self->busy);
+        return -1;
+    }
+    PyObject *waiters = self->waiters;
+    self->waiters = fresh;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < n && !failed; i++)
+        failed = PyList_Append(self->pending, Py_None) < 0;
+    gil_unlock(&self->busy);
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        PyObject *waiter = PyObject_GetAttr(PyList_GET_ITEM(waiters, i), str_waiter);
+        failed = waiter == NULL || call_method1(waiter, str_wake, NULL) < 0;
+        Py_XDECREF(waiter);
+    }
+    Py_DECREF(waiters);
+    return failed ? -1 : 0;
+}
+
+static PyObject *
+flag_wake_all(Flag *self, PyObject *unused)
+{
+    if (flag_wake_all_impl(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef flag_methods[] = {
+    {"wait", (PyCFunction)(void (*)(void))flag_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait(ready, timeout) -> bool: park until woken, or False once timeout expires."},
+    {"wake_all", (PyCFunction)flag_wake_all, METH_NOARGS, "Wake every waiter."},
+    {NULL}
+};
+
+static PyMemberDef flag_members[] = {
+    {"waiters", T_OBJECT, offsetof(Flag, waiters), READONLY, "the parked entries"},
+    {"pending", T_OBJECT, offsetof(Flag, pending), READONLY, "woken, not yet resumed"},
+    {NULL}
+};
+
+static PyTypeObject FlagType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "greenpool._speedups_gevent.Flag",
+    .tp_doc = "The waiters of a one-way condition (see greenpool.monkey.gevent_primitives"
+              "._parking._Flag, its pure-Python twin).",
+    .tp_basicsize = sizeof(Flag),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = flag_new,
+    .tp_dealloc = (destructor)flag_dealloc,
+    .tp_traverse = (traverseproc)flag_traverse,
+    .tp_clear = (inquiry)flag_clear,
+    .tp_methods = flag_methods,
+    .tp_members = flag_members,
+};
+
+/* Event.set() and Event.wait() over the slots of the Python class */
+static Py_ssize_t ev_flag = -1, ev_waiters, ev_links;
+
+static PyObject *
+event_set(PyObject *self, PyObject *unused)
+{
+    PyObject *old = slot(self, ev_flag);
+    *(PyObject **)((char *)self + ev_flag) = Py_NewRef(Py_True);
+    Py_XDECREF(old);
+    PyObject *waiters = slot(self, ev_waiters);
+    PyObject *links = slot(self, ev_links);
+    if (waiters != NULL && waiters != Py_None) {
+        if (!PyObject_TypeCheck(waiters, &FlagType))
+            return PyObject_CallMethodNoArgs(self, str_notify);
+        Py_INCREF(waiters);
+        int failed = flag_wake_all_impl((Flag *)waiters);
+        Py_DECREF(waiters);
+        if (failed)
+            return NULL;
+        links = slot(self, ev_links);
+    }
+    if (links != NULL && links != Py_None) {
+        PyObject *pending = PyObject_GetAttr(links, str_links);
+        int any = pending == NULL ? -1 : PyObject_IsTrue(pending);
+        Py_XDECREF(pending);
+        if (any < 0)
+            return NULL;
+        if (any)
+            return PyObject_CallMethodNoArgs(links, str_notify);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+event_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1] = {Py_None};
+    if (unpack("wait", names, 1, 0, args, nargs, kwnames, a) < 0)
+        return NULL;
+    PyObject *waiters = slot(self, ev_waiters);
+    if (slot(self, ev_flag) == Py_True) {
+        /* let the waiters a set() woke run first (gevent issue #1520's order) */
+        if (waiters != NULL && PyObject_TypeCheck(waiters, &FlagType)
+            && ((Flag *)waiters)->pending != NULL
+            && PyList_GET_SIZE(((Flag *)waiters)->pending) > 0) {
+            PyObject *r = PyObject_CallMethodNoArgs(waiters, str_yield);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+        }
+        Py_RETURN_TRUE;
+    }
+    if (waiters == NULL || !PyObject_TypeCheck(waiters, &FlagType)) {
+        /* first wait (the flag is made on first use), or not ours: Python */
+        PyObject *call[2] = {self, a[0]};
+        return PyObject_VectorcallMethod(str_gp_wait, call, 2, NULL);
+    }
+    Py_INCREF(waiters);
+    PyObject *r = flag_wait_impl((Flag *)waiters, NULL, self, ev_flag, a[0]);
+    Py_DECREF(waiters);
+    return r;
+}
+
+static PyMethodDef event_defs[] = {
+    {"set", (PyCFunction)event_set, METH_NOARGS,
+     "Set the flag; wake every waiter and run the links."},
+    {"wait", (PyCFunction)(void (*)(void))event_wait, METH_FASTCALL | METH_KEYWORDS,
+     "Wait until the flag is set; True if it was, False if timeout expired first."},
+};
+
+/* event_methods(cls) -> (set, wait) for the cross-hub Event class */
+static PyObject *
+event_methods(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "event_methods(cls)");
+        return NULL;
+    }
+    Py_ssize_t flag = member_offset(cls, "_gp_flag");
+    Py_ssize_t waiters = flag < 0 ? -1 : member_offset(cls, "_gp_waiters");
+    Py_ssize_t links = waiters < 0 ? -1 : member_offset(cls, "_gp_links");
+    if (links < 0)
+        return NULL;
+    if (ev_flag >= 0 && (ev_flag != flag || ev_waiters != waiters || ev_links != links)) {
+        PyErr_SetString(PyExc_TypeError, "event_methods: a different layout is already in use");
+        return NULL;
+    }
+    ev_flag = flag;
+    ev_waiters = waiters;
+    ev_links = links;
+    PyObject *set = PyDescr_NewMethod((PyTypeObject *)cls, &event_defs[0]);
+    PyObject *wait = PyDescr_NewMethod((PyTypeObject *)cls, &event_defs[1]);
+    PyObject *pair = (set && wait) ? PyTuple_Pack(2, set, wait) : NULL;
+    Py_XDECREF(set);
+    Py_XDECREF(wait);
+    return pair;
+}
+
+/* configure_flag(Entry, timeout_wait): what Flag.wait makes and calls */
+static PyObject *
+configure_flag(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "configure_flag(Entry, timeout_wait)");
+        return NULL;
+    }
+    Py_XSETREF(entry_type, Py_NewRef(args[0]));
+    Py_XSETREF(flag_timeout_wait, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"configure_flag", (PyCFunction)(void (*)(void))configure_flag, METH_FASTCALL,
+     "configure_flag(Entry, timeout_wait): what Flag.wait makes and calls."},
+    {"event_methods", (PyCFunction)event_methods, METH_O,
+     "event_methods(cls) -> (set, wait) method descriptors for the cross-hub Event class."},
     {"queue_methods", (PyCFunction)(void (*)(void))queue_methods, METH_FASTCALL,
      "queue_methods(cls, joinable) -> (put, get) method descriptors for a gevent queue class."},
     {NULL}
@@ -388,8 +728,16 @@ PyInit__speedups_gevent(void)
     str_before_put = PyUnicode_InternFromString("_gp_before_put");
     str_wait_room = PyUnicode_InternFromString("_gp_wait_room");
     str_wait_item = PyUnicode_InternFromString("_gp_wait_item");
+    str_waiter = PyUnicode_InternFromString("waiter");
+    str_wait = PyUnicode_InternFromString("wait");
+    str_wake = PyUnicode_InternFromString("wake");
+    str_yield = PyUnicode_InternFromString("yield_to_woken");
+    str_notify = PyUnicode_InternFromString("notify");
+    str_links = PyUnicode_InternFromString("links");
+    str_gp_wait = PyUnicode_InternFromString("_gp_wait");
     if (!str_append || !str_pop || !str_wake_one || !str_parked || !str_before_put
-        || !str_wait_room || !str_wait_item)
+        || !str_wait_room || !str_wait_item || !str_waiter || !str_wait || !str_wake
+        || !str_yield || !str_notify || !str_links || !str_gp_wait)
         return NULL;
     PyObject *heapq = PyImport_ImportModule("_heapq");
     if (heapq == NULL)
@@ -399,12 +747,13 @@ PyInit__speedups_gevent(void)
     Py_DECREF(heapq);
     if (heappush_fn == NULL || heappop_fn == NULL)
         return NULL;
-    if (PyType_Ready(&HeapType) < 0)
+    if (PyType_Ready(&HeapType) < 0 || PyType_Ready(&FlagType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Heap", (PyObject *)&HeapType) < 0) {
+    if (PyModule_AddObjectRef(m, "Heap", (PyObject *)&HeapType) < 0
+        || PyModule_AddObjectRef(m, "Flag", (PyObject *)&FlagType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

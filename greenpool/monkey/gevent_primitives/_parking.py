@@ -25,6 +25,7 @@ from gevent.hub import Hub as _GeventHub
 from gevent.timeout import Timeout
 from greenlet import getcurrent
 
+from greenpool._compiled import gevent_speedups
 from greenpool._native import allocate_lock, get_ident
 from greenpool._waiter import Entry, remove_entry
 
@@ -121,12 +122,27 @@ def _in_hub_greenlet() -> bool:
     return isinstance(getcurrent(), _GeventHub)
 
 
-class _Flag:
+class _YieldToWoken:
+    """``yield_to_woken()`` of both flags below (``pending`` is theirs)."""
+
+    __slots__ = ()
+    pending: list
+
+    def yield_to_woken(self) -> None:
+        """In a greenlet, let the waiters a notification woke run first (see _PyFlag)."""
+        if self.pending and get_hub_if_exists() is not None and not _in_hub_greenlet():
+            gevent.sleep(0)
+
+
+class _PyFlag(_YieldToWoken):
     """Broadcast waiters of a one-way condition (an Event's flag, an AsyncResult's value).
 
     ``pending`` holds one token per waiter woken and not yet resumed: a
     ``wait()`` that finds the event already set while some are pending
     yields once first, so it runs after them (gevent issue #1520's order).
+    With greenpool's C extension, :data:`_Flag` is its C twin
+    (``greenpool/_speedups_gevent.c``), whose critical sections run no
+    Python code but ``ready()``, ordered without a native lock.
     """
 
     __slots__ = ("waiters", "mutex", "pending")
@@ -146,11 +162,6 @@ class _Flag:
         for entry in waiters:
             entry.waiter.wake()
 
-    def yield_to_woken(self) -> None:
-        """In a greenlet, let the waiters a notification woke run first (see above)."""
-        if self.pending and get_hub_if_exists() is not None and not _in_hub_greenlet():
-            gevent.sleep(0)
-
     def wait(self, ready: Callable[[], Any], timeout) -> bool:
         """Park until woken (True) or ``timeout`` (False); ``ready()`` is checked after parking.
 
@@ -158,16 +169,7 @@ class _Flag:
         with False when it expires (its custom exception, if it has one, is raised).
         """
         if isinstance(timeout, Timeout):
-            if not timeout.pending:
-                timeout.start()
-            try:
-                return self.wait(ready, None)
-            except Timeout as exc:
-                if exc is not timeout:
-                    raise
-                return False
-            finally:
-                timeout.cancel()
+            return _flag_timeout_wait(self, ready, timeout)
         mutex = self.mutex
         with mutex:
             entry = Entry()
@@ -188,6 +190,34 @@ class _Flag:
                 except IndexError:
                     pass
         return woken
+
+
+def _flag_timeout_wait(flag, ready: Callable[[], Any], timeout) -> bool:
+    """``flag.wait(ready, timeout)`` for a ``timeout`` that is not a number (a ``gevent.Timeout``)."""
+    if not isinstance(timeout, Timeout):
+        return flag.wait(ready, float(timeout))  # TypeError for what is not a number
+    if not timeout.pending:
+        timeout.start()
+    try:
+        return flag.wait(ready, None)
+    except Timeout as exc:
+        if exc is not timeout:
+            raise
+        return False
+    finally:
+        timeout.cancel()
+
+
+if gevent_speedups is not None:
+
+    class _CFlag(gevent_speedups.Flag, _YieldToWoken):
+        __doc__ = _PyFlag.__doc__
+        __slots__ = ()
+
+    gevent_speedups.configure_flag(Entry, _flag_timeout_wait)
+    _Flag: Any = _CFlag
+else:
+    _Flag = _PyFlag
 
 
 class _HubMailbox:
@@ -363,7 +393,7 @@ def _wait_in(lot: _Lot, take: Callable[[], Any], timeout) -> Any:
 _lazy_lock = allocate_lock()
 
 
-def _make_flag(obj) -> _Flag:
+def _make_flag(obj) -> Any:
     """``obj``'s waiter list, made on first use (most events are set before anyone waits)."""
     with _lazy_lock:
         flag = obj._gp_waiters
@@ -388,7 +418,7 @@ class _Linkable:
         __slots__ = ()
     else:
         _gp_links: _Links | None
-        _gp_waiters: _Flag | None
+        _gp_waiters: Any  # a _Flag or None
 
         def ready(self) -> bool:
             raise NotImplementedError
