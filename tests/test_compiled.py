@@ -17,6 +17,9 @@ import pytest
 
 from greenpool import _compiled
 from greenpool.monkey import queue as _stdqueue
+from greenpool import _waiter
+from greenpool.monkey.gevent_primitives import _parking
+from greenpool.monkey.gevent_primitives import event as _gevent
 from greenpool.monkey.gevent_primitives import queue as _gqueue
 
 HERE = Path(__file__).parent
@@ -30,8 +33,11 @@ def test_the_extension_is_built_and_used_unless_pure_python_is_asked_for():
         assert _stdqueue._QueueCore is _stdqueue._PyQueueCore
         assert _gqueue.SimpleQueue.put is python_put
         assert type(_gqueue.PriorityQueue()._gp_heap_lock).__name__ == "lock"
+        assert _compiled.waiter_speedups is None and _waiter.Entry.__module__ == _waiter.__name__
+        assert _parking._Flag is _parking._PyFlag
+        assert _gevent.Event.__dict__["set"].__module__ == _gevent.__name__
         return
-    from greenpool import _speedups, _speedups_gevent
+    from greenpool import _speedups, _speedups_gevent, _speedups_waiter
 
     assert _compiled.speedups is _speedups
     assert _compiled.gevent_speedups is _speedups_gevent
@@ -40,6 +46,11 @@ def test_the_extension_is_built_and_used_unless_pure_python_is_asked_for():
         assert type(cls.__dict__.get("put", cls.put)).__name__ == "method_descriptor", cls
     assert type(_gqueue.PriorityQueue()._gp_heap_lock) is _speedups_gevent.Heap
     assert type(_gqueue.PriorityQueue(None, [2, 1])._gp_heap_lock) is _speedups_gevent.Heap
+    assert _compiled.waiter_speedups is _speedups_waiter
+    assert _waiter.Entry is _speedups_waiter.Entry
+    assert _waiter.PoolHubWaiter is _speedups_waiter.PoolHubWaiter
+    assert issubclass(_parking._Flag, _speedups_gevent.Flag)
+    assert type(_gevent.Event.__dict__["set"]).__name__ == "method_descriptor"
 
 
 @pytest.mark.timeout(240)
@@ -50,7 +61,8 @@ def test_the_pure_python_twins_pass_the_same_tests():
         [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
          str(HERE / "test_compiled.py"), str(HERE / "test_stdqueue.py"),
          str(HERE / "test_socket_follow.py"), str(HERE / "test_socket_recv.py"),
-         str(HERE / "test_gevent_primitives.py"), "-k", "queue or compiled or socket"],
+         str(HERE / "test_gevent_primitives.py"), str(HERE / "test_sync.py"),
+         "-k", "queue or compiled or socket or sync or event"],
         env=env, capture_output=True, text=True, timeout=150, cwd=HERE.parent,
     )
     assert mine.returncode == 0, mine.stdout[-3000:] + mine.stderr[-3000:]

@@ -404,6 +404,53 @@ def test_event_set_on_one_hub_wakes_waiters_on_every_hub_a_native_thread_and_mai
 
 
 @pytest.mark.timeout(60)
+def test_event_waits_ended_by_timeout_timeout_object_or_kill_leave_no_waiter_behind():
+    out = check(
+        """
+        def parked_here(count, n):
+            # The waiters are greenlets of this hub: let them run until parked.
+            for _ in range(1000):
+                if count() >= n:
+                    return
+                gevent.sleep(0)
+            raise AssertionError(f"{n} waiters never parked")
+        def scenario():
+            e = gevent.event.Event()
+            assert e.wait(0.01) is False and e.linkcount() == 0   # a number
+            assert e.wait(timeout=0) is False and e.linkcount() == 0
+            assert e.wait(gevent.Timeout(0.01)) is False and e.linkcount() == 0  # an object
+            class Custom(Exception):
+                pass
+            try:
+                e.wait(gevent.Timeout(0.01, Custom))
+            except Custom:
+                pass
+            else:
+                raise AssertionError("a Timeout with its own exception raises it")
+            assert e.linkcount() == 0
+            try:
+                e.wait("soon")
+            except TypeError:
+                pass
+            else:
+                raise AssertionError("a timeout that is not a number")
+            g = gevent.spawn(e.wait)
+            parked_here(e.linkcount, 1)
+            g.kill()  # GreenletExit into the parked waiter
+            assert g.dead and e.linkcount() == 0
+            waiters = [gevent.spawn(e.wait) for _ in range(3)]
+            parked_here(e.linkcount, 3)
+            e.set()
+            assert [w.get(timeout=5) for w in waiters] == [True] * 3
+            assert e.wait() is True and e.linkcount() == 0
+            return "OK"
+        with greenpool.Pool(1) as pool:
+            print(pool.submit(scenario).result(30))
+        """
+    )
+    assert out == "OK"
+
+
 def test_async_result_waited_on_one_hub_is_set_on_another_value_exception_and_timeout():
     out = check(
         """

@@ -12,6 +12,7 @@ registered it (gevent: "in the hub").
 
 from __future__ import annotations
 
+import numbers
 import sys
 import time
 from collections import deque
@@ -168,7 +169,7 @@ class _PyFlag(_YieldToWoken):
         ``timeout`` may be a ``gevent.Timeout``: started here, it ends the wait
         with False when it expires (its custom exception, if it has one, is raised).
         """
-        if isinstance(timeout, Timeout):
+        if timeout is not None and not isinstance(timeout, (int, float)):
             return _flag_timeout_wait(self, ready, timeout)
         mutex = self.mutex
         with mutex:
@@ -193,9 +194,17 @@ class _PyFlag(_YieldToWoken):
 
 
 def _flag_timeout_wait(flag, ready: Callable[[], Any], timeout) -> bool:
-    """``flag.wait(ready, timeout)`` for a ``timeout`` that is not a number (a ``gevent.Timeout``)."""
+    """``flag.wait(ready, timeout)`` for a ``timeout`` that is not an int or float.
+
+    A ``gevent.Timeout`` is started (unless it is) and ends the wait; another
+    real number (a ``Decimal``) counts as its float; anything else is refused.
+    """
     if not isinstance(timeout, Timeout):
-        return flag.wait(ready, float(timeout))  # TypeError for what is not a number
+        if not isinstance(timeout, numbers.Real):
+            raise TypeError(
+                f"timeout must be a number of seconds or a gevent.Timeout, "
+                f"not {type(timeout).__name__}")
+        return flag.wait(ready, float(timeout))
     if not timeout.pending:
         timeout.start()
     try:
