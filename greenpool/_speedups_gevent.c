@@ -21,6 +21,7 @@
 #include "_speedups_common.h"
 
 static PyObject *str_append, *str_pop, *str_wake_one, *str_parked;
+static PyTypeObject *deque_type;
 static PyObject *str_before_put, *str_wait_room, *str_wait_item;
 static PyObject *heappush_fn, *heappop_fn;
 
@@ -30,6 +31,10 @@ typedef struct {
 } Layout;
 
 static Layout simple_layout, joinable_layout;
+
+/* A get's wait for an item, in C where it applies (defined with Lot below). */
+static PyObject *queue_wait_fast(const Layout *L, PyObject *self, PyObject *pop,
+                                 PyObject *block, PyObject *timeout, int *applies);
 
 static PyObject *
 deleted(void)
@@ -147,8 +152,12 @@ queue_get(const Layout *L, PyObject *self, PyObject *const *args, Py_ssize_t nar
             return NULL;
         PyErr_Clear();
         Py_INCREF(pop);
-        PyObject *call[4] = {self, pop, a[0], a[1]};
-        item = PyObject_VectorcallMethod(str_wait_item, call, 4, NULL);
+        int applies;
+        item = queue_wait_fast(L, self, pop, a[0], a[1], &applies);
+        if (!applies) {  /* anything unusual: the Python method */
+            PyObject *call[4] = {self, pop, a[0], a[1]};
+            item = PyObject_VectorcallMethod(str_wait_item, call, 4, NULL);
+        }
         Py_DECREF(pop);
         if (item == NULL)
             return NULL;
@@ -701,7 +710,427 @@ configure_flag(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ---- Lot: callers parked until take() succeeds (_parking._Lot and _lot_wait) ----
+ *
+ * The same protocol as the Python twin (see _parking._Lot): the waker
+ * changes the state and then looks for parked callers; a caller parks and
+ * then tries take() again. The critical sections call take() (Python code
+ * for a semaphore or a putter) and may be re-entered by their own thread (a
+ * __del__ that puts, in a GC run inside one), so the lock is a reentrant
+ * flag under the GIL: owner thread and depth. */
+
+static PyObject *empty_sentinel, *monotonic_fn;
+static PyObject *str_appendleft, *str_popleft, *str_remove, *str_clear;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *parked;     /* deque of Entry */
+    unsigned long owner;  /* the thread inside a critical section */
+    int depth;
+} Lot;
+
+static PyTypeObject LotType;
+
+static void
+lot_lock(Lot *self)
+{
+    unsigned long me = PyThread_get_thread_ident();
+    if (self->depth > 0 && self->owner == me) {
+        self->depth++;
+        return;
+    }
+    while (self->depth > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        sched_yield();
+        Py_END_ALLOW_THREADS
+    }
+    self->owner = me;
+    self->depth = 1;
+}
+
+static void
+lot_unlock(Lot *self)
+{
+    self->depth--;
+}
+
+static PyObject *
+lot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    Lot *self = (Lot *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->parked = PyObject_CallNoArgs((PyObject *)deque_type);
+    if (self->parked == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+lot_traverse(Lot *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->parked);
+    return 0;
+}
+
+static int
+lot_clear(Lot *self)
+{
+    Py_CLEAR(self->parked);
+    return 0;
+}
+
+static void
+lot_dealloc(Lot *self)
+{
+    PyObject_GC_UnTrack(self);
+    lot_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ``parked.remove(entry)`` under the lock: 1 removed, 0 not there (a waker popped it), -1 raised. */
+static int
+lot_remove(Lot *self, PyObject *entry)
+{
+    PyObject *call[2] = {self->parked, entry};
+    lot_lock(self);
+    PyObject *r = PyObject_VectorcallMethod(str_remove, call, 2, NULL);
+    lot_unlock(self);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 1;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_ValueError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+static int
+lot_wake_one_impl(Lot *self)
+{
+    if (self->parked == NULL)
+        return 0;
+    lot_lock(self);
+    if (PyObject_Size(self->parked) <= 0) {
+        lot_unlock(self);
+        return 0;
+    }
+    PyObject *call[1] = {self->parked};
+    PyObject *entry = PyObject_VectorcallMethod(str_popleft, call, 1, NULL);
+    lot_unlock(self);
+    if (entry == NULL)
+        return -1;
+    PyObject *waiter = PyObject_GetAttr(entry, str_waiter);
+    Py_DECREF(entry);
+    int failed = waiter == NULL || call_method1(waiter, str_wake, NULL) < 0;
+    Py_XDECREF(waiter);
+    return failed ? -1 : 0;
+}
+
+static PyObject *
+lot_wake_one(Lot *self, PyObject *unused)
+{
+    if (lot_wake_one_impl(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+lot_wake_all(Lot *self, PyObject *unused)
+{
+    if (self->parked == NULL)
+        Py_RETURN_NONE;
+    lot_lock(self);
+    PyObject *entries = PySequence_List(self->parked);
+    PyObject *r = entries == NULL ? NULL : PyObject_CallMethodNoArgs(self->parked, str_clear);
+    lot_unlock(self);
+    if (r == NULL) {
+        Py_XDECREF(entries);
+        return NULL;
+    }
+    Py_DECREF(r);
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries) && !failed; i++) {
+        PyObject *waiter = PyObject_GetAttr(PyList_GET_ITEM(entries, i), str_waiter);
+        failed = waiter == NULL || call_method1(waiter, str_wake, NULL) < 0;
+        Py_XDECREF(waiter);
+    }
+    Py_DECREF(entries);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* What a wait tries: a new reference, empty_sentinel (new reference) for "not yet", or NULL raised. */
+typedef PyObject *(*take_fn)(void *ctx);
+
+static PyObject *
+take_by_call(void *ctx)
+{
+    return PyObject_CallNoArgs((PyObject *)ctx);
+}
+
+static double
+now(int *failed)
+{
+    PyObject *t = PyObject_CallNoArgs(monotonic_fn);
+    double v = t == NULL ? -1.0 : PyFloat_AsDouble(t);
+    Py_XDECREF(t);
+    *failed = t == NULL || (v == -1.0 && PyErr_Occurred());
+    return v;
+}
+
+/* Park in ``lot`` until ``take`` succeeds: its result, or empty_sentinel once
+ * ``timeout`` (None or a non-negative number of seconds) expires. */
+static PyObject *
+lot_wait_impl(Lot *lot, take_fn take, void *ctx, PyObject *timeout)
+{
+    if (lot->parked == NULL)
+        return PyErr_Format(PyExc_ValueError, "Lot: cleared");
+    int failed = 0;
+    double deadline = 0.0;
+    if (timeout != Py_None) {
+        double seconds = PyFloat_AsDouble(timeout);
+        if (seconds == -1.0 && PyErr_Occurred())
+            return NULL;
+        deadline = now(&failed) + seconds;
+        if (failed)
+            return NULL;
+    }
+    int woken = 0;
+    for (;;) {
+        PyObject *entry = PyObject_CallNoArgs(entry_type);
+        if (entry == NULL)
+            return NULL;
+        PyObject *call[2] = {lot->parked, entry};
+        lot_lock(lot);
+        PyObject *r = PyObject_VectorcallMethod(woken ? str_appendleft : str_append, call, 2, NULL);
+        if (r == NULL) {
+            lot_unlock(lot);
+            Py_DECREF(entry);
+            return NULL;
+        }
+        Py_DECREF(r);
+        PyObject *got = take(ctx);
+        if (got != empty_sentinel) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            int removed = lot_remove(lot, entry);  /* re-entered: same thread */
+            lot_unlock(lot);
+            Py_DECREF(entry);
+            if (removed < 0) {
+                Py_XDECREF(got);
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+                return NULL;
+            }
+            PyErr_Restore(type, value, tb);
+            return got;
+        }
+        Py_DECREF(got);
+        lot_unlock(lot);
+        PyObject *left;
+        if (timeout == Py_None) {
+            left = Py_NewRef(Py_None);
+        } else {
+            double t = now(&failed);
+            left = failed ? NULL : PyFloat_FromDouble(deadline - t > 0.0 ? deadline - t : 0.0);
+            if (left == NULL) {
+                lot_remove(lot, entry);
+                Py_DECREF(entry);
+                return NULL;
+            }
+        }
+        PyObject *waiter = PyObject_GetAttr(entry, str_waiter);
+        PyObject *wcall[2] = {waiter, left};
+        PyObject *res = waiter == NULL ? NULL : PyObject_VectorcallMethod(str_wait, wcall, 2, NULL);
+        Py_XDECREF(waiter);
+        Py_DECREF(left);
+        int woke = res == NULL ? -1 : PyObject_IsTrue(res);
+        Py_XDECREF(res);
+        if (woke < 0) {  /* killed while parked (or a broken waiter) */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            int queued = lot_remove(lot, entry);
+            Py_DECREF(entry);
+            if (queued == 0 && PyObject_Size(lot->parked) > 0)
+                lot_wake_one_impl(lot);  /* woken while being killed: pass it on */
+            if (PyErr_Occurred())
+                PyErr_Clear();  /* the kill's exception is the one to raise */
+            PyErr_Restore(type, value, tb);
+            return NULL;
+        }
+        if (!woke) {
+            int queued = lot_remove(lot, entry);
+            Py_DECREF(entry);
+            if (queued < 0)
+                return NULL;
+            got = take(ctx);  /* woken just as the timeout expired, or raced */
+            if (got == empty_sentinel && queued == 0 && PyObject_Size(lot->parked) > 0
+                && lot_wake_one_impl(lot) < 0) {
+                Py_DECREF(got);
+                return NULL;
+            }
+            return got;
+        }
+        Py_DECREF(entry);
+        got = take(ctx);
+        if (got != empty_sentinel)
+            return got;
+        Py_DECREF(got);
+        woken = 1;  /* a newcomer took it first: park again at the head */
+    }
+}
+
+/* lot_wait(lot, take, timeout): _parking._lot_wait in C */
+static PyObject *
+lot_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], &LotType)) {
+        PyErr_SetString(PyExc_TypeError, "lot_wait(lot: Lot, take, timeout)");
+        return NULL;
+    }
+    if (empty_sentinel == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "configure_lot() first");
+    return lot_wait_impl((Lot *)args[0], take_by_call, args[1], args[2]);
+}
+
+static PyMethodDef lot_methods[] = {
+    {"wake_one", (PyCFunction)lot_wake_one, METH_NOARGS, "Wake the longest-parked caller."},
+    {"wake_all", (PyCFunction)lot_wake_all, METH_NOARGS, "Wake every parked caller."},
+    {NULL}
+};
+
+static PyMemberDef lot_members[] = {
+    {"parked", T_OBJECT, offsetof(Lot, parked), READONLY, "the parked entries (a deque)"},
+    {NULL}
+};
+
+static PyTypeObject LotType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "greenpool._speedups_gevent.Lot",
+    .tp_doc = "Callers parked until take() succeeds (see greenpool.monkey.gevent_primitives"
+              "._parking._PyLot, its pure-Python twin).",
+    .tp_basicsize = sizeof(Lot),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = lot_new,
+    .tp_dealloc = (destructor)lot_dealloc,
+    .tp_traverse = (traverseproc)lot_traverse,
+    .tp_clear = (inquiry)lot_clear,
+    .tp_methods = lot_methods,
+    .tp_members = lot_members,
+};
+
+/* configure_lot(EMPTY, time.monotonic) */
+static PyObject *
+configure_lot(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "configure_lot(EMPTY, monotonic)");
+        return NULL;
+    }
+    Py_XSETREF(empty_sentinel, Py_NewRef(args[0]));
+    Py_XSETREF(monotonic_fn, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+/* ---- a queue get's wait in C: _QueueCore._gp_wait_item's common case ---- */
+
+static PyObject *empty_exc, *shutdown_exc, *getcurrent_fn, *gevent_hub_type;
+
+typedef struct {
+    const Layout *layout;
+    PyObject *self;
+    PyObject *pop;
+} QueueTake;
+
+/* _gp_wait_item's checked(): an item, or ShutDown once shut down and empty, or EMPTY */
+static PyObject *
+queue_take(void *ctx)
+{
+    QueueTake *q = ctx;
+    PyObject *item = PyObject_CallNoArgs(q->pop);
+    if (item != NULL || !PyErr_ExceptionMatches(PyExc_IndexError))
+        return item;
+    PyErr_Clear();
+    if (slot(q->self, q->layout->shutdown) == Py_True) {
+        PyErr_SetNone(shutdown_exc);
+        return NULL;
+    }
+    return Py_NewRef(empty_sentinel);
+}
+
+/* Applies (*applies = 1) to a blocking get with no timeout or a non-negative
+ * number, of a queue whose pop is a C method (a deque's, a list's, a Heap's),
+ * not shut down, outside a hub's own greenlet; else *applies = 0 and the
+ * Python method decides (and raises what it must). */
+static PyObject *
+queue_wait_fast(const Layout *L, PyObject *self, PyObject *pop, PyObject *block,
+                PyObject *timeout, int *applies)
+{
+    *applies = 0;
+    PyObject *getters = slot(self, L->getters);
+    if (block != Py_True || slot(self, L->shutdown) != Py_False || !PyCFunction_Check(pop)
+        || getcurrent_fn == NULL || empty_sentinel == NULL || getters == NULL
+        || !PyObject_TypeCheck(getters, &LotType))
+        return NULL;
+    if (timeout != Py_None) {
+        if (!PyFloat_Check(timeout) && !PyLong_Check(timeout))
+            return NULL;
+        double seconds = PyFloat_AsDouble(timeout);
+        if (seconds < 0.0) {  /* ValueError, or an int too large for a double */
+            PyErr_Clear();
+            return NULL;
+        }
+    }
+    PyObject *current = PyObject_CallNoArgs(getcurrent_fn);
+    if (current == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    int in_hub = PyObject_TypeCheck(current, (PyTypeObject *)gevent_hub_type);
+    Py_DECREF(current);
+    if (in_hub)  /* a loop callback never blocks: Empty, from Python */
+        return NULL;
+    *applies = 1;
+    QueueTake ctx = {L, self, pop};
+    Py_INCREF(getters);
+    PyObject *item = lot_wait_impl((Lot *)getters, queue_take, &ctx, timeout);
+    Py_DECREF(getters);
+    if (item == empty_sentinel) {
+        Py_DECREF(item);
+        PyErr_SetNone(empty_exc);
+        return NULL;
+    }
+    return item;
+}
+
+/* configure_queue(Empty, ShutDown, getcurrent, gevent_hub_type) */
+static PyObject *
+configure_queue(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyType_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "configure_queue(Empty, ShutDown, getcurrent, Hub)");
+        return NULL;
+    }
+    Py_XSETREF(empty_exc, Py_NewRef(args[0]));
+    Py_XSETREF(shutdown_exc, Py_NewRef(args[1]));
+    Py_XSETREF(getcurrent_fn, Py_NewRef(args[2]));
+    Py_XSETREF(gevent_hub_type, Py_NewRef(args[3]));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"configure_queue", (PyCFunction)(void (*)(void))configure_queue, METH_FASTCALL,
+     "configure_queue(Empty, ShutDown, getcurrent, Hub): what a get's wait in C raises and reads."},
+    {"configure_lot", (PyCFunction)(void (*)(void))configure_lot, METH_FASTCALL,
+     "configure_lot(EMPTY, monotonic): what Lot waits return for 'not yet', and its clock."},
+    {"lot_wait", (PyCFunction)(void (*)(void))lot_wait, METH_FASTCALL,
+     "lot_wait(lot, take, timeout): park until take() succeeds (its result) or timeout (EMPTY)."},
     {"configure_flag", (PyCFunction)(void (*)(void))configure_flag, METH_FASTCALL,
      "configure_flag(Entry, timeout_wait): what Flag.wait makes and calls."},
     {"event_methods", (PyCFunction)event_methods, METH_O,
@@ -735,6 +1164,19 @@ PyInit__speedups_gevent(void)
     str_notify = PyUnicode_InternFromString("notify");
     str_links = PyUnicode_InternFromString("links");
     str_gp_wait = PyUnicode_InternFromString("_gp_wait");
+    str_appendleft = PyUnicode_InternFromString("appendleft");
+    str_popleft = PyUnicode_InternFromString("popleft");
+    str_remove = PyUnicode_InternFromString("remove");
+    str_clear = PyUnicode_InternFromString("clear");
+    if (!str_appendleft || !str_popleft || !str_remove || !str_clear)
+        return NULL;
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL)
+        return NULL;
+    deque_type = (PyTypeObject *)PyObject_GetAttrString(collections, "deque");
+    Py_DECREF(collections);
+    if (deque_type == NULL)
+        return NULL;
     if (!str_append || !str_pop || !str_wake_one || !str_parked || !str_before_put
         || !str_wait_room || !str_wait_item || !str_waiter || !str_wait || !str_wake
         || !str_yield || !str_notify || !str_links || !str_gp_wait)
@@ -747,13 +1189,14 @@ PyInit__speedups_gevent(void)
     Py_DECREF(heapq);
     if (heappush_fn == NULL || heappop_fn == NULL)
         return NULL;
-    if (PyType_Ready(&HeapType) < 0 || PyType_Ready(&FlagType) < 0)
+    if (PyType_Ready(&HeapType) < 0 || PyType_Ready(&FlagType) < 0 || PyType_Ready(&LotType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Heap", (PyObject *)&HeapType) < 0
-        || PyModule_AddObjectRef(m, "Flag", (PyObject *)&FlagType) < 0) {
+        || PyModule_AddObjectRef(m, "Flag", (PyObject *)&FlagType) < 0
+        || PyModule_AddObjectRef(m, "Lot", (PyObject *)&LotType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from greenpool import _compiled
+from greenpool import _compiled, _waiter
 from greenpool.monkey import queue as _stdqueue
-from greenpool import _waiter
 from greenpool.monkey.gevent_primitives import _parking
 from greenpool.monkey.gevent_primitives import event as _gevent
 from greenpool.monkey.gevent_primitives import queue as _gqueue
@@ -34,7 +33,7 @@ def test_the_extension_is_built_and_used_unless_pure_python_is_asked_for():
         assert _gqueue.SimpleQueue.put is python_put
         assert type(_gqueue.PriorityQueue()._gp_heap_lock).__name__ == "lock"
         assert _compiled.waiter_speedups is None and _waiter.Entry.__module__ == _waiter.__name__
-        assert _parking._Flag is _parking._PyFlag
+        assert _parking._Flag is _parking._PyFlag and _parking._Lot is _parking._PyLot
         assert _gevent.Event.__dict__["set"].__module__ == _gevent.__name__
         return
     from greenpool import _speedups, _speedups_gevent, _speedups_waiter
@@ -50,6 +49,7 @@ def test_the_extension_is_built_and_used_unless_pure_python_is_asked_for():
     assert _waiter.Entry is _speedups_waiter.Entry
     assert _waiter.PoolHubWaiter is _speedups_waiter.PoolHubWaiter
     assert issubclass(_parking._Flag, _speedups_gevent.Flag)
+    assert _parking._Lot is _speedups_gevent.Lot and _parking._lot_wait is _speedups_gevent.lot_wait
     assert type(_gevent.Event.__dict__["set"]).__name__ == "method_descriptor"
 
 

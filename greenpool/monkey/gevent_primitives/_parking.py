@@ -33,7 +33,7 @@ from greenpool._waiter import Entry, remove_entry
 _NativeRLock = monkey.get_original("_thread", "RLock")
 
 
-class _Lot:
+class _PyLot:
     """Callers parked until ``take()`` succeeds; never a lost wake-up.
 
     The waker changes the state (appends an item, a permit) and *then* looks
@@ -41,7 +41,9 @@ class _Lot:
     one of the two always sees the other. A woken caller competes with
     newcomers, as on one gevent hub; one that loses parks again at the head.
     ``take()`` returns ``_EMPTY`` for "not yet"; anything it raises (a
-    shut-down queue) ends the wait with that exception.
+    shut-down queue) ends the wait with that exception. With greenpool's C
+    extension, :data:`_Lot` and :func:`_lot_wait` are their C twins
+    (``greenpool/_speedups_gevent.c``, ``Lot`` and ``lot_wait``).
     """
 
     __slots__ = ("parked", "_mutex")
@@ -71,7 +73,7 @@ class _Lot:
 _EMPTY = object()
 
 
-def _lot_wait(lot: _Lot, take: Callable[[], Any], timeout: float | None) -> Any:
+def _py_lot_wait(lot: _PyLot, take: Callable[[], Any], timeout: float | None) -> Any:
     """Park in ``lot`` until ``take()`` succeeds; its result, or ``_EMPTY`` on timeout.
 
     ``take()`` returns ``_EMPTY`` for "not yet" (no exception: raising one
@@ -116,6 +118,15 @@ def _lot_wait(lot: _Lot, take: Callable[[], Any], timeout: float | None) -> Any:
         if got is not _EMPTY:
             return got
         woken = True  # a newcomer took it first: park again at the head
+
+
+if gevent_speedups is not None:
+    gevent_speedups.configure_lot(_EMPTY, time.monotonic)
+    _Lot: Any = gevent_speedups.Lot
+    _lot_wait: Callable[[Any, Callable[[], Any], float | None], Any] = gevent_speedups.lot_wait
+else:
+    _Lot = _PyLot
+    _lot_wait = _py_lot_wait
 
 
 def _in_hub_greenlet() -> bool:
@@ -219,7 +230,7 @@ def _flag_timeout_wait(flag, ready: Callable[[], Any], timeout) -> bool:
 
 if gevent_speedups is not None:
 
-    class _CFlag(gevent_speedups.Flag, _YieldToWoken):
+    class _CFlag(gevent_speedups.Flag, _YieldToWoken):  # type: ignore[name-defined]
         __doc__ = _PyFlag.__doc__
         __slots__ = ()
 
@@ -381,7 +392,7 @@ def _entry_wait(entry: Entry, timeout) -> bool:
         timeout.cancel()
 
 
-def _wait_in(lot: _Lot, take: Callable[[], Any], timeout) -> Any:
+def _wait_in(lot: Any, take: Callable[[], Any], timeout) -> Any:
     """:func:`_lot_wait`; ``timeout`` may also be a ``gevent.Timeout``, as gevent's queues allow.
 
     Such a timeout is started (if it is not) and raised into the waiter when

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.queue as _gevent_queue
 from gevent._hub_local import get_hub_if_exists
+from gevent.hub import Hub as _GeventHub
+from greenlet import getcurrent
 
 from greenpool._compiled import gevent_speedups
 from greenpool._native import allocate_lock
@@ -505,8 +507,10 @@ class LifoQueue(Queue, _GLifoQueue):
 SimpleQueue._gp_family = (Queue,)  # gevent's Queue subclasses its SimpleQueue
 
 if gevent_speedups is not None:  # the same put/get in C (see the module's docstring)
-    SimpleQueue.put, SimpleQueue.get = gevent_speedups.queue_methods(SimpleQueue, False)
-    Queue.put, Queue.get = gevent_speedups.queue_methods(Queue, True)
+    gevent_speedups.configure_queue(Empty, ShutDown, getcurrent, _GeventHub)
+    SimpleQueue.put, SimpleQueue.get = (  # type: ignore[method-assign]
+        gevent_speedups.queue_methods(SimpleQueue, False))
+    Queue.put, Queue.get = gevent_speedups.queue_methods(Queue, True)  # type: ignore[method-assign]
 
 
 class Channel(_Iterating, _GChannel):
