@@ -383,25 +383,6 @@ static PyObject *zero_float, *socket_type;  /* 0.0; _socket.socket */
 /* Reads this large or larger release the GIL around the copy, as CPython's do. */
 #define BIG_READ 65536
 
-/* gevent's method with the same arguments (self first). */
-static PyObject *
-fallback(PyObject *method, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-         PyObject *kwnames)
-{
-    Py_ssize_t total = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
-    PyObject *small[8];
-    PyObject **call = total < 8 ? small : PyMem_New(PyObject *, total + 1);
-    if (call == NULL)
-        return PyErr_NoMemory();
-    call[0] = self;
-    for (Py_ssize_t i = 0; i < total; i++)
-        call[i + 1] = args[i];
-    PyObject *r = PyObject_Vectorcall(method, call, nargs + 1, kwnames);
-    if (call != small)
-        PyMem_Free(call);
-    return r;
-}
-
 /* The descriptor of the socket's _socket.socket (-1 once closed); 0 when the
  * socket holds something else (gevent's method then does the call), -1 raised. */
 static int
@@ -489,12 +470,12 @@ fast_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     /* recv(0) never touches the socket in CPython: gevent's method returns b"". */
     if (kwnames != NULL || nargs < 1 || nargs > 2 || !int_arg(args[0], &size) || size <= 0
         || (nargs == 2 && !int_arg(args[1], &flags)))
-        return fallback(gr_recv, self, args, nargs, kwnames);
+        return call_with_self(gr_recv, self, args, nargs, kwnames);
     for (;;) {
         long fd;
         int got = socket_fd(self, &fd);
         if (got <= 0)
-            return got < 0 ? NULL : fallback(gr_recv, self, args, nargs, kwnames);
+            return got < 0 ? NULL : call_with_self(gr_recv, self, args, nargs, kwnames);
         PyObject *bytes = PyBytes_FromStringAndSize(NULL, size);
         if (bytes == NULL)
             return NULL;
@@ -519,7 +500,7 @@ fast_recv_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     if (kwnames != NULL || nargs < 1 || nargs > 3
         || (nargs >= 2 && !int_arg(args[1], &nbytes)) || nbytes < 0
         || (nargs == 3 && !int_arg(args[2], &flags)))
-        return fallback(gr_recv_into, self, args, nargs, kwnames);
+        return call_with_self(gr_recv_into, self, args, nargs, kwnames);
     /* As gevent's: the buffer is taken for each try and released before a wait
      * (another greenlet may resize or close it meanwhile). Whatever these tries
      * do not cover exactly goes to gevent's method, which raises the stdlib's
@@ -529,14 +510,14 @@ fast_recv_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
         Py_buffer view;
         if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) {
             PyErr_Clear();
-            return fallback(gr_recv_into, self, args, nargs, kwnames);
+            return call_with_self(gr_recv_into, self, args, nargs, kwnames);
         }
         size_t want = nbytes == 0 ? (size_t)view.len : (size_t)nbytes;
         long fd;
         int got = (nbytes > view.len || want == 0) ? 0 : socket_fd(self, &fd);
         if (got <= 0) {
             PyBuffer_Release(&view);
-            return got < 0 ? NULL : fallback(gr_recv_into, self, args, nargs, kwnames);
+            return got < 0 ? NULL : call_with_self(gr_recv_into, self, args, nargs, kwnames);
         }
         ssize_t n = recv_now(fd, view.buf, want, flags);
         int err = errno;

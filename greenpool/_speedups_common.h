@@ -53,6 +53,25 @@ unpack(const char *fname, const char *const *names, Py_ssize_t nnames, Py_ssize_
     return 0;
 }
 
+/* ``method(self, *args, **kwargs)`` for a METH_FASTCALL | METH_KEYWORDS call's arguments. */
+static inline PyObject *
+call_with_self(PyObject *method, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
+{
+    Py_ssize_t total = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
+    PyObject *small[8];
+    PyObject **call = total < 8 ? small : PyMem_New(PyObject *, total + 1);
+    if (call == NULL)
+        return PyErr_NoMemory();
+    call[0] = self;
+    for (Py_ssize_t i = 0; i < total; i++)
+        call[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(method, call, nargs + 1, kwnames);
+    if (call != small)
+        PyMem_Free(call);
+    return r;
+}
+
 /* The object in the slot at ``offset`` of ``obj``: borrowed; NULL if unset. */
 static inline PyObject *
 slot(PyObject *obj, Py_ssize_t offset)

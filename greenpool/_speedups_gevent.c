@@ -1124,7 +1124,86 @@ configure_queue(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ---- gevent.Greenlet's rawlink/join/get on the greenlet's own hub ----
+ *
+ * The cross-hub Greenlet (gevent_primitives/greenlet.py) overrides these to
+ * work from other hubs; on the greenlet's own hub they are gevent's. gevent's
+ * join() calls self.rawlink(), so a Python override costs every join two
+ * frames: here the own-hub test is C and gevent's (Cython) method is called
+ * directly; from another hub, the Python method does the rest. */
+
+static PyObject *gl_get_hub, *str_parent;
+
+/* 1: the greenlet's hub is the calling thread's (or it has none), 0: another's, -1 raised */
+static int
+own_hub(PyObject *self)
+{
+    PyObject *parent = PyObject_GetAttr(self, str_parent);
+    if (parent == NULL)
+        return -1;
+    if (parent == Py_None) {
+        Py_DECREF(parent);
+        return 1;
+    }
+    PyObject *hub = PyObject_CallNoArgs(gl_get_hub);
+    int own = hub == NULL ? -1 : parent == hub;
+    Py_XDECREF(hub);
+    Py_DECREF(parent);
+    return own;
+}
+
+#define OWN_HUB_METHOD(name, doc)                                                              \
+    static PyObject *gevent_##name, *elsewhere_##name;                                        \
+    static PyObject *greenlet_##name(PyObject *self, PyObject *const *args, Py_ssize_t nargs, \
+                                     PyObject *kwnames)                                       \
+    {                                                                                         \
+        int own = own_hub(self);                                                              \
+        if (own < 0)                                                                          \
+            return NULL;                                                                      \
+        return call_with_self(own ? gevent_##name : elsewhere_##name, self, args, nargs,      \
+                              kwnames);                                                       \
+    }                                                                                         \
+    static PyMethodDef greenlet_##name##_def = {                                              \
+        #name, (PyCFunction)(void (*)(void))greenlet_##name, METH_FASTCALL | METH_KEYWORDS,   \
+        doc};
+
+OWN_HUB_METHOD(rawlink, "rawlink(callback): gevent's on the greenlet's own hub, else Python's.")
+OWN_HUB_METHOD(join, "join(timeout=None): gevent's on the greenlet's own hub, else Python's.")
+OWN_HUB_METHOD(get, "get(block=True, timeout=None): gevent's on its own hub, else Python's.")
+
+/* greenlet_methods(cls, get_hub_if_exists, gevent_rawlink, rawlink_elsewhere, gevent_join,
+ *                  join_elsewhere, gevent_get, get_elsewhere) -> (rawlink, join, get) */
+static PyObject *
+greenlet_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "greenlet_methods(cls, get_hub_if_exists, gevent_rawlink, "
+                        "rawlink_elsewhere, gevent_join, join_elsewhere, gevent_get, "
+                        "get_elsewhere)");
+        return NULL;
+    }
+    Py_XSETREF(gl_get_hub, Py_NewRef(args[1]));
+    Py_XSETREF(gevent_rawlink, Py_NewRef(args[2]));
+    Py_XSETREF(elsewhere_rawlink, Py_NewRef(args[3]));
+    Py_XSETREF(gevent_join, Py_NewRef(args[4]));
+    Py_XSETREF(elsewhere_join, Py_NewRef(args[5]));
+    Py_XSETREF(gevent_get, Py_NewRef(args[6]));
+    Py_XSETREF(elsewhere_get, Py_NewRef(args[7]));
+    PyTypeObject *cls = (PyTypeObject *)args[0];
+    PyObject *rawlink = PyDescr_NewMethod(cls, &greenlet_rawlink_def);
+    PyObject *join = PyDescr_NewMethod(cls, &greenlet_join_def);
+    PyObject *get = PyDescr_NewMethod(cls, &greenlet_get_def);
+    PyObject *triple = (rawlink && join && get) ? PyTuple_Pack(3, rawlink, join, get) : NULL;
+    Py_XDECREF(rawlink);
+    Py_XDECREF(join);
+    Py_XDECREF(get);
+    return triple;
+}
+
 static PyMethodDef module_methods[] = {
+    {"greenlet_methods", (PyCFunction)(void (*)(void))greenlet_methods, METH_FASTCALL,
+     "greenlet_methods(cls, get_hub_if_exists, ...) -> (rawlink, join, get) descriptors."},
     {"configure_queue", (PyCFunction)(void (*)(void))configure_queue, METH_FASTCALL,
      "configure_queue(Empty, ShutDown, getcurrent, Hub): what a get's wait in C raises and reads."},
     {"configure_lot", (PyCFunction)(void (*)(void))configure_lot, METH_FASTCALL,
@@ -1164,6 +1243,9 @@ PyInit__speedups_gevent(void)
     str_notify = PyUnicode_InternFromString("notify");
     str_links = PyUnicode_InternFromString("links");
     str_gp_wait = PyUnicode_InternFromString("_gp_wait");
+    str_parent = PyUnicode_InternFromString("parent");
+    if (str_parent == NULL)
+        return NULL;
     str_appendleft = PyUnicode_InternFromString("appendleft");
     str_popleft = PyUnicode_InternFromString("popleft");
     str_remove = PyUnicode_InternFromString("remove");

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent.greenlet as _gevent_greenlet
+from gevent._hub_local import get_hub_if_exists
 from greenlet import GreenletExit
 
+from greenpool._compiled import gevent_speedups
 from greenpool._native import get_ident
 from greenpool._waiter import Entry
 from greenpool.errors import WrongHubError
@@ -63,8 +65,31 @@ class Greenlet(_GGreenlet):
             )
         return post
 
+    # rawlink/join/get: gevent's on the greenlet's own hub (the test below, in C with
+    # greenpool's extension: see the end of the module), the _gp_*_elsewhere methods else.
+
     def rawlink(self, callback) -> None:
         """Call ``callback(self)`` once the greenlet ends, in the registering greenlet's hub."""
+        hub = self.parent
+        if hub is None or hub is get_hub_if_exists():  # its own hub's thread: gevent's
+            return _GGreenlet.rawlink(self, callback)
+        return self._gp_rawlink_elsewhere(callback)
+
+    def join(self, timeout=None) -> None:
+        """Wait until the greenlet ends (or ``timeout``), from any hub."""
+        hub = self.parent
+        if hub is None or hub is get_hub_if_exists():
+            return _GGreenlet.join(self, timeout)
+        return self._gp_join_elsewhere(timeout)
+
+    def get(self, block=True, timeout=None):
+        """Return the result or raise the exception, from any hub (or ``gevent.Timeout``)."""
+        hub = self.parent
+        if hub is None or hub is get_hub_if_exists():
+            return _GGreenlet.get(self, block, timeout)
+        return self._gp_get_elsewhere(block, timeout)
+
+    def _gp_rawlink_elsewhere(self, callback) -> None:
         post = self._gp_owner_post()
         if post is None:
             return _GGreenlet.rawlink(self, callback)
@@ -74,14 +99,25 @@ class Greenlet(_GGreenlet):
         relay = callback if back is None else _Relay(callback, back)
         post(_GGreenlet.rawlink, self, relay)
 
-    def join(self, timeout=None) -> None:
-        """Wait until the greenlet ends (or ``timeout``), from any hub."""
+    def _gp_join_elsewhere(self, timeout=None) -> None:
         if self.dead or self.ready():
             return
         post = self._gp_owner_post()
         if post is None:
             return _GGreenlet.join(self, timeout)
         self._gp_wait_elsewhere(post, timeout)
+
+    def _gp_get_elsewhere(self, block=True, timeout=None):
+        if self.ready():
+            return _GGreenlet.get(self, block=False)
+        post = self._gp_owner_post()
+        if post is None:
+            return _GGreenlet.get(self, block, timeout)
+        if not block:
+            raise _timeout_error()
+        if not self._gp_wait_elsewhere(post, timeout):
+            raise _timeout_error(timeout)
+        return _GGreenlet.get(self, block=False)
 
     def _gp_wait_elsewhere(self, post, timeout) -> bool:
         entry = Entry()
@@ -94,19 +130,6 @@ class Greenlet(_GGreenlet):
             if not woken:  # timed out or interrupted: the link goes, as gevent's join unlinks
                 post(_GGreenlet.unlink, self, wake)
         return woken or self.ready()
-
-    def get(self, block=True, timeout=None):
-        """Return the result or raise the exception, from any hub (or ``gevent.Timeout``)."""
-        if self.ready():
-            return _GGreenlet.get(self, block=False)
-        post = self._gp_owner_post()
-        if post is None:
-            return _GGreenlet.get(self, block, timeout)
-        if not block:
-            raise _timeout_error()
-        if not self._gp_wait_elsewhere(post, timeout):
-            raise _timeout_error(timeout)
-        return _GGreenlet.get(self, block=False)
 
     def kill(self, exception=GreenletExit, block=True, timeout=None) -> None:
         """Raise ``exception`` in the greenlet (in its own hub); wait for its end if ``block``."""
@@ -146,3 +169,13 @@ class _Wake:
 
     def __call__(self, _source) -> None:
         self.waiter.wake()
+
+
+if gevent_speedups is not None:  # rawlink/join/get with the own-hub test in C
+    Greenlet.rawlink, Greenlet.join, Greenlet.get = (  # type: ignore[method-assign]
+        gevent_speedups.greenlet_methods(
+            Greenlet, get_hub_if_exists,
+            _GGreenlet.rawlink, Greenlet._gp_rawlink_elsewhere,
+            _GGreenlet.join, Greenlet._gp_join_elsewhere,
+            _GGreenlet.get, Greenlet._gp_get_elsewhere,
+        ))
