@@ -1201,7 +1201,163 @@ greenlet_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return triple;
 }
 
+/* ---- gevent.lock's Semaphore and BoundedSemaphore: release, with ----
+ *
+ * The permits are a deque's entries (see gevent_primitives/lock.py); here
+ * release() and the with statement are C over the classes' slots, the
+ * wait for a permit stays Python (acquire()). */
+
+static PyObject *str_acquire, *str_gp_notify, *str_over_release;
+
+typedef struct {
+    Py_ssize_t permits, take, acquirers, parked, waiters, links, initial;  /* initial: -1 none */
+} SemLayout;
+
+static SemLayout sem_layout, bounded_layout;
+
+/* release(); the new number of permits, or -1 raised */
+static Py_ssize_t
+sem_release_impl(const SemLayout *L, PyObject *self)
+{
+    PyObject *permits = slot(self, L->permits);
+    PyObject *parked = slot(self, L->parked);
+    PyObject *acquirers = slot(self, L->acquirers);
+    if (permits == NULL || parked == NULL || acquirers == NULL) {
+        deleted();
+        return -1;
+    }
+    if (L->initial >= 0) {
+        PyObject *initial = slot(self, L->initial);
+        if (initial == NULL) {
+            deleted();
+            return -1;
+        }
+        PyObject *count = PyLong_FromSsize_t(PyObject_Size(permits));
+        int over = count == NULL ? -1 : PyObject_RichCompareBool(count, initial, Py_GE);
+        Py_XDECREF(count);
+        if (over < 0)
+            return -1;
+        if (over) {  /* the class's _OVER_RELEASE_ERROR, as the Python method raises */
+            PyObject *error = PyObject_GetAttr(self, str_over_release);
+            if (error != NULL) {
+                PyErr_SetString(error, "Semaphore released too many times");
+                Py_DECREF(error);
+            }
+            return -1;
+        }
+    }
+    if (call_method1(permits, str_append, Py_None) < 0)
+        return -1;
+    int any = PyObject_IsTrue(parked);
+    if (any < 0)
+        return -1;
+    if (any) {
+        int failed = PyObject_TypeCheck(acquirers, &LotType)
+                         ? lot_wake_one_impl((Lot *)acquirers)
+                         : call_method1(acquirers, str_wake_one, NULL);
+        if (failed < 0)
+            return -1;
+    }
+    PyObject *waiters = slot(self, L->waiters), *links = slot(self, L->links);
+    if ((waiters != NULL && waiters != Py_None) || (links != NULL && links != Py_None)) {
+        if (call_method1(self, str_gp_notify, NULL) < 0)
+            return -1;
+    }
+    return PyObject_Size(permits);
+}
+
+static PyObject *
+sem_enter_impl(const SemLayout *L, PyObject *self)
+{
+    PyObject *take = slot(self, L->take);
+    if (take == NULL)
+        return deleted();
+    PyObject *r = PyObject_CallNoArgs(take);
+    if (r != NULL) {
+        Py_DECREF(r);
+        Py_RETURN_NONE;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_IndexError))
+        return NULL;
+    PyErr_Clear();
+    r = PyObject_CallMethodNoArgs(self, str_acquire);  /* wait for a permit (Python) */
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+#define SEM_METHODS(prefix, layout)                                                            \
+    static PyObject *prefix##_release(PyObject *self, PyObject *unused)                       \
+    {                                                                                         \
+        Py_ssize_t n = sem_release_impl(&layout, self);                                       \
+        return n < 0 ? NULL : PyLong_FromSsize_t(n);                                          \
+    }                                                                                         \
+    static PyObject *prefix##_enter(PyObject *self, PyObject *unused)                         \
+    {                                                                                         \
+        return sem_enter_impl(&layout, self);                                                 \
+    }                                                                                         \
+    static PyObject *prefix##_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)   \
+    {                                                                                         \
+        if (sem_release_impl(&layout, self) < 0)                                              \
+            return NULL;                                                                      \
+        Py_RETURN_NONE;                                                                       \
+    }                                                                                         \
+    static PyMethodDef prefix##_defs[] = {                                                    \
+        {"release", (PyCFunction)prefix##_release, METH_NOARGS,                               \
+         "Return a permit, waking a waiter; the new counter."},                               \
+        {"__enter__", (PyCFunction)prefix##_enter, METH_NOARGS, "acquire()"},                 \
+        {"__exit__", (PyCFunction)(void (*)(void))prefix##_exit, METH_FASTCALL, "release()"}, \
+    };
+
+SEM_METHODS(sem, sem_layout)
+SEM_METHODS(bounded, bounded_layout)
+
+/* semaphore_methods(cls, bounded: bool) -> (release, __enter__, __exit__) */
+static PyObject *
+semaphore_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyBool_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "semaphore_methods(cls, bounded: bool)");
+        return NULL;
+    }
+    int bounded = args[1] == Py_True;
+    static const char *const names[] = {
+        "_gp_permits", "_gp_take", "_gp_acquirers", "_gp_parked", "_gp_waiters", "_gp_links",
+        "_gp_initial",
+    };
+    SemLayout L;
+    Py_ssize_t *out[] = {&L.permits, &L.take, &L.acquirers, &L.parked, &L.waiters, &L.links,
+                         &L.initial};
+    L.initial = -1;
+    for (int i = 0; i < (bounded ? 7 : 6); i++)
+        if ((*out[i] = member_offset(args[0], names[i])) < 0)
+            return NULL;
+    SemLayout *kept = bounded ? &bounded_layout : &sem_layout;
+    if (kept->permits != 0 && memcmp(kept, &L, sizeof L) != 0) {
+        PyErr_SetString(PyExc_TypeError, "semaphore_methods: a different layout is already in use");
+        return NULL;
+    }
+    *kept = L;
+    PyMethodDef *defs = bounded ? bounded_defs : sem_defs;
+    PyObject *methods[3];
+    for (int i = 0; i < 3; i++) {
+        methods[i] = PyDescr_NewMethod((PyTypeObject *)args[0], &defs[i]);
+        if (methods[i] == NULL) {
+            for (int j = 0; j < i; j++)
+                Py_DECREF(methods[j]);
+            return NULL;
+        }
+    }
+    PyObject *triple = PyTuple_Pack(3, methods[0], methods[1], methods[2]);
+    for (int i = 0; i < 3; i++)
+        Py_DECREF(methods[i]);
+    return triple;
+}
+
 static PyMethodDef module_methods[] = {
+    {"semaphore_methods", (PyCFunction)(void (*)(void))semaphore_methods, METH_FASTCALL,
+     "semaphore_methods(cls, bounded) -> (release, __enter__, __exit__) method descriptors."},
     {"greenlet_methods", (PyCFunction)(void (*)(void))greenlet_methods, METH_FASTCALL,
      "greenlet_methods(cls, get_hub_if_exists, ...) -> (rawlink, join, get) descriptors."},
     {"configure_queue", (PyCFunction)(void (*)(void))configure_queue, METH_FASTCALL,
@@ -1244,7 +1400,11 @@ PyInit__speedups_gevent(void)
     str_links = PyUnicode_InternFromString("links");
     str_gp_wait = PyUnicode_InternFromString("_gp_wait");
     str_parent = PyUnicode_InternFromString("parent");
-    if (str_parent == NULL)
+    str_acquire = PyUnicode_InternFromString("acquire");
+    str_gp_notify = PyUnicode_InternFromString("_gp_notify");
+    str_over_release = PyUnicode_InternFromString("_OVER_RELEASE_ERROR");
+    if (str_parent == NULL || str_acquire == NULL || str_gp_notify == NULL
+        || str_over_release == NULL)
         return NULL;
     str_appendleft = PyUnicode_InternFromString("appendleft");
     str_popleft = PyUnicode_InternFromString("popleft");

@@ -20,6 +20,7 @@ from greenpool.monkey import queue as _stdqueue
 from greenpool.monkey.gevent_primitives import _parking
 from greenpool.monkey.gevent_primitives import event as _gevent
 from greenpool.monkey.gevent_primitives import greenlet as _greenlet
+from greenpool.monkey.gevent_primitives import lock as _glock
 from greenpool.monkey.gevent_primitives import queue as _gqueue
 
 HERE = Path(__file__).parent
@@ -37,6 +38,7 @@ def test_the_extension_is_built_and_used_unless_pure_python_is_asked_for():
         assert _parking._Flag is _parking._PyFlag and _parking._Lot is _parking._PyLot
         assert _gevent.Event.__dict__["set"].__module__ == _gevent.__name__
         assert _greenlet.Greenlet.__dict__["join"].__module__ == _greenlet.__name__
+        assert _glock.BoundedSemaphore.__dict__["release"].__module__ == _glock.__name__
         return
     from greenpool import _speedups, _speedups_gevent, _speedups_waiter
 
@@ -53,6 +55,9 @@ def test_the_extension_is_built_and_used_unless_pure_python_is_asked_for():
     assert issubclass(_parking._Flag, _speedups_gevent.Flag)
     assert _parking._Lot is _speedups_gevent.Lot and _parking._lot_wait is _speedups_gevent.lot_wait
     assert type(_gevent.Event.__dict__["set"]).__name__ == "method_descriptor"
+    for cls in (_glock.Semaphore, _glock.BoundedSemaphore):
+        for name in ("release", "__enter__", "__exit__"):
+            assert type(cls.__dict__[name]).__name__ == "method_descriptor", (cls, name)
     for name in ("rawlink", "join", "get"):
         assert type(_greenlet.Greenlet.__dict__[name]).__name__ == "method_descriptor", name
 

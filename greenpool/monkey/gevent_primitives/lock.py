@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import gevent.lock as _gevent_lock
 from gevent.timeout import Timeout
 
+from greenpool._compiled import gevent_speedups
 from greenpool.monkey.gevent_primitives._family import _FamilyMeta
 from greenpool.monkey.gevent_primitives._parking import (
     _EMPTY,
@@ -182,3 +183,9 @@ class BoundedSemaphore(_SemaphoreCore, _GBoundedSemaphore, metaclass=_FamilyMeta
 
 
 Semaphore._gp_family = (BoundedSemaphore,)  # gevent's BoundedSemaphore subclasses Semaphore
+
+if gevent_speedups is not None:  # release() and the with statement in C (the same steps)
+    Semaphore.release, Semaphore.__enter__, Semaphore.__exit__ = (  # type: ignore[method-assign]
+        gevent_speedups.semaphore_methods(Semaphore, False))
+    BoundedSemaphore.release, BoundedSemaphore.__enter__, BoundedSemaphore.__exit__ = (  # type: ignore[method-assign]
+        gevent_speedups.semaphore_methods(BoundedSemaphore, True))
