@@ -1171,8 +1171,38 @@ OWN_HUB_METHOD(rawlink, "rawlink(callback): gevent's on the greenlet's own hub, 
 OWN_HUB_METHOD(join, "join(timeout=None): gevent's on the greenlet's own hub, else Python's.")
 OWN_HUB_METHOD(get, "get(block=True, timeout=None): gevent's on its own hub, else Python's.")
 
+/* Greenlet.spawn: a classmethod, as gevent's (Cython) one; no function is a TypeError */
+static PyObject *str_start, *str_run, *greenlet_cls;
+
+static PyObject *
+greenlet_spawn(PyObject *cls, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (cls == greenlet_cls && nargs == 0) {
+        int has_run = 0;
+        for (Py_ssize_t i = 0; kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++)
+            has_run |= PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, i), str_run) == 0;
+        if (!has_run) {
+            PyErr_SetString(PyExc_TypeError, "");
+            return NULL;
+        }
+    }
+    PyObject *g = PyObject_Vectorcall(cls, args, nargs, kwnames);
+    if (g == NULL)
+        return NULL;
+    if (call_method1(g, str_start, NULL) < 0) {
+        Py_DECREF(g);
+        return NULL;
+    }
+    return g;
+}
+
+static PyMethodDef greenlet_spawn_def = {
+    "spawn", (PyCFunction)(void (*)(void))greenlet_spawn, METH_FASTCALL | METH_KEYWORDS | METH_CLASS,
+    "spawn(function, *args, **kwargs) -> Greenlet: create and start one (gevent.spawn).",
+};
+
 /* greenlet_methods(cls, get_hub_if_exists, gevent_rawlink, rawlink_elsewhere, gevent_join,
- *                  join_elsewhere, gevent_get, get_elsewhere) -> (rawlink, join, get) */
+ *                  join_elsewhere, gevent_get, get_elsewhere) -> (rawlink, join, get, spawn) */
 static PyObject *
 greenlet_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1194,11 +1224,15 @@ greenlet_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *rawlink = PyDescr_NewMethod(cls, &greenlet_rawlink_def);
     PyObject *join = PyDescr_NewMethod(cls, &greenlet_join_def);
     PyObject *get = PyDescr_NewMethod(cls, &greenlet_get_def);
-    PyObject *triple = (rawlink && join && get) ? PyTuple_Pack(3, rawlink, join, get) : NULL;
+    Py_XSETREF(greenlet_cls, Py_NewRef(args[0]));
+    PyObject *spawn = PyDescr_NewClassMethod(cls, &greenlet_spawn_def);
+    PyObject *four = (rawlink && join && get && spawn)
+                         ? PyTuple_Pack(4, rawlink, join, get, spawn) : NULL;
     Py_XDECREF(rawlink);
     Py_XDECREF(join);
     Py_XDECREF(get);
-    return triple;
+    Py_XDECREF(spawn);
+    return four;
 }
 
 /* ---- gevent.lock's Semaphore and BoundedSemaphore: release, with ----
@@ -1359,7 +1393,7 @@ static PyMethodDef module_methods[] = {
     {"semaphore_methods", (PyCFunction)(void (*)(void))semaphore_methods, METH_FASTCALL,
      "semaphore_methods(cls, bounded) -> (release, __enter__, __exit__) method descriptors."},
     {"greenlet_methods", (PyCFunction)(void (*)(void))greenlet_methods, METH_FASTCALL,
-     "greenlet_methods(cls, get_hub_if_exists, ...) -> (rawlink, join, get) descriptors."},
+     "greenlet_methods(cls, get_hub_if_exists, ...) -> (rawlink, join, get, spawn) descriptors."},
     {"configure_queue", (PyCFunction)(void (*)(void))configure_queue, METH_FASTCALL,
      "configure_queue(Empty, ShutDown, getcurrent, Hub): what a get's wait in C raises and reads."},
     {"configure_lot", (PyCFunction)(void (*)(void))configure_lot, METH_FASTCALL,
@@ -1401,6 +1435,10 @@ PyInit__speedups_gevent(void)
     str_gp_wait = PyUnicode_InternFromString("_gp_wait");
     str_parent = PyUnicode_InternFromString("parent");
     str_acquire = PyUnicode_InternFromString("acquire");
+    str_start = PyUnicode_InternFromString("start");
+    str_run = PyUnicode_InternFromString("run");
+    if (str_start == NULL || str_run == NULL)
+        return NULL;
     str_gp_notify = PyUnicode_InternFromString("_gp_notify");
     str_over_release = PyUnicode_InternFromString("_OVER_RELEASE_ERROR");
     if (str_parent == NULL || str_acquire == NULL || str_gp_notify == NULL

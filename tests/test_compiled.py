@@ -60,6 +60,7 @@ def test_the_extension_is_built_and_used_unless_pure_python_is_asked_for():
             assert type(cls.__dict__[name]).__name__ == "method_descriptor", (cls, name)
     for name in ("rawlink", "join", "get"):
         assert type(_greenlet.Greenlet.__dict__[name]).__name__ == "method_descriptor", name
+    assert type(_greenlet.Greenlet.__dict__["spawn"]).__name__ == "classmethod_descriptor"
 
 
 @pytest.mark.timeout(240)

@@ -171,8 +171,8 @@ class _Wake:
         self.waiter.wake()
 
 
-if gevent_speedups is not None:  # rawlink/join/get with the own-hub test in C
-    Greenlet.rawlink, Greenlet.join, Greenlet.get = (  # type: ignore[method-assign]
+if gevent_speedups is not None:  # rawlink/join/get with the own-hub test, and spawn, in C
+    Greenlet.rawlink, Greenlet.join, Greenlet.get, Greenlet.spawn = (  # type: ignore[method-assign]
         gevent_speedups.greenlet_methods(
             Greenlet, get_hub_if_exists,
             _GGreenlet.rawlink, Greenlet._gp_rawlink_elsewhere,
