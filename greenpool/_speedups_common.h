@@ -102,6 +102,14 @@ member_offset(PyObject *type, const char *name)
     return member->offset;
 }
 
+/* What greenpool._speedups_waiter offers the other extensions (its _C_API
+ * capsule): parking on a PoolHubWaiter without a method call in between. */
+#define GREENPOOL_WAITER_CAPSULE "greenpool._speedups_waiter._C_API"
+typedef struct {
+    PyTypeObject *hub_waiter_type;
+    PyObject *(*park)(PyObject *waiter, PyObject *timeout);  /* waiter.wait(timeout) */
+} GreenpoolWaiterAPI;
+
 /* A lock for critical sections that run no Python code, or almost none: a
  * flag tested and set holding the GIL (so atomic). Held by another thread
  * only while that thread runs Python code inside one (which needs the GIL),

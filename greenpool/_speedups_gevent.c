@@ -376,9 +376,21 @@ static PyTypeObject HeapType = {
  * orders them: a waiter appends itself and then checks, the setter sets and
  * then takes the list, so one of them always sees the other. */
 
-static PyObject *entry_type;        /* greenpool._waiter.Entry */
-static PyObject *flag_timeout_wait; /* _parking._Flag's wait with a gevent.Timeout */
 static PyObject *str_waiter, *str_wait, *str_wake, *str_yield, *str_notify, *str_links;
+static PyObject *entry_type;        /* greenpool._waiter.Entry */
+static PyObject *flag_cls;          /* _parking._Flag: this type, or its Python subclass */
+static GreenpoolWaiterAPI *waiter_api;  /* greenpool._speedups_waiter's, or NULL */
+
+/* ``waiter.wait(timeout)``: straight to a PoolHubWaiter's park when it is one */
+static PyObject *
+park(PyObject *waiter, PyObject *timeout)
+{
+    if (waiter_api != NULL && Py_TYPE(waiter) == waiter_api->hub_waiter_type)
+        return waiter_api->park(waiter, timeout);
+    PyObject *call[2] = {waiter, timeout};
+    return PyObject_VectorcallMethod(str_wait, call, 2, NULL);
+}
+static PyObject *flag_timeout_wait; /* _parking._Flag's wait with a gevent.Timeout */
 static PyObject *str_gp_wait;
 
 typedef struct {
@@ -492,8 +504,7 @@ flag_wait_impl(Flag *self, PyObject *ready, PyObject *owner, Py_ssize_t offset,
     }
     gil_unlock(&self->busy);
     PyObject *waiter = PyObject_GetAttr(entry, str_waiter);
-    PyObject *call[2] = {waiter, timeout};
-    PyObject *result = waiter == NULL ? NULL : PyObject_VectorcallMethod(str_wait, call, 2, NULL);
+    PyObject *result = waiter == NULL ? NULL : park(waiter, timeout);
     Py_XDECREF(waiter);
     int woken = result == NULL ? 0 : PyObject_IsTrue(result);
     Py_XDECREF(result);
@@ -598,6 +609,30 @@ static PyTypeObject FlagType = {
     .tp_members = flag_members,
 };
 
+/* ``obj._gp_waiters``, made on first use: a _Flag. Atomic under the GIL
+ * (the slot is read and set by its member descriptor, the flag made by C
+ * code), so two first waiters on different threads share one flag. */
+static PyObject *str_gp_waiters;
+
+static PyObject *
+make_flag(PyObject *module, PyObject *obj)
+{
+    PyObject *flag = PyObject_GetAttr(obj, str_gp_waiters);
+    if (flag == NULL || flag != Py_None)
+        return flag;
+    Py_DECREF(flag);
+    if (flag_cls == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "configure_flag() first");
+    flag = PyObject_CallNoArgs(flag_cls);
+    if (flag == NULL)
+        return NULL;
+    if (PyObject_SetAttr(obj, str_gp_waiters, flag) < 0) {
+        Py_DECREF(flag);
+        return NULL;
+    }
+    return flag;
+}
+
 /* Event.set() and Event.wait() over the slots of the Python class */
 static Py_ssize_t ev_flag = -1, ev_waiters, ev_links;
 
@@ -651,12 +686,17 @@ event_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         }
         Py_RETURN_TRUE;
     }
-    if (waiters == NULL || !PyObject_TypeCheck(waiters, &FlagType)) {
-        /* first wait (the flag is made on first use), or not ours: Python */
+    /* The first wait makes the flag, here: a call into Python would leave an
+     * interpreter frame on the C stack of every greenlet parked in its first
+     * wait (~0.5 KiB each, an idle WebSocket connection's). */
+    waiters = (waiters == NULL || waiters == Py_None) ? make_flag(NULL, self) : Py_NewRef(waiters);
+    if (waiters == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(waiters, &FlagType)) {  /* not ours: Python */
+        Py_DECREF(waiters);
         PyObject *call[2] = {self, a[0]};
         return PyObject_VectorcallMethod(str_gp_wait, call, 2, NULL);
     }
-    Py_INCREF(waiters);
     PyObject *r = flag_wait_impl((Flag *)waiters, NULL, self, ev_flag, a[0]);
     Py_DECREF(waiters);
     return r;
@@ -697,16 +737,28 @@ event_methods(PyObject *module, PyObject *cls)
     return pair;
 }
 
-/* configure_flag(Entry, timeout_wait): what Flag.wait makes and calls */
+/* configure_flag(Entry, timeout_wait, flag_cls, waiter_capsule): what Flag.wait
+ * makes and calls, what make_flag() makes, and greenpool._speedups_waiter's
+ * _C_API (or None) */
 static PyObject *
 configure_flag(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "configure_flag(Entry, timeout_wait)");
+    if (nargs != 4 || !PyType_Check(args[2])
+        || !PyType_IsSubtype((PyTypeObject *)args[2], &FlagType)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure_flag(Entry, timeout_wait, flag_cls, waiter_capsule)");
         return NULL;
+    }
+    if (args[3] != Py_None) {
+        waiter_api = PyCapsule_GetPointer(args[3], GREENPOOL_WAITER_CAPSULE);
+        if (waiter_api == NULL)
+            return NULL;
+    } else {
+        waiter_api = NULL;
     }
     Py_XSETREF(entry_type, Py_NewRef(args[0]));
     Py_XSETREF(flag_timeout_wait, Py_NewRef(args[1]));
+    Py_XSETREF(flag_cls, Py_NewRef(args[2]));
     Py_RETURN_NONE;
 }
 
@@ -946,8 +998,7 @@ lot_wait_impl(Lot *lot, take_fn take, void *ctx, PyObject *timeout)
             }
         }
         PyObject *waiter = PyObject_GetAttr(entry, str_waiter);
-        PyObject *wcall[2] = {waiter, left};
-        PyObject *res = waiter == NULL ? NULL : PyObject_VectorcallMethod(str_wait, wcall, 2, NULL);
+        PyObject *res = waiter == NULL ? NULL : park(waiter, left);
         Py_XDECREF(waiter);
         Py_DECREF(left);
         int woke = res == NULL ? -1 : PyObject_IsTrue(res);
@@ -1401,7 +1452,10 @@ static PyMethodDef module_methods[] = {
     {"lot_wait", (PyCFunction)(void (*)(void))lot_wait, METH_FASTCALL,
      "lot_wait(lot, take, timeout): park until take() succeeds (its result) or timeout (EMPTY)."},
     {"configure_flag", (PyCFunction)(void (*)(void))configure_flag, METH_FASTCALL,
-     "configure_flag(Entry, timeout_wait): what Flag.wait makes and calls."},
+     "configure_flag(Entry, timeout_wait, flag_cls, waiter_capsule): what Flag.wait makes "
+     "and calls."},
+    {"make_flag", (PyCFunction)make_flag, METH_O,
+     "make_flag(obj) -> obj._gp_waiters, made (a _Flag) on first use; atomic."},
     {"event_methods", (PyCFunction)event_methods, METH_O,
      "event_methods(cls) -> (set, wait) method descriptors for the cross-hub Event class."},
     {"queue_methods", (PyCFunction)(void (*)(void))queue_methods, METH_FASTCALL,
@@ -1433,6 +1487,9 @@ PyInit__speedups_gevent(void)
     str_notify = PyUnicode_InternFromString("notify");
     str_links = PyUnicode_InternFromString("links");
     str_gp_wait = PyUnicode_InternFromString("_gp_wait");
+    str_gp_waiters = PyUnicode_InternFromString("_gp_waiters");
+    if (str_gp_waiters == NULL)
+        return NULL;
     str_parent = PyUnicode_InternFromString("parent");
     str_acquire = PyUnicode_InternFromString("acquire");
     str_start = PyUnicode_InternFromString("start");

@@ -110,13 +110,13 @@ hub_waiter_dealloc(HubWaiter *self)
     PyObject_GC_Del(self);
 }
 
+/* wait(timeout): also what other extensions call through the capsule (a
+ * C frame less between a parked greenlet and its switch: its saved stack). */
 static PyObject *
-hub_waiter_wait(HubWaiter *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+hub_waiter_park(PyObject *waiter_obj, PyObject *timeout)
 {
-    static const char *const names[] = {"timeout"};
-    PyObject *a[1] = {Py_None};
-    if (unpack("wait", names, 1, 0, args, nargs, kwnames, a) < 0)
-        return NULL;
+    HubWaiter *self = (HubWaiter *)waiter_obj;
+    PyObject *a[1] = {timeout};
     if (self->woken)
         Py_RETURN_TRUE;
     if (self->waiter == NULL)
@@ -135,6 +135,16 @@ hub_waiter_wait(HubWaiter *self, PyObject *const *args, Py_ssize_t nargs, PyObje
         return NULL;
     Py_DECREF(r);
     return PyBool_FromLong(self->woken);
+}
+
+static PyObject *
+hub_waiter_wait(HubWaiter *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1] = {Py_None};
+    if (unpack("wait", names, 1, 0, args, nargs, kwnames, a) < 0)
+        return NULL;
+    return hub_waiter_park((PyObject *)self, a[0]);
 }
 
 static PyObject *
@@ -398,6 +408,15 @@ PyInit__speedups_waiter(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    static GreenpoolWaiterAPI api;
+    api.hub_waiter_type = &HubWaiterType;
+    api.park = hub_waiter_park;
+    PyObject *capsule = PyCapsule_New(&api, GREENPOOL_WAITER_CAPSULE, NULL);
+    if (capsule == NULL || PyModule_AddObject(m, "_C_API", capsule) < 0) {
+        Py_XDECREF(capsule);
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddObjectRef(m, "PoolHubWaiter", (PyObject *)&HubWaiterType) < 0
         || PyModule_AddObjectRef(m, "Entry", (PyObject *)&EntryType) < 0) {
         Py_DECREF(m);

@@ -54,6 +54,7 @@ def test_the_extension_is_built_and_used_unless_pure_python_is_asked_for():
     assert _waiter.PoolHubWaiter is _speedups_waiter.PoolHubWaiter
     assert issubclass(_parking._Flag, _speedups_gevent.Flag)
     assert _parking._Lot is _speedups_gevent.Lot and _parking._lot_wait is _speedups_gevent.lot_wait
+    assert _parking._make_flag is _speedups_gevent.make_flag
     assert type(_gevent.Event.__dict__["set"]).__name__ == "method_descriptor"
     for cls in (_glock.Semaphore, _glock.BoundedSemaphore):
         for name in ("release", "__enter__", "__exit__"):

@@ -26,7 +26,7 @@ from gevent.hub import Hub as _GeventHub
 from gevent.timeout import Timeout
 from greenlet import getcurrent
 
-from greenpool._compiled import gevent_speedups
+from greenpool._compiled import gevent_speedups, waiter_speedups
 from greenpool._native import allocate_lock, get_ident
 from greenpool._waiter import Entry, remove_entry
 
@@ -234,7 +234,9 @@ if gevent_speedups is not None:
         __doc__ = _PyFlag.__doc__
         __slots__ = ()
 
-    gevent_speedups.configure_flag(Entry, _flag_timeout_wait)
+    gevent_speedups.configure_flag(  # parks a C PoolHubWaiter directly, when there is one
+        Entry, _flag_timeout_wait, _CFlag,
+        None if waiter_speedups is None else waiter_speedups._C_API)
     _Flag: Any = _CFlag
 else:
     _Flag = _PyFlag
@@ -413,13 +415,20 @@ def _wait_in(lot: Any, take: Callable[[], Any], timeout) -> Any:
 _lazy_lock = allocate_lock()
 
 
-def _make_flag(obj) -> Any:
-    """``obj``'s waiter list, made on first use (most events are set before anyone waits)."""
+def _py_make_flag(obj) -> Any:
+    """``obj``'s waiter list, made on first use (most events are set before anyone waits).
+
+    With the C extension, :func:`_make_flag` is its C twin, atomic under the GIL.
+    """
     with _lazy_lock:
         flag = obj._gp_waiters
         if flag is None:
             obj._gp_waiters = flag = _Flag()
     return flag
+
+
+_make_flag: Callable[[Any], Any] = (
+    _py_make_flag if gevent_speedups is None else gevent_speedups.make_flag)
 
 
 def _make_links(obj, notify_all: bool = True) -> _Links:
