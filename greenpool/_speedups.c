@@ -300,6 +300,7 @@ static PyTypeObject QueueCoreType = {
  * ValueError from a retired watcher means, stay in Python. */
 
 static PyObject *fw_get_hub, *fw_wait, *fw_move, *fw_failed, *str_hub;
+static PyObject *follow_wait_descr;  /* the descriptor make_follow_wait() made (borrowed from its class) */
 
 static PyObject *
 follow_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -358,7 +359,9 @@ make_follow_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(fw_move, Py_NewRef(args[3]));
     Py_XSETREF(fw_failed, Py_NewRef(args[4]));
     /* A method descriptor: called unbound by LOAD_METHOD, with a type check. */
-    return PyDescr_NewMethod((PyTypeObject *)args[0], &follow_wait_def);
+    PyObject *descr = PyDescr_NewMethod((PyTypeObject *)args[0], &follow_wait_def);
+    Py_XSETREF(follow_wait_descr, Py_XNewRef(descr));
+    return descr;
 }
 
 /* ---- gevent's SocketMixin.recv / recv_into, without raising EAGAIN first ----
@@ -444,7 +447,13 @@ after_error(PyObject *self, int err)
     if (event == NULL)
         return -1;
     PyObject *call[2] = {self, event};
-    PyObject *r = PyObject_VectorcallMethod(str_wait_name, call, 2, NULL);
+    /* The socket's _wait: follow_wait, called directly when it is the class's
+     * (each dispatch layer is C stack a parked greenlet keeps: ~0.3 KiB a
+     * connection waiting to read), else by name. */
+    PyObject *r = (follow_wait_descr != NULL
+                   && _PyType_Lookup(Py_TYPE(self), str_wait_name) == follow_wait_descr)
+                      ? follow_wait(self, call + 1, 1, NULL)
+                      : PyObject_VectorcallMethod(str_wait_name, call, 2, NULL);
     Py_DECREF(event);
     if (r == NULL)
         return -1;
