@@ -115,6 +115,7 @@ typedef struct {
  * only while that thread runs Python code inside one (which needs the GIL),
  * so a taker waits yielding the GIL and the CPU. */
 #include <sched.h>
+#include <pythread.h>
 
 static inline void
 gil_lock(char *busy)
@@ -131,6 +132,36 @@ static inline void
 gil_unlock(char *busy)
 {
     *busy = 0;
+}
+
+/* The same, reentrant by the thread inside (a GC run there may call a
+ * __del__ or weakref callback that comes back: a put(), an Event's set()). */
+typedef struct {
+    unsigned long owner;  /* the thread inside */
+    int depth;            /* 0: free */
+} GilRLock;
+
+static inline void
+gil_rlock(GilRLock *lock)
+{
+    unsigned long me = PyThread_get_thread_ident();
+    if (lock->depth > 0 && lock->owner == me) {
+        lock->depth++;
+        return;
+    }
+    while (lock->depth > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        sched_yield();
+        Py_END_ALLOW_THREADS
+    }
+    lock->owner = me;
+    lock->depth = 1;
+}
+
+static inline void
+gil_runlock(GilRLock *lock)
+{
+    lock->depth--;
 }
 
 #endif

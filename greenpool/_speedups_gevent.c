@@ -263,7 +263,9 @@ typedef struct {
     char busy;        /* the lock: read and set holding the GIL, so atomic */
 } Heap;
 
-/* Held by another thread only while it runs a comparison's Python code. */
+/* Held by another thread only while it runs a comparison's Python code. Not
+ * reentrant: a comparison that pushes onto its own queue would corrupt the
+ * heap, so it waits forever instead (on the twin's native lock it deadlocks). */
 static void
 heap_lock(Heap *self)
 {
@@ -372,8 +374,8 @@ static PyTypeObject HeapType = {
  * Why: one park per WebSocket message (simple-websocket's receive() waits on
  * a threading.Event, which greenpool makes gevent's Event, made cross-hub).
  * The critical sections run no Python code but ``ready()`` (none at all for
- * an Event: its flag is read at its slot), so a gil_lock, not a native lock,
- * orders them: a waiter appends itself and then checks, the setter sets and
+ * an Event: its flag is read at its slot) and what a GC run there calls, so a
+ * reentrant GilRLock, not a native lock, orders them: a waiter appends itself and then checks, the setter sets and
  * then takes the list, so one of them always sees the other. */
 
 static PyObject *str_waiter, *str_wait, *str_wake, *str_yield, *str_notify, *str_links;
@@ -397,7 +399,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *waiters;  /* list of Entry */
     PyObject *pending;  /* one None per waiter woken and not yet resumed */
-    char busy;
+    GilRLock lock;
 } Flag;
 
 static PyTypeObject FlagType;
@@ -473,9 +475,9 @@ flag_wait_impl(Flag *self, PyObject *ready, PyObject *owner, Py_ssize_t offset,
     PyObject *entry = PyObject_CallNoArgs(entry_type);
     if (entry == NULL)
         return NULL;
-    gil_lock(&self->busy);
+    gil_rlock(&self->lock);
     if (PyList_Append(self->waiters, entry) < 0) {
-        gil_unlock(&self->busy);
+        gil_runlock(&self->lock);
         Py_DECREF(entry);
         return NULL;
     }
@@ -491,7 +493,7 @@ flag_wait_impl(Flag *self, PyObject *ready, PyObject *owner, Py_ssize_t offset,
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         int removed = flag_remove(self, entry);
-        gil_unlock(&self->busy);
+        gil_runlock(&self->lock);
         Py_DECREF(entry);
         if (removed < 0) {
             Py_XDECREF(type);
@@ -499,10 +501,20 @@ flag_wait_impl(Flag *self, PyObject *ready, PyObject *owner, Py_ssize_t offset,
             Py_XDECREF(tb);
             return NULL;
         }
+        if (removed == 0 && PyList_GET_SIZE(self->pending) > 0) {
+            /* woken meanwhile (re-entered): its token goes, as after a park */
+            Py_ssize_t last = PyList_GET_SIZE(self->pending) - 1;
+            if (PyList_SetSlice(self->pending, last, last + 1, NULL) < 0) {
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+                return NULL;
+            }
+        }
         PyErr_Restore(type, value, tb);
         return is_ready < 0 ? NULL : Py_NewRef(Py_True);
     }
-    gil_unlock(&self->busy);
+    gil_runlock(&self->lock);
     PyObject *waiter = PyObject_GetAttr(entry, str_waiter);
     PyObject *result = waiter == NULL ? NULL : park(waiter, timeout);
     Py_XDECREF(waiter);
@@ -512,9 +524,9 @@ flag_wait_impl(Flag *self, PyObject *ready, PyObject *owner, Py_ssize_t offset,
     PyErr_Fetch(&type, &value, &tb);  /* a wait ended by an exception still tidies up */
     int failed = woken < 0;
     if (woken <= 0) {
-        gil_lock(&self->busy);
+        gil_rlock(&self->lock);
         int removed = flag_remove(self, entry);
-        gil_unlock(&self->busy);
+        gil_runlock(&self->lock);
         failed |= removed < 0;
         woken = removed == 0;  /* not listed: a waker took it, so it was woken */
     }
@@ -547,15 +559,15 @@ flag_wake_all_impl(Flag *self)
 {
     if (self->waiters == NULL || self->pending == NULL)
         return 0;
-    gil_lock(&self->busy);
+    gil_rlock(&self->lock);
     Py_ssize_t n = PyList_GET_SIZE(self->waiters);
     if (n == 0) {
-        gil_unlock(&self->busy);
+        gil_runlock(&self->lock);
         return 0;
     }
     PyObject *fresh = PyList_New(0);
     if (fresh == NULL) {
-        gil_unlock(&self->busy);
+        gil_runlock(&self->lock);
         return -1;
     }
     PyObject *waiters = self->waiters;
@@ -563,7 +575,7 @@ flag_wake_all_impl(Flag *self)
     int failed = 0;
     for (Py_ssize_t i = 0; i < n && !failed; i++)
         failed = PyList_Append(self->pending, Py_None) < 0;
-    gil_unlock(&self->busy);
+    gil_runlock(&self->lock);
     for (Py_ssize_t i = 0; i < n && !failed; i++) {
         PyObject *waiter = PyObject_GetAttr(PyList_GET_ITEM(waiters, i), str_waiter);
         failed = waiter == NULL || call_method1(waiter, str_wake, NULL) < 0;
@@ -777,8 +789,7 @@ static PyObject *str_appendleft, *str_popleft, *str_remove, *str_clear;
 typedef struct {
     PyObject_HEAD
     PyObject *parked;     /* deque of Entry */
-    unsigned long owner;  /* the thread inside a critical section */
-    int depth;
+    GilRLock lock;
 } Lot;
 
 static PyTypeObject LotType;
@@ -786,24 +797,13 @@ static PyTypeObject LotType;
 static void
 lot_lock(Lot *self)
 {
-    unsigned long me = PyThread_get_thread_ident();
-    if (self->depth > 0 && self->owner == me) {
-        self->depth++;
-        return;
-    }
-    while (self->depth > 0) {
-        Py_BEGIN_ALLOW_THREADS
-        sched_yield();
-        Py_END_ALLOW_THREADS
-    }
-    self->owner = me;
-    self->depth = 1;
+    gil_rlock(&self->lock);
 }
 
 static void
 lot_unlock(Lot *self)
 {
-    self->depth--;
+    gil_runlock(&self->lock);
 }
 
 static PyObject *

@@ -404,6 +404,29 @@ def test_event_set_on_one_hub_wakes_waiters_on_every_hub_a_native_thread_and_mai
 
 
 @pytest.mark.timeout(60)
+def test_a_waiter_list_reentered_by_its_own_thread_does_not_hang():
+    # A GC run inside a critical section may call a __del__ that sets the same
+    # event or puts on the same queue; here ready()/take() come back directly.
+    # The C twins' locks (flags under the GIL) are reentrant, as the Python
+    # lot's RLock; this runs in-process, on the plain main thread.
+    from greenpool.monkey.gevent_primitives import _parking
+
+    flag = _parking._Flag()
+
+    def ready():
+        flag.wake_all()  # re-enters the flag's lock
+        return True
+
+    assert flag.wait(ready, 5) is True and not flag.waiters and not flag.pending
+    lot = _parking._Lot()
+
+    def take():
+        lot.wake_one()  # re-enters the lot's lock
+        return "item"
+
+    assert _parking._lot_wait(lot, take, 5) == "item" and not lot.parked
+
+
 def test_event_waits_ended_by_timeout_timeout_object_or_kill_leave_no_waiter_behind():
     out = check(
         """

@@ -164,7 +164,9 @@ class _PyFlag(_YieldToWoken):
         # mostly waited on by one greenlet at a time (a WebSocket connection's,
         # per message). ``pending``'s extend and pop are atomic under the GIL.
         self.waiters: list[Entry] = []
-        self.mutex = allocate_lock()
+        # Reentrant, as the lot's: a GC run inside a critical section may set
+        # this very event (a __del__ or weakref callback).
+        self.mutex = _NativeRLock()
         self.pending: list = []
 
     def wake_all(self) -> None:
@@ -187,7 +189,8 @@ class _PyFlag(_YieldToWoken):
             entry = Entry()
             self.waiters.append(entry)
             if ready():
-                self.waiters.remove(entry)
+                if not remove_entry(self.waiters, entry):  # woken meanwhile (re-entered)
+                    self._drop_pending()
                 return True
         woken = False
         try:
@@ -197,11 +200,15 @@ class _PyFlag(_YieldToWoken):
                 with mutex:
                     woken = not remove_entry(self.waiters, entry)
             if woken:
-                try:
-                    self.pending.pop()
-                except IndexError:
-                    pass
+                self._drop_pending()
         return woken
+
+    def _drop_pending(self) -> None:
+        """This waiter resumed: its token (if a wake-up left one) goes."""
+        try:
+            self.pending.pop()
+        except IndexError:
+            pass
 
 
 def _flag_timeout_wait(flag, ready: Callable[[], Any], timeout) -> bool:
