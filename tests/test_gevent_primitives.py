@@ -587,6 +587,61 @@ def test_semaphores_and_rlock_exclude_across_four_hubs_and_a_native_thread():
     assert out == "OK"
 
 
+def test_greenlet_unlink_from_another_hub_removes_the_link_even_one_already_fired():
+    out = check(
+        """
+        from gevent.monkey import get_original
+        native_lock = get_original("threading", "Lock")()
+        with greenpool.Pool(2) as pool:
+            calls = []
+            def cb(source):
+                calls.append(source)
+            # 1. linked and unlinked on hub 1, the greenlet on hub 0: never called
+            ev = gevent.event.Event()
+            g = pool.spawn_on(0, gevent.spawn, ev.wait).result(10)
+            def link_unlink():
+                g.rawlink(cb)
+                g.unlink(cb)
+            pool.spawn_on(1, link_unlink).result(10)
+            pool.spawn_on(0, ev.set).result(10)
+            pool.spawn_on(0, g.join, 10).result(10)
+            pool.spawn_on(1, gevent.sleep, 0).result(10)  # hub 1's mailbox is drained
+            assert calls == [], calls
+            # 2. the control: linked on hub 1, not unlinked: called once, on hub 1
+            ev = gevent.event.Event()
+            g = pool.spawn_on(0, gevent.spawn, ev.wait).result(10)
+            pool.spawn_on(1, g.link, lambda source: calls.append(hub_index())).result(10)
+            pool.spawn_on(0, ev.set).result(10)
+            pool.spawn_on(0, g.join, 10).result(10)
+            pool.spawn_on(1, gevent.sleep, 0.01).result(10)
+            assert calls == [1], calls
+            calls.clear()
+            # 3. the link fires while hub 1 is stuck (its call waits in hub 1's
+            # mailbox); an unlink on hub 1 before that call runs: not called
+            ev = gevent.event.Event()
+            g = pool.spawn_on(0, gevent.spawn, ev.wait).result(10)
+            linked = threading.Event()
+            native_lock.acquire()
+            def link_block_unlink():
+                g.rawlink(cb)
+                linked.set()
+                native_lock.acquire()  # hub 1's thread stops here, its loop too
+                native_lock.release()
+                g.unlink(cb)
+            done = pool.spawn_on(1, link_block_unlink)
+            linked.wait(10)
+            pool.spawn_on(0, ev.set).result(10)
+            pool.spawn_on(0, g.join, 10).result(10)  # g is dead: its relay was posted to hub 1
+            native_lock.release()
+            done.result(10)
+            pool.spawn_on(1, gevent.sleep, 0.01).result(10)
+            assert calls == [], calls
+        print("OK")
+        """
+    )
+    assert out == "OK"
+
+
 @pytest.mark.timeout(60)
 def test_group_and_pool_join_and_wait_available_from_another_hub():
     out = check(

@@ -89,6 +89,13 @@ class Greenlet(_GGreenlet):
             return _GGreenlet.get(self, block, timeout)
         return self._gp_get_elsewhere(block, timeout)
 
+    def unlink(self, callback) -> None:
+        """Remove a link added by ``link``/``rawlink``, from any hub: not called after this."""
+        hub = self.parent
+        if hub is None or hub is get_hub_if_exists():
+            return _GGreenlet.unlink(self, callback)
+        return self._gp_unlink_elsewhere(callback)
+
     def _gp_rawlink_elsewhere(self, callback) -> None:
         post = self._gp_owner_post()
         if post is None:
@@ -96,8 +103,28 @@ class Greenlet(_GGreenlet):
         if not callable(callback):
             raise TypeError(f"Expected callable: {callback!r}")
         back = _post_here()
-        relay = callback if back is None else _Relay(callback, back)
+        relay = callback
+        if back is not None:
+            relay = _Relay(callback, back)
+            self.__dict__.setdefault("_gp_relays", []).append(relay)
         post(_GGreenlet.rawlink, self, relay)
+
+    def _gp_unlink_elsewhere(self, callback) -> None:
+        """The owner's hub removes the link, and this waits for it (so it is synchronous,
+        as gevent's). A relay that already fired, its call on its way to this hub, is
+        cancelled here: as on one hub, a link unlinked before its call is not called."""
+        post = self._gp_owner_post()
+        if post is None:
+            return _GGreenlet.unlink(self, callback)
+        relays = self.__dict__.get("_gp_relays", ())
+        for relay in list(relays):
+            if relay.callback == callback and not relay.cancelled:
+                relay.cancelled = True
+                relays.remove(relay)
+                break
+        entry = Entry()
+        post(_unlink_then_wake, self, callback, entry.waiter)
+        entry.waiter.wait()
 
     def _gp_join_elsewhere(self, timeout=None) -> None:
         if self.dead or self.ready():
@@ -141,17 +168,31 @@ class Greenlet(_GGreenlet):
             self.join(timeout)
 
 
-class _Relay:
-    """A link registered from another hub: called in the owner's hub, run in the linker's."""
+def _unlink_then_wake(greenlet, callback, waiter) -> None:
+    """In the greenlet's own hub: gevent's unlink, then wake the hub that asked."""
+    try:
+        _GGreenlet.unlink(greenlet, callback)
+    finally:
+        waiter.wake()
 
-    __slots__ = ("callback", "post")
+
+class _Relay:
+    """A link registered from another hub: called in the owner's hub, run in the linker's
+    (unless cancelled by an unlink there meanwhile)."""
+
+    __slots__ = ("callback", "post", "cancelled")
 
     def __init__(self, callback, post) -> None:
         self.callback = callback
         self.post = post
+        self.cancelled = False
 
     def __call__(self, source) -> None:
-        self.post(self.callback, source)
+        self.post(self._deliver, source)
+
+    def _deliver(self, source) -> None:
+        if not self.cancelled:
+            self.callback(source)
 
     def __eq__(self, other) -> bool:
         return other is self or other == self.callback
