@@ -1,4 +1,4 @@
-"""``gevent.Greenlet`` across hubs: ``join``, ``get``, ``link`` and ``kill`` from any hub.
+"""``gevent.Greenlet`` across hubs: ``join``, ``get``, ``(un)link`` and ``kill`` from any hub.
 
 A greenlet joined, got, linked or killed from another hub asks its own hub
 (through the pool hub's mailbox) to register the link; the result is
@@ -25,7 +25,7 @@ _GGreenlet: Any = _gevent_greenlet.Greenlet
 
 
 class Greenlet(_GGreenlet):
-    """``gevent.Greenlet`` whose ``join``/``get``/``link``/``rawlink``/``kill`` work from any hub.
+    """``gevent.Greenlet`` whose ``join``/``get``/``(raw)link``/``unlink``/``kill`` work anywhere.
 
     On the greenlet's own hub these are gevent's. From another hub (or a
     plain thread) the link is registered by the greenlet's own hub, through
