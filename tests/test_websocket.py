@@ -421,6 +421,39 @@ def test_a_handshake_does_not_wait_for_an_app_thread(serve):
     assert answers == [(200, b"done")]
 
 
+def test_handshakes_to_a_route_that_never_takes_the_connection_are_bounded(serve):
+    """Handshake headers sent to an HTTP route run its app on the connection's greenlet,
+    but no more of them at once than the hub's app threads: the next one waits, then 503.
+    (Flask refuses a WebSocket request to a route that is not one itself: a 400 before
+    the view runs; a plain WSGI app, Django's say, runs the view.)"""
+    server = serve(hubs=1, app_threads=1, app_wait_timeout=0.3)
+    ws_app.BUSY_STARTED.clear()
+    ws_app.RELEASE_BUSY.clear()
+    answers: list = []
+    holder = threading.Thread(target=lambda: answers.append(raw_request(
+        server.address, HANDSHAKE % b"/plain-busy")))
+    holder.start()
+    try:
+        assert ws_app.BUSY_STARTED.wait(10)  # a handshake in the app, its connection not taken
+        second = raw_request(server.address, HANDSHAKE % b"/plain-busy")
+        assert second.startswith(b"HTTP/1.1 503 "), second[:100]
+        assert b"handshake slot" in second
+        assert get(server.address)[0] == 200  # the app thread itself is free
+    finally:
+        ws_app.RELEASE_BUSY.set()
+        holder.join(10)
+    assert answers and answers[0].startswith(b"HTTP/1.1 200 "), answers
+    # Once answered, its slot is free again; a real WebSocket takes its connection and
+    # leaves the bound at once, so a held one never blocks the next handshake.
+    ws = websocket.create_connection(ws_url(server.address, "/hold"), timeout=10)
+    try:
+        assert ws.recv() == "open"
+        check_echo(server.address)
+    finally:
+        ws.send("bye")
+        ws.close()
+
+
 def test_reading_an_attribute_of_the_upgraded_socket_does_not_take_the_connection():
     """A middleware's getpeername() leaves the app's own answer (a 403) to be sent."""
     left, right = socket.socketpair()

@@ -125,7 +125,18 @@ def raw_101(environ, start_response):
     return []
 
 
+def plain_busy(environ, start_response):
+    """A plain WSGI route (no router that refuses WebSocket requests, as Flask's does):
+    it answers any request, a WebSocket handshake too, with HTTP, as ``/busy`` does."""
+    BUSY_STARTED.set()
+    RELEASE_BUSY.wait(10)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"done"]
+
+
 def wsgi(environ, start_response):
     if environ["PATH_INFO"] == "/raw-101":
         return raw_101(environ, start_response)
+    if environ["PATH_INFO"] == "/plain-busy":
+        return plain_busy(environ, start_response)
     return app(environ, start_response)

@@ -22,13 +22,18 @@ answers 503). The connection greenlet hands its request over with one
 greenlet switch each way: no loop callback, no cross-thread lock (app threads
 belong to one hub).
 
-WebSocket handshakes never enter the bound: the server runs them on their
+WebSocket handshakes never take an app thread: the server runs them on their
 connection's own greenlet, as ``gunicorn -k gevent`` does (other upgrade
 requests are bounded like the rest). A WebSocket held open for hours would
 otherwise keep a slot, and ``count`` of them would starve every HTTP
 request; and a greenlet of its own per connection is what a WebSocket
 handler's thread-locals were under an app thread anyway (one per
-connection, ended with it).
+connection, ended with it). They have a bound of their own
+(:meth:`AppThreads.admit_handshake`): as many handshakes per hub as app
+threads may be in the app *before taking their connection*; one that takes
+it leaves the bound. So handshake headers sent to a route that is not a
+WebSocket (its app answers an HTTP response) cannot run that app's code
+without limit.
 """
 
 from __future__ import annotations
@@ -177,23 +182,29 @@ class _AppThread:
 
 
 class _HubThreads:
-    """One hub's app threads: a semaphore of ``size`` and the idle ones, newest first."""
+    """One hub's app threads: a semaphore of ``size`` and the idle ones, newest first;
+    and the semaphore of handshakes in the app before they take their connection."""
 
-    __slots__ = ("slots", "idle", "size")
+    __slots__ = ("slots", "idle", "size", "handshakes")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.slots = Semaphore(size)
         self.idle: list[_AppThread] = []
+        self.handshakes = Semaphore(size)
 
-    def take(self, wait_timeout: float | None, total: int) -> _AppThread:
-        if not self.slots.acquire(timeout=wait_timeout):
+    def acquire(self, slots: Semaphore, what: str, wait_timeout: float | None,
+                total: int) -> None:
+        if not slots.acquire(timeout=wait_timeout):
             raise AppThreadsBusy(
-                f"no app thread was free within {wait_timeout:g} s ({self.size} on this hub, "
+                f"no {what} was free within {wait_timeout:g} s ({self.size} on this hub, "
                 f"{total} in all): raise --app-threads (GREENPOOL_APP_THREADS, app_threads=) if "
                 "the app's resources allow more requests at once, or --app-wait-timeout "
                 "(GREENPOOL_APP_WAIT_TIMEOUT, app_wait_timeout=)"
             )
+
+    def take(self, wait_timeout: float | None, total: int) -> _AppThread:
+        self.acquire(self.slots, "app thread", wait_timeout, total)
         idle = self.idle
         while idle:
             thread = idle.pop()  # the most recent: its per-thread resources are the warmest
@@ -236,6 +247,27 @@ class AppThreads:
             share = self.count // hubs + (index < self.count % hubs)
             threads = self._hubs[hub] = _HubThreads(max(1, share))
         return threads
+
+    def admit_handshake(self) -> Callable[[], None]:
+        """Count a WebSocket handshake on this hub until the returned release is called.
+
+        The handshake runs on its connection's greenlet; the server calls the
+        release when the app takes the connection, or returns, whichever is
+        first (later calls do nothing). :class:`AppThreadsBusy` when as many
+        handshakes as this hub has app threads are in the app, not taken, for
+        ``wait_timeout`` seconds.
+        """
+        threads = self._of_this_hub()
+        handshakes = threads.handshakes
+        threads.acquire(handshakes, "handshake slot", self.wait_timeout, self.count)
+        held = [True]
+
+        def release() -> None:
+            if held:
+                held.clear()
+                handshakes.release()
+
+        return release
 
     def run(self, fn: Callable, *args: Any) -> Any:
         """``fn(*args)`` on a free app thread of this hub; this greenlet waits for it.

@@ -273,7 +273,7 @@ class _Connection:
         "pull", "req", "status", "headers", "head_sent", "chunked", "length", "sent", "close",
         "no_body", "continue_sent", "head_entry",
         "sock_timeout", "head_timer", "head_expired", "drained", "spares", "raw", "simple_max",
-        "max_fields", "lines", "upgrade",
+        "max_fields", "lines", "upgrade", "release_handshake",
     )
 
     req: Request
@@ -317,6 +317,8 @@ class _Connection:
         self.drained = False
         # An upgrade request's UpgradedSocket, while its app runs.
         self.upgrade: UpgradedSocket | None = None
+        # A WebSocket handshake's slot in the handshake bound, until taken or answered.
+        self.release_handshake: Callable[[], None] | None = None
 
     # -- the request loop ------------------------------------------------------------
 
@@ -617,18 +619,44 @@ class _Connection:
                 # app may hold for hours (see greenpool.http.app_threads). Other
                 # upgrades (h2c, which curl --http2 asks for on every request) are
                 # requests like the rest, bounded as they are.
-                return self._exchange(req, env)
+                return self._handshake(req, env)
         threads = self.service.app_threads
         if threads is None:
             return self._exchange(req, env)
         try:
             return threads.run(self._exchange, req, env)
         except AppThreadsBusy as exc:
-            log.warning("(from %s) 503 for %s %s: %s", self._client(), env["REQUEST_METHOD"],
-                        env["RAW_URI"], exc)
-            if self._send_quietly(error_response(503, f"{exc}\n")):
-                self._linger()
-            return False
+            return self._busy(exc, env)
+
+    def _handshake(self, req: Request, env: dict) -> bool:
+        """A WebSocket handshake's exchange, on this greenlet, within the handshake bound.
+
+        Until the app takes the connection (``_taken``) or returns, it holds one
+        of its hub's handshake slots (:meth:`AppThreads.admit_handshake`): a route
+        that is not a WebSocket's, sent handshake headers, runs as boundedly as
+        any request.
+        """
+        threads = self.service.app_threads
+        if threads is None:
+            return self._exchange(req, env)
+        try:
+            self.release_handshake = threads.admit_handshake()
+        except AppThreadsBusy as exc:
+            return self._busy(exc, env)
+        try:
+            return self._exchange(req, env)
+        finally:
+            release, self.release_handshake = self.release_handshake, None
+            if release is not None:
+                release()
+
+    def _busy(self, exc: AppThreadsBusy, env: dict) -> bool:
+        """No app thread (or handshake slot) in time: a 503, and the connection closes."""
+        log.warning("(from %s) 503 for %s %s: %s", self._client(), env["REQUEST_METHOD"],
+                    env["RAW_URI"], exc)
+        if self._send_quietly(error_response(503, f"{exc}\n")):
+            self._linger()
+        return False
 
     def _offer_connection(self, env: dict) -> None:
         """Put an upgrade request's connection in its environ, for the app to take.
@@ -651,6 +679,9 @@ class _Connection:
         """
         self.close = True
         self.parser = None  # HTTP is done with this connection: its parser is not kept
+        release, self.release_handshake = self.release_handshake, None
+        if release is not None:  # a WebSocket now: it leaves the handshake bound
+            release()
         try:
             self.sock.settimeout(None)
         except OSError:
