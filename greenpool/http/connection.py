@@ -619,7 +619,25 @@ class _Connection:
                 # app may hold for hours (see greenpool.http.app_threads). Other
                 # upgrades (h2c, which curl --http2 asks for on every request) are
                 # requests like the rest, bounded as they are.
-                return self._handshake(req, env)
+                threads = self.service.app_threads
+                if threads is None:
+                    return self._exchange(req, env)
+                # Within the handshake bound (AppThreads.admit_handshake) until the
+                # app takes the connection (_taken) or returns: a route that answers
+                # handshake headers with HTTP runs as boundedly as any request.
+                # Here, not in a method of its own: a frame more under a parked
+                # WebSocket's app crosses a page of its greenlet's frame stack
+                # (+4 KiB an idle connection, measured).
+                try:
+                    self.release_handshake = threads.admit_handshake()
+                except AppThreadsBusy as exc:
+                    return self._busy(exc, env)
+                try:
+                    return self._exchange(req, env)
+                finally:
+                    release, self.release_handshake = self.release_handshake, None
+                    if release is not None:
+                        release()
         threads = self.service.app_threads
         if threads is None:
             return self._exchange(req, env)
@@ -627,28 +645,6 @@ class _Connection:
             return threads.run(self._exchange, req, env)
         except AppThreadsBusy as exc:
             return self._busy(exc, env)
-
-    def _handshake(self, req: Request, env: dict) -> bool:
-        """A WebSocket handshake's exchange, on this greenlet, within the handshake bound.
-
-        Until the app takes the connection (``_taken``) or returns, it holds one
-        of its hub's handshake slots (:meth:`AppThreads.admit_handshake`): a route
-        that is not a WebSocket's, sent handshake headers, runs as boundedly as
-        any request.
-        """
-        threads = self.service.app_threads
-        if threads is None:
-            return self._exchange(req, env)
-        try:
-            self.release_handshake = threads.admit_handshake()
-        except AppThreadsBusy as exc:
-            return self._busy(exc, env)
-        try:
-            return self._exchange(req, env)
-        finally:
-            release, self.release_handshake = self.release_handshake, None
-            if release is not None:
-                release()
 
     def _busy(self, exc: AppThreadsBusy, env: dict) -> bool:
         """No app thread (or handshake slot) in time: a 503, and the connection closes."""
