@@ -11,6 +11,6 @@ from __future__ import annotations
 
 from gevent.monkey import get_original
 
-allocate_lock, start_new_thread, get_ident = get_original(
-    "_thread", ["allocate_lock", "start_new_thread", "get_ident"]
+allocate_lock, start_new_thread, get_ident, RLock = get_original(
+    "_thread", ["allocate_lock", "start_new_thread", "get_ident", "RLock"]
 )

@@ -36,7 +36,7 @@ from greenlet import getcurrent
 
 from greenpool import _patchstate
 from greenpool._compiled import waiter_speedups
-from greenpool._native import allocate_lock, get_ident
+from greenpool._native import RLock, allocate_lock, get_ident
 
 
 class NativeWaiter:
@@ -229,6 +229,38 @@ def _entry_waiter():
     if isinstance(current, _GeventHub):
         return hub_callback_waiter(current)
     return _waiter_for(get_hub_if_exists(), current)
+
+
+class ParkedCallers:
+    """Callers parked on a primitive (:class:`Entry` each, oldest first), woken one or all.
+
+    The protocol of every primitive that uses it: a waker changes the state
+    (appends an item, returns a permit) and *then* wakes parked callers; a
+    caller parks and *then* looks at the state again, so one of the two always
+    sees the other. ``_mutex`` orders parking against waking; it is reentrant:
+    a put() may run inside a parking caller's critical section on the same
+    thread (a ``__del__`` or weakref callback during a GC run there).
+    """
+
+    __slots__ = ("parked", "_mutex")
+
+    def __init__(self) -> None:
+        self.parked: deque[Entry] = deque()
+        self._mutex = RLock()
+
+    def wake_one(self) -> None:
+        with self._mutex:
+            if not self.parked:
+                return
+            entry = self.parked.popleft()
+        entry.waiter.wake()
+
+    def wake_all(self) -> None:
+        with self._mutex:
+            entries = list(self.parked)
+            self.parked.clear()
+        for entry in entries:
+            entry.waiter.wake()
 
 
 def hub_callback_waiter(hub) -> NativeWaiter:

@@ -157,7 +157,7 @@ def test_maxsize_set_while_a_getter_is_about_to_park_loses_no_wake_up():
         except ValueError:
             refused = True
         go.set()
-        wait_until(lambda: real._parked or q.not_empty._waiters, "the getter to park")
+        wait_until(lambda: real.parked or q.not_empty._waiters, "the getter to park")
         q.put("item")
         t.join(10)
         print("refused" if refused else got)

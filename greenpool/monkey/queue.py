@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from gevent import monkey
 
 from greenpool._compiled import speedups
-from greenpool._waiter import Entry, remove_entry
+from greenpool._waiter import Entry, ParkedCallers, remove_entry
 from greenpool.sync import Empty, Lock
 
 if TYPE_CHECKING:
@@ -63,7 +63,6 @@ else:  # the stdlib's classes even when gevent has patched the names
     _StdlibLifo = monkey.get_original("queue", "LifoQueue")
     _StdlibPriority = monkey.get_original("queue", "PriorityQueue")
     _StdlibCondition = monkey.get_original("threading", "Condition")
-_NativeRLock = monkey.get_original("_thread", "RLock")
 
 #: Python 3.13's ``Queue.shutdown()`` is checked inside the stdlib's locked
 #: put/get; there, every queue keeps the locked paths.
@@ -89,42 +88,23 @@ def _count_value(counter: itertools.count) -> int:
     return int(repr(counter)[6:-1])  # "count(N)": its only non-consuming read
 
 
-class _Getters:
+class _Getters(ParkedCallers):
     """Getters parked on a queue whose put/get take no lock; never a lost wake-up.
 
-    A putter appends and *then* looks for parked getters; a getter parks and
-    *then* looks for an item, so one of the two always sees the other. A
-    woken getter competes with newcomers (as :class:`greenpool.sync.Lock`'s
-    waiters do); one that loses queues again at the head.
+    :class:`~greenpool._waiter.ParkedCallers`'s protocol: a putter appends and
+    *then* wakes a parked getter; a getter parks and *then* looks for an item.
+    A woken getter competes with newcomers (as :class:`greenpool.sync.Lock`'s
+    waiters do); one that loses queues again at the head. (The reentrant mutex
+    is what the stdlib's SimpleQueue.put allows: concurrent.futures' executor
+    puts from a weakref callback.)
     """
 
-    __slots__ = ("_parked", "_mutex")
-
-    def __init__(self) -> None:
-        self._parked: deque[Entry] = deque()
-        # Reentrant: a put() may run inside wait_pop's critical section on the same
-        # thread (a GC run there calls a weakref callback or __del__ that puts, as
-        # concurrent.futures' executor does); the stdlib's SimpleQueue.put allows it.
-        self._mutex = _NativeRLock()
-
-    def wake_one(self) -> None:
-        with self._mutex:
-            if not self._parked:
-                return
-            entry = self._parked.popleft()
-        entry.waiter.wake()
-
-    def wake_all(self) -> None:
-        with self._mutex:
-            entries = list(self._parked)
-            self._parked.clear()
-        for entry in entries:
-            entry.waiter.wake()
+    __slots__ = ()
 
     def wait_pop(self, pop: Callable[[], Any], timeout: float | None) -> Any:
         """Park until ``pop()`` finds an item; Empty once ``timeout`` expires."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        parked = self._parked
+        parked = self.parked
         woken = False
         while True:
             entry = Entry()
@@ -284,7 +264,7 @@ class Queue(_QueueCore, _StdlibQueue):
             self._not_full_waiters = self.not_full._waiters  # type: ignore[attr-defined]
             getters = _Getters()
             self._getters = getters
-            self._parked = getters._parked
+            self._parked = getters.parked
             self._lock_free = _LOCK_FREE_POSSIBLE and not maxsize > 0
         self.maxsize = maxsize
 
@@ -468,7 +448,7 @@ class SimpleQueue:
     def __init__(self) -> None:
         self._items: deque = deque()
         self._getters = _Getters()
-        self._parked = self._getters._parked
+        self._parked = self._getters.parked
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         self._items.append(item)

@@ -20,53 +20,29 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from gevent import monkey
 from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Hub as _GeventHub
 from gevent.timeout import Timeout
 from greenlet import getcurrent
 
 from greenpool._compiled import gevent_speedups, waiter_speedups
+from greenpool._native import RLock as _NativeRLock
 from greenpool._native import allocate_lock, get_ident
-from greenpool._waiter import Entry, remove_entry
-
-_NativeRLock = monkey.get_original("_thread", "RLock")
+from greenpool._waiter import Entry, ParkedCallers, remove_entry
 
 
-class _PyLot:
+class _PyLot(ParkedCallers):
     """Callers parked until ``take()`` succeeds; never a lost wake-up.
 
-    The waker changes the state (appends an item, a permit) and *then* looks
-    for parked callers; a caller parks and *then* tries ``take()`` again, so
-    one of the two always sees the other. A woken caller competes with
-    newcomers, as on one gevent hub; one that loses parks again at the head.
-    ``take()`` returns ``_EMPTY`` for "not yet"; anything it raises (a
-    shut-down queue) ends the wait with that exception. With greenpool's C
-    extension, :data:`_Lot` and :func:`_lot_wait` are their C twins
-    (``greenpool/_speedups_gevent.c``, ``Lot`` and ``lot_wait``).
+    :class:`~greenpool._waiter.ParkedCallers`'s protocol. A woken caller
+    competes with newcomers, as on one gevent hub; one that loses parks again
+    at the head. ``take()`` returns ``_EMPTY`` for "not yet"; anything it
+    raises (a shut-down queue) ends the wait with that exception. With
+    greenpool's C extension, :data:`_Lot` and :func:`_lot_wait` are their C
+    twins (``greenpool/_speedups_gevent.c``, ``Lot`` and ``lot_wait``).
     """
 
-    __slots__ = ("parked", "_mutex")
-
-    def __init__(self) -> None:
-        self.parked: deque[Entry] = deque()
-        # Reentrant: a put() may run inside wait()'s critical section on the
-        # same thread (a __del__ or weakref callback during a GC run there).
-        self._mutex = _NativeRLock()
-
-    def wake_one(self) -> None:
-        with self._mutex:
-            if not self.parked:
-                return
-            entry = self.parked.popleft()
-        entry.waiter.wake()
-
-    def wake_all(self) -> None:
-        with self._mutex:
-            entries = list(self.parked)
-            self.parked.clear()
-        for entry in entries:
-            entry.waiter.wake()
+    __slots__ = ()
 
 
 #: What a ``take()`` returns for "not yet", and :func:`_lot_wait` once its timeout expires.
