@@ -248,26 +248,17 @@ class AppThreads:
             threads = self._hubs[hub] = _HubThreads(max(1, share))
         return threads
 
-    def admit_handshake(self) -> Callable[[], None]:
+    def admit_handshake(self) -> Callable[[], Any]:
         """Count a WebSocket handshake on this hub until the returned release is called.
 
         The handshake runs on its connection's greenlet; the server calls the
-        release when the app takes the connection, or returns, whichever is
-        first (later calls do nothing). :class:`AppThreadsBusy` when as many
-        handshakes as this hub has app threads are in the app, not taken, for
-        ``wait_timeout`` seconds.
+        release once, when the app takes the connection or returns, whichever
+        is first. :class:`AppThreadsBusy` when as many handshakes as this hub
+        has app threads are in the app, not taken, for ``wait_timeout`` seconds.
         """
         threads = self._of_this_hub()
-        handshakes = threads.handshakes
-        threads.acquire(handshakes, "handshake slot", self.wait_timeout, self.count)
-        held = [True]
-
-        def release() -> None:
-            if held:
-                held.clear()
-                handshakes.release()
-
-        return release
+        threads.acquire(threads.handshakes, "handshake slot", self.wait_timeout, self.count)
+        return threads.handshakes.release
 
     def run(self, fn: Callable, *args: Any) -> Any:
         """``fn(*args)`` on a free app thread of this hub; this greenlet waits for it.

@@ -27,6 +27,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from gevent import get_hub
@@ -318,7 +319,7 @@ class _Connection:
         # An upgrade request's UpgradedSocket, while its app runs.
         self.upgrade: UpgradedSocket | None = None
         # A WebSocket handshake's slot in the handshake bound, until taken or answered.
-        self.release_handshake: Callable[[], None] | None = None
+        self.release_handshake: Callable[[], Any] | None = None
 
     # -- the request loop ------------------------------------------------------------
 
@@ -605,6 +606,7 @@ class _Connection:
         keeps per thread lives there), or, when none is free in time, the
         request gets a 503 and the connection is closed.
         """
+        threads = self.service.app_threads
         if req.upgrade:
             refusal = websocket_refusal(env)
             if refusal is not None:
@@ -619,12 +621,13 @@ class _Connection:
                 # app may hold for hours (see greenpool.http.app_threads). Other
                 # upgrades (h2c, which curl --http2 asks for on every request) are
                 # requests like the rest, bounded as they are.
-                threads = self.service.app_threads
                 if threads is None:
                     return self._exchange(req, env)
                 # Within the handshake bound (AppThreads.admit_handshake) until the
-                # app takes the connection (_taken) or returns: a route that answers
-                # handshake headers with HTTP runs as boundedly as any request.
+                # app takes the connection (_taken) or returns; whichever comes
+                # first takes release_handshake and calls it, so it runs once. A
+                # route that answers handshake headers with HTTP runs as boundedly
+                # as any request.
                 # Here, not in a method of its own: a frame more under a parked
                 # WebSocket's app crosses a page of its greenlet's frame stack
                 # (+4 KiB an idle connection, measured).
@@ -638,7 +641,6 @@ class _Connection:
                     release, self.release_handshake = self.release_handshake, None
                     if release is not None:
                         release()
-        threads = self.service.app_threads
         if threads is None:
             return self._exchange(req, env)
         try:
