@@ -454,6 +454,14 @@ flag_remove(Flag *self, PyObject *entry)
     return 0;
 }
 
+/* This waiter resumed: its token (if a wake-up left one) goes. 0, or -1 raised. */
+static int
+flag_drop_pending(Flag *self)
+{
+    Py_ssize_t n = PyList_GET_SIZE(self->pending);
+    return n > 0 ? PyList_SetSlice(self->pending, n - 1, n, NULL) : 0;
+}
+
 /* Park until woken (True) or timeout (False). Readiness: ``ready()``, or when
  * ``ready`` is NULL the slot at ``offset`` of ``owner`` being True. */
 static PyObject *
@@ -495,21 +503,12 @@ flag_wait_impl(Flag *self, PyObject *ready, PyObject *owner, Py_ssize_t offset,
         int removed = flag_remove(self, entry);
         gil_runlock(&self->lock);
         Py_DECREF(entry);
-        if (removed < 0) {
+        /* removed == 0: woken meanwhile (re-entered); its token goes, as after a park */
+        if (removed < 0 || (removed == 0 && flag_drop_pending(self) < 0)) {
             Py_XDECREF(type);
             Py_XDECREF(value);
             Py_XDECREF(tb);
             return NULL;
-        }
-        if (removed == 0 && PyList_GET_SIZE(self->pending) > 0) {
-            /* woken meanwhile (re-entered): its token goes, as after a park */
-            Py_ssize_t last = PyList_GET_SIZE(self->pending) - 1;
-            if (PyList_SetSlice(self->pending, last, last + 1, NULL) < 0) {
-                Py_XDECREF(type);
-                Py_XDECREF(value);
-                Py_XDECREF(tb);
-                return NULL;
-            }
         }
         PyErr_Restore(type, value, tb);
         return is_ready < 0 ? NULL : Py_NewRef(Py_True);
@@ -530,10 +529,8 @@ flag_wait_impl(Flag *self, PyObject *ready, PyObject *owner, Py_ssize_t offset,
         failed |= removed < 0;
         woken = removed == 0;  /* not listed: a waker took it, so it was woken */
     }
-    if (woken == 1 && PyList_GET_SIZE(self->pending) > 0) {
-        Py_ssize_t last = PyList_GET_SIZE(self->pending) - 1;
-        failed |= PyList_SetSlice(self->pending, last, last + 1, NULL) < 0;
-    }
+    if (woken == 1)
+        failed |= flag_drop_pending(self) < 0;
     Py_DECREF(entry);
     if (type != NULL) {
         PyErr_Restore(type, value, tb);
